@@ -108,9 +108,137 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- init-model ---------------------------------------------------------------------------------
+
+
+def add_init_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "init-model",
+        help="write a valid checkpoint with an untrained head",
+        description="Build a Mine-JEPA classifier (timm ViT at 96 px, one grayscale channel) and save it as a "
+        "self-describing safetensors checkpoint. The head is untrained: use `mine-jepa probe` to train it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size")
+    p.add_argument("--head", choices=["linear", "mlp"], default="linear", help="classifier head")
+    p.add_argument("--init", default="random",
+                   help="backbone weights: 'random', 'timm' (ImageNet from timm's hub, needs internet) or a local "
+                   ".safetensors/.pth timm state dict (adapted to 1 channel and 96 px)")
+    p.add_argument("--window", type=_positive_int, default=96, help="window (= model input) size in pixels")
+    p.add_argument("--stride", type=_positive_int, default=64, help="default window stride stored in the checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the head and random backbone")
+    p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=run_init_model)
+
+
+def run_init_model(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.model import new_classifier, save_checkpoint
+
+    model = new_classifier(arch=args.arch, head=args.head, init=args.init, window=args.window, stride=args.stride,
+                           seed=args.seed, provenance={"created_by": "mine-jepa init-model"})
+    save_checkpoint(args.out, model)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: {args.arch} ({params / 1e6:.1f}M parameters), head {args.head}, init {args.init}")
+    return 0
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def add_geometry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slant-resolution", type=float, default=0.0,
+                   help="slant range per sample (m); with --altitude and --ping-spacing, detections carry metric positions")
+    p.add_argument("--altitude", type=float, default=0.0, help="sonar altitude above the seabed (m)")
+    p.add_argument("--ping-spacing", type=float, default=0.0, help="along-track distance between pings (m)")
+
+
+def geometry_from_args(args: argparse.Namespace) -> object:
+    from mine_jepa_ros.pipeline import SonarGeometry
+
+    if args.slant_resolution > 0 and args.altitude > 0 and args.ping_spacing > 0:
+        return SonarGeometry(args.slant_resolution, args.altitude, args.ping_spacing)
+    return None
+
+
+def add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="run the detector over a bag, write detections, score against ground truth",
+        description="Run the node's pipeline over every image in a rosbag2 and write a bag with one "
+        "vision_msgs/Detection2DArray per image (same stamps) and a LabelInfo. Where the bag holds "
+        "ground truth (a Detection2DArray topic), print per-class precision/recall/F1 and the window "
+        "confusion matrix.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--bag", required=True, type=Path, help="input rosbag2 (mcap or sqlite3)")
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from init-model or probe")
+    p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
+    p.add_argument("--topic", default=None, help="image topic (default: the bag's only image topic)")
+    p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
+    p.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
+                   help="input layout; auto: height-1 images are pings")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="windows per forward pass")
+    p.add_argument("--thresholds", type=_thresholds, default=[0.5],
+                   help="probability threshold per non-background class (one value for all, or comma-separated)")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
+    p.add_argument("--overlay", action="store_true", help="also write debug overlay images to the output bag")
+    p.add_argument("--report", type=Path, default=None, help="write overlay PNGs, metrics.json and metrics.png here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_geometry_args(p)
+    p.set_defaults(func=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.replay import ReplayOptions, replay
+
+    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device,
+                         batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
+                         overlay=args.overlay, report_dir=args.report, geometry=geometry_from_args(args),  # type: ignore[arg-type]
+                         progress=not args.json)
+    result = replay(args.bag, args.model, args.out, opts)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"replayed {result.images} images ({result.mode}) in {result.seconds:.1f} s: {result.windows} windows "
+          f"({result.windows_per_second:.0f}/s), {result.detections} detections, {result.skipped} skipped -> {result.out}")
+    for reason, count in result.skip_reasons.items():
+        print(f"  skipped {count} x {reason}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    if result.metrics:
+        print(format_metrics(result.metrics))
+    if args.report:
+        print(f"report: {args.report}")
+    return 0
+
+
+def format_metrics(metrics: dict[str, object]) -> str:
+    lines = ["class    precision  recall  f1     detections  objects"]
+    per_class = metrics["detections"]
+    assert isinstance(per_class, dict)
+    for name, m in per_class.items():
+        lines.append(f"{name:8s} {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:.3f}  {m['detections']:10d}  {m['objects']:7d}")
+    conf = metrics["window_confusion"]
+    assert isinstance(conf, dict)
+    lines.append(f"window confusion (rows true, cols predicted: {', '.join(conf['classes'])}):")
+    lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in conf["matrix"])
+    lines.append(f"window accuracy {metrics['window_accuracy']:.3f}, macro-F1 {metrics['window_macro_f1']:.3f}")
+    return "\n".join(lines)
+
+
 # -- entry point --------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [add_simulate]
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    add_simulate, add_init_model, add_replay,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

