@@ -53,8 +53,8 @@ class WaterfallTiler:
     """Cuts a whole waterfall frame into ``window`` x ``window`` patches at ``stride``."""
 
     def __init__(self, window: int = 96, stride: int = 64) -> None:
-        if window < 1 or stride < 1:
-            raise ValueError(f"window and stride must be >= 1 (got {window}, {stride})")
+        if window < 1 or not 1 <= stride <= window:
+            raise ValueError(f"need window >= 1 and 1 <= stride <= window (got window {window}, stride {stride})")
         self.window = window
         self.stride = stride
 

@@ -18,3 +18,44 @@ def small_config() -> SurveyConfig:
 @pytest.fixture(scope="session")
 def small_survey() -> Survey:
     return simulate_survey(SMALL)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real ViT-Tiny checkpoint (random init, untrained head) written by the package."""
+    from mine_jepa_ros.model import new_classifier, save_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "vit_tiny.safetensors"
+    return save_checkpoint(path, new_classifier("vit_tiny", seed=1))
+
+
+@pytest.fixture(scope="session")
+def narrow_survey() -> Survey:
+    """A 2x128-sample survey: few windows per ping row, so pipeline tests run in seconds."""
+    return simulate_survey(SurveyConfig(pings=400, samples_per_side=128, max_range_m=12.0, altitude_m=2.0,
+                                        milco_count=2, nombo_count=1, object_ground_range_m=(3.0, 8.0), seed=5))
+
+
+@pytest.fixture(scope="session")
+def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An untrained checkpoint whose head is scaled up so windows land in every class.
+
+    Random-init heads call everything background; this one gives many positive windows of both
+    classes, which is what the merging / streaming-equivalence tests need to bite.
+    """
+    import torch
+
+    from mine_jepa_ros.model import new_classifier, save_checkpoint
+
+    from mine_jepa_ros.tiling import WaterfallTiler
+
+    model = new_classifier("vit_tiny", seed=2).eval()
+    survey = simulate_survey(SMALL)
+    patches = torch.from_numpy(WaterfallTiler().tile(survey.to_uint8().astype("float32") / 255).patches)
+    with torch.no_grad():
+        feats = model.backbone(model.normalise(patches))
+        logits = model.head(feats)
+        scale = 2.0 / logits.std(dim=0).clamp_min(1e-6)  # per class: logits spread ~2 around 0
+        model.head.net.weight.mul_(scale[:, None])
+        model.head.net.bias.copy_(-(model.head(feats) - model.head.net.bias).mean(dim=0))
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "busy.safetensors", model)

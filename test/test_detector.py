@@ -1,0 +1,92 @@
+"""Device selection, batched classification, thresholds and the merging of windows into detections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mine_jepa_ros.detector import PatchClassifier, WindowMerger, resolve_device, thresholds_for, window_labels
+from mine_jepa_ros.model import load_checkpoint
+
+NAMES = ["background", "MILCO", "NOMBO"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
+def test_cuda_request_without_cuda_falls_back_with_one_warning(checkpoint: Path) -> None:
+    device, warning = resolve_device("cuda")
+    assert device.type == "cpu" and warning and "not available" in warning
+    clf = PatchClassifier(load_checkpoint(checkpoint), device="cuda:1")
+    assert clf.device.type == "cpu" and len(clf.warnings) == 1
+    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+        resolve_device("tpu")
+
+
+def test_batch_size_does_not_change_the_probabilities(checkpoint: Path) -> None:
+    model = load_checkpoint(checkpoint)
+    patches = np.random.default_rng(0).random((10, 96, 96), dtype=np.float32)
+    one = PatchClassifier(model, "cpu", batch_size=1).predict(patches)
+    many = PatchClassifier(model, "cpu", batch_size=64).predict(patches)
+    np.testing.assert_allclose(one, many, atol=1e-5)
+    np.testing.assert_allclose(one.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        PatchClassifier(model, "cpu").predict(np.zeros((2, 64, 64), np.float32))
+
+
+def test_window_labels_apply_per_class_thresholds() -> None:
+    probs = np.array([[0.2, 0.7, 0.1], [0.3, 0.1, 0.6], [0.9, 0.05, 0.05], [0.35, 0.45, 0.2]], np.float32)
+    assert window_labels(probs, thresholds_for(NAMES, 0.5)).tolist() == [1, 2, 0, 0]
+    assert window_labels(probs, thresholds_for(NAMES, [0.4, 0.7])).tolist() == [1, 0, 0, 1]
+
+
+def test_thresholds_forms_and_errors() -> None:
+    assert thresholds_for(NAMES, {"NOMBO": 0.8}) == [1.0, 0.5, 0.8]
+    with pytest.raises(ValueError, match="unknown classes"):
+        thresholds_for(NAMES, {"SUB": 0.1})
+    with pytest.raises(ValueError, match="3 thresholds for 2 classes"):
+        thresholds_for(NAMES, [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="within"):
+        thresholds_for(NAMES, 1.5)
+
+
+def _merge(positions: list[tuple[int, int]], labels: list[int], scores: list[float]) -> list:  # type: ignore[type-arg]
+    merger = WindowMerger(96, NAMES)
+    merger.add(np.array(positions).reshape(-1, 2), np.array(labels), np.array(scores))
+    return merger.flush()
+
+
+def test_overlapping_windows_of_one_class_merge() -> None:
+    dets = _merge([(0, 0), (0, 64), (64, 64), (0, 500), (300, 0)], [1, 1, 1, 1, 2], [0.6, 0.9, 0.7, 0.8, 0.95])
+    boxes = {(d.class_name, d.box, round(d.score, 2)) for d in dets}
+    assert boxes == {
+        ("MILCO", (0.0, 0.0, 160.0, 160.0), 0.9),
+        ("MILCO", (0.0, 500.0, 96.0, 596.0), 0.8),
+        ("NOMBO", (300.0, 0.0, 396.0, 96.0), 0.95),
+    }
+
+
+def test_windows_of_different_classes_or_background_do_not_merge() -> None:
+    dets = _merge([(0, 0), (0, 64), (64, 0)], [1, 2, 0], [0.9, 0.9, 0.9])
+    assert sorted(d.class_name for d in dets) == ["MILCO", "NOMBO"]
+
+
+def test_merging_is_independent_of_order_and_streaming() -> None:
+    rng = np.random.default_rng(3)
+    positions = np.array([(r, c) for r in range(0, 2000, 64) for c in range(0, 640, 64)])
+    labels = rng.choice([0, 0, 0, 1, 2], size=len(positions))
+    scores = rng.random(len(positions))
+    reference = _merge(positions.tolist(), labels.tolist(), scores.tolist())
+    order = rng.permutation(len(positions))
+    shuffled = _merge(positions[order].tolist(), labels[order].tolist(), scores[order].tolist())
+    assert sorted(shuffled, key=lambda d: d.box) == sorted(reference, key=lambda d: d.box)
+    # Streaming: rows arrive in order; finalise what no later window can reach.
+    merger = WindowMerger(96, NAMES)
+    streamed = []
+    for row in range(0, 2000, 64):
+        sel = positions[:, 0] == row
+        merger.add(positions[sel], labels[sel], scores[sel])
+        streamed += merger.finalize(row + 96 - 96)  # rows seen = row + 96; future windows start >= rows seen - 96
+    streamed += merger.flush()
+    assert sorted(streamed, key=lambda d: d.box) == sorted(reference, key=lambda d: d.box)

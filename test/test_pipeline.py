@@ -1,0 +1,106 @@
+"""The pipeline the node and replay share: frames vs pings equivalence, bad input, positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mine_jepa_ros.detector import PatchClassifier
+from mine_jepa_ros.image_codec import encode_image
+from mine_jepa_ros.model import load_checkpoint
+from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig, SonarGeometry
+from mine_jepa_ros.ros_types import MessageFactory, stamp_ns
+from mine_jepa_ros.sim import Survey
+
+FACTORY = MessageFactory.for_rosbags()
+LOW = 0.34  # with an untrained head this gives many positive windows: a hard test for merging
+
+
+@pytest.fixture(scope="module")
+def classifier(busy_checkpoint: Path) -> PatchClassifier:
+    return PatchClassifier(load_checkpoint(busy_checkpoint), device="cpu", batch_size=32)
+
+
+def _frame(pixels: np.ndarray, t: int = 0):  # type: ignore[no-untyped-def]
+    return encode_image(FACTORY, pixels, FACTORY.header(t, "sss"))
+
+
+def test_streaming_and_frame_paths_give_identical_detections(classifier: PatchClassifier, narrow_survey: Survey) -> None:
+    img = narrow_survey.to_uint8()
+    frames = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW))
+    whole = frames.process(_frame(img))
+    assert whole is not None and len(whole.detections) >= 2
+
+    pings = DetectionPipeline(classifier, PipelineConfig("pings", thresholds=LOW))
+    stamps = narrow_survey.ping_stamps_ns()
+    streamed, windows = [], 0
+    for row in range(img.shape[0]):
+        out = pings.process(_frame(img[row : row + 1], int(stamps[row])))
+        assert out is not None and stamp_ns(out.header) == stamps[row]
+        streamed += out.detections
+        windows += len(out.tiles_positions)
+    final = pings.flush()
+    assert final is not None
+    streamed += final.detections
+    windows += len(final.tiles_positions)
+
+    key = lambda d: (d.box, d.class_name)  # noqa: E731
+    a, b = sorted(streamed, key=key), sorted(whole.detections, key=key)
+    assert [(d.box, d.class_name) for d in a] == [(d.box, d.class_name) for d in b]
+    assert [d.score for d in a] == pytest.approx([d.score for d in b], abs=1e-5)
+    assert windows == len(whole.tiles_positions)  # every window classified exactly once
+    for det in streamed:  # each detection is stamped with the time of its centre ping
+        assert det.stamp_ns == stamps[int(det.centre[0])]
+
+
+def test_bad_messages_are_skipped_counted_and_the_stream_goes_on(classifier: PatchClassifier) -> None:
+    pipe = DetectionPipeline(classifier, PipelineConfig("frames"))
+    good = np.zeros((96, 128), np.uint8)
+    nan = np.zeros((100, 100), np.float32)
+    nan[5, 5] = np.nan
+    wrong = _frame(good)
+    wrong.encoding = "yuv422"
+    truncated = _frame(good)
+    truncated.data = truncated.data[:-1]
+    no_header = SimpleNamespace(**{k: getattr(_frame(good), k) for k in ("height", "width", "encoding", "is_bigendian", "step", "data")})
+    bad = [wrong, truncated, _frame(np.zeros((50, 300), np.uint8)), _frame(nan), no_header]
+    for msg in bad:
+        assert pipe.process(msg) is None
+    assert pipe.process(_frame(good)) is not None
+    assert pipe.stats.received == 6 and pipe.stats.skipped == 5 and pipe.stats.processed == 1
+    assert pipe.stats.reasons == {"field encoding": 1, "field data": 2, "size": 1, "field header": 1}
+
+
+def test_window_must_match_the_checkpoint(classifier: PatchClassifier) -> None:
+    with pytest.raises(ValueError, match="does not match the checkpoint"):
+        DetectionPipeline(classifier, window=64)
+
+
+def test_metric_positions_and_overlay(classifier: PatchClassifier, narrow_survey: Survey) -> None:
+    cfg = narrow_survey.config
+    geometry = SonarGeometry(cfg.slant_resolution_m, cfg.altitude_m, cfg.ping_spacing_m)
+    pipe = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW, overlay=True, geometry=geometry))
+    out = pipe.process(_frame(narrow_survey.to_uint8()))
+    assert out is not None and out.overlay is not None and out.overlay.shape == (*narrow_survey.intensity.shape, 3)
+    width = narrow_survey.width
+    for det in out.detections:
+        along, cross = det.position_m  # type: ignore[misc]
+        assert along == pytest.approx(det.centre[0] * cfg.ping_spacing_m)
+        assert bool(np.signbit(cross)) == (det.centre[1] < width / 2)  # port is negative
+        assert abs(cross) <= cfg.max_ground_range_m
+    # a simulated object's own box centre maps back onto its metric position
+    for obj in narrow_survey.objects:
+        row, col = obj.centre_px
+        along, cross = geometry.position_m(row, col, width)
+        assert along == pytest.approx(obj.along_track_m, abs=1.0)
+        assert np.sign(cross) == np.sign(obj.cross_track_m)
+
+
+def test_pings_overlay_shows_recent_history(classifier: PatchClassifier, narrow_survey: Survey) -> None:
+    pipe = DetectionPipeline(classifier, PipelineConfig("pings", thresholds=LOW, overlay=True, overlay_rows=200))
+    overlays = [out.overlay for row in narrow_survey.to_uint8()[:300]
+                if (out := pipe.process(_frame(row[None]))) is not None and out.overlay is not None]
+    assert overlays and overlays[-1].shape == (200, narrow_survey.width, 3)

@@ -1,0 +1,113 @@
+"""``mine-jepa replay`` end to end on simulated bags: output bag, scoring, report, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mine_jepa_ros.bag_io import (
+    ReadStats,
+    SurveyBagOptions,
+    atomic_bag_writer,
+    iter_images,
+    iter_messages,
+    list_topics,
+    read_detections,
+    write_survey_bag,
+)
+from mine_jepa_ros.cli import main
+from mine_jepa_ros.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.scoring import Scorer, match_detections, window_truth
+from mine_jepa_ros.detections import Detection
+from mine_jepa_ros.image_codec import encode_image
+from mine_jepa_ros.ros_types import MessageFactory
+from mine_jepa_ros.sim import Survey
+
+
+@pytest.fixture(scope="module")
+def frames_bag(tmp_path_factory: pytest.TempPathFactory, narrow_survey: Survey) -> Path:
+    return write_survey_bag(narrow_survey, tmp_path_factory.mktemp("in") / "frames", SurveyBagOptions(frame_height=100))
+
+
+def test_replay_cli_writes_a_decodable_bag_with_the_input_stamps(
+    tmp_path: Path, frames_bag: Path, busy_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, report = tmp_path / "out", tmp_path / "report"
+    code = main(["replay", "--bag", str(frames_bag), "--model", str(busy_checkpoint), "--out", str(out),
+                 "--report", str(report), "--thresholds", "0.34", "--overlay", "--storage", "sqlite3"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "replayed 4 images (frames)" in text and "window confusion" in text
+    assert list_topics(out) == {DETECTIONS_TOPIC: "vision_msgs/msg/Detection2DArray",
+                                LABEL_INFO_TOPIC: "vision_msgs/msg/LabelInfo", OVERLAY_TOPIC: "sensor_msgs/msg/Image"}
+    inputs = list(iter_images(frames_bag, "/sonar/sidescan/image"))
+    outputs = read_detections(out, DETECTIONS_TOPIC)
+    assert [s for s, _ in outputs] == [r.stamp_ns for r in inputs]  # message for message, same headers
+    assert sum(len(d) for _, d in outputs) > 0
+    stats = ReadStats()
+    labels = list(iter_messages(out, [LABEL_INFO_TOPIC], ["vision_msgs/msg/LabelInfo"], stats))
+    assert len(labels) == 1 and [c.class_name for c in labels[0][3].class_map] == ["background", "MILCO", "NOMBO"]
+    assert len(list(iter_images(out, OVERLAY_TOPIC))) == 4
+    for name in ("metrics.json", "metrics.png", "overlay_000.png"):
+        assert (report / name).stat().st_size > 100
+    metrics = json.loads((report / "metrics.json").read_text())["metrics"]
+    assert set(metrics["detections"]) == {"MILCO", "NOMBO"}
+    assert np.array(metrics["window_confusion"]["matrix"]).sum() == metrics["windows_scored"] > 0
+
+
+def test_replay_pings_json(tmp_path: Path, narrow_survey: Survey, busy_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
+    assert main(["replay", "--bag", str(bag), "--model", str(busy_checkpoint), "--out", str(tmp_path / "out"),
+                 "--thresholds", "0.34", "--json", "--slant-resolution", "0.1", "--altitude", "2", "--ping-spacing", "0.05"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mode"] == "pings" and result["images"] == narrow_survey.config.pings
+    assert result["metrics"]["detections"]["MILCO"]["objects"] == sum(o.class_name == "MILCO" for o in narrow_survey.objects)
+    outputs = read_detections(tmp_path / "out", DETECTIONS_TOPIC)
+    assert len(outputs) == narrow_survey.config.pings + 1  # one per ping + the end-of-stream flush
+    dets = [d for _, ds in outputs for d in ds]
+    assert dets and all(d.position_m is not None and d.stamp_ns is not None for d in dets)
+
+
+def test_replay_errors_are_one_line(tmp_path: Path, frames_bag: Path, busy_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_model = tmp_path / "bad.safetensors"
+    bad_model.write_bytes(b"junk")
+    assert main(["replay", "--bag", str(frames_bag), "--model", str(bad_model), "--out", str(tmp_path / "o1")]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+    assert main(["replay", "--bag", str(tmp_path / "nobag"), "--model", str(busy_checkpoint), "--out", str(tmp_path / "o2")]) == 2
+    assert "no such bag" in capsys.readouterr().err
+    assert main(["replay", "--bag", str(frames_bag), "--model", str(busy_checkpoint), "--out", str(tmp_path / "o3"),
+                 "--topic", "/camera"]) == 2
+    err = capsys.readouterr().err
+    assert "/camera" in err and "Traceback" not in err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+def test_replay_without_ground_truth(tmp_path: Path, narrow_survey: Survey, checkpoint: Path) -> None:
+    factory = MessageFactory.for_rosbags()
+    store = factory.typestore
+    assert store is not None
+    with atomic_bag_writer(tmp_path / "bag") as writer:
+        conn = writer.add_connection("/cam", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(3):
+            msg = encode_image(factory, narrow_survey.to_uint8()[i * 100 : i * 100 + 100], factory.header(i, "s"))
+            writer.write(conn, i, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    result = replay(tmp_path / "bag", checkpoint, tmp_path / "out", ReplayOptions(progress=False))
+    assert result.metrics is None and result.images == 3 and result.skipped == 0
+    assert len(read_detections(tmp_path / "out", DETECTIONS_TOPIC)) == 3
+
+
+def test_scoring_rules() -> None:
+    gt = [Detection("MILCO", 1.0, (10, 10, 20, 30)), Detection("NOMBO", 1.0, (200, 200, 210, 220))]
+    dets = [Detection("MILCO", 0.9, (0, 0, 96, 96)), Detection("MILCO", 0.8, (0, 0, 96, 96)), Detection("NOMBO", 0.7, (0, 0, 50, 50))]
+    assert match_detections(dets, gt) == ([True, False, False], [True, False])
+    positions = np.array([[0, 0], [0, 150], [150, 150], [180, 150]])
+    assert window_truth(positions, 96, gt, ["background", "MILCO", "NOMBO"]).tolist() == [1, 0, 2, 2]
+    partial = np.array([[0, 25]])  # overlaps the MILCO box without its centre (15, 20)
+    assert window_truth(partial, 96, gt, ["background", "MILCO", "NOMBO"]).tolist() == [-1]
+    scorer = Scorer(["background", "MILCO", "NOMBO"], 96)
+    scorer.add_detections(dets, gt)
+    m = scorer.metrics()["detections"]
+    assert m["MILCO"]["precision"] == 0.5 and m["MILCO"]["recall"] == 1.0 and m["NOMBO"]["recall"] == 0.0
