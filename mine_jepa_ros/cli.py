@@ -186,6 +186,8 @@ def add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="input layout; auto: height-1 images are pings")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="windows per forward pass")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     p.add_argument("--thresholds", type=_thresholds, default=[0.5],
                    help="probability threshold per non-background class (one value for all, or comma-separated)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
@@ -199,7 +201,7 @@ def add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run_replay(args: argparse.Namespace) -> int:
     from mine_jepa_ros.replay import ReplayOptions, replay
 
-    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device,
+    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
                          overlay=args.overlay, report_dir=args.report, geometry=geometry_from_args(args),  # type: ignore[arg-type]
                          progress=not args.json)
@@ -234,10 +236,49 @@ def format_metrics(metrics: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+# -- bench --------------------------------------------------------------------------------------
+
+
+def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure end-to-end throughput against the bare model and a naive loop",
+        description="Benchmark on a simulated survey, in one run: end-to-end replay windows/s vs the bare model "
+        "forward pass on the same windows at the same batch size (goal >= 0.85) and vs a naive batch-1 loop "
+        "(goal >= 5x); the streaming path's real-time factor for each architecture; peak memory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="model for the throughput ratios")
+    p.add_argument("--pings", type=_positive_int, default=1024, help="pings in the simulated survey")
+    p.add_argument("--samples-per-side", type=_positive_int, default=1024, help="samples per channel")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    p.add_argument("--ping-rate", type=float, default=15.0, help="sonar ping rate for the real-time factor")
+    p.add_argument("--stream-pings", type=_positive_int, default=384, help="pings pushed through the streaming path")
+    p.add_argument("--repeats", type=_positive_int, default=2, help="interleaved repeats (best is kept)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run_bench_cmd)
+
+
+def run_bench_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.bench import BenchConfig, format_bench, run_bench
+
+    cfg = BenchConfig(arch=args.arch, pings=args.pings, samples_per_side=args.samples_per_side, batch_size=args.batch_size,
+                      device=args.device, precision=args.precision, ping_rate_hz=args.ping_rate, stream_pings=args.stream_pings, repeats=args.repeats)
+    results = run_bench(cfg)
+    if args.json:
+        print_json(results)
+    else:
+        print(format_bench(results))
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_simulate, add_init_model, add_replay,
+    add_simulate, add_init_model, add_replay, add_bench,
 ]
 
 

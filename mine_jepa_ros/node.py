@@ -18,6 +18,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -59,7 +60,7 @@ class MineJepaNode(Node):
         self.settings = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
         s = self.settings
         model = load_checkpoint(s["model_path"])
-        classifier = PatchClassifier(model, device=s["device"], batch_size=s["batch_size"])
+        classifier = PatchClassifier(model, device=s["device"], batch_size=s["batch_size"], precision=s["precision"])
         for warning in classifier.warnings:
             self.get_logger().warning(warning)
         self.pipeline = DetectionPipeline(classifier, s.pipeline_config(classifier.class_names),
@@ -137,7 +138,11 @@ class MineJepaNode(Node):
                 self.worker.update(set_thresholds)
                 self._publish_label_info()
             elif p.name == "publish_overlay":
-                self.worker.update(lambda pipe, on=bool(p.value): setattr(pipe.config, "overlay", on))
+
+                def set_overlay(pipe: DetectionPipeline, on: bool = bool(p.value)) -> None:
+                    pipe.config.overlay = on
+
+                self.worker.update(set_overlay)
         return SetParametersResult(successful=True)
 
     def shutdown(self) -> None:
@@ -152,7 +157,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (MineJepaError, ParameterError, ValueError) as exc:
+    except (MineJepaError, ParameterError, ParameterException, ValueError, OSError) as exc:
         print(f"mine_jepa_node: error: {exc}", file=sys.stderr)
         return 2
     finally:

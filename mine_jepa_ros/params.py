@@ -27,6 +27,8 @@ class ParamSpec:
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "", "Checkpoint (.safetensors) written by `mine-jepa init-model` or `mine-jepa probe`."),
     ParamSpec("device", "auto", "Inference device: auto, cpu or cuda[:N]; CUDA absent -> CPU with one warning."),
+    ParamSpec("precision", "auto", "Inference precision: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or "
+              "bf16.", choices=("auto", "fp32", "bf16")),
     ParamSpec("input_topic", "/sonar/sidescan/image", "Side-scan image topic (sensor_msgs/Image or CompressedImage)."),
     ParamSpec("input_type", "image", "Message type of input_topic.", choices=("image", "compressed")),
     ParamSpec("input_mode", "frames", "frames: each message is a waterfall frame; pings: each message adds pings "

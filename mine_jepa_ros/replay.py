@@ -32,7 +32,7 @@ from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.image_codec import decode_image, encode_image
 from mine_jepa_ros.model import load_checkpoint
 from mine_jepa_ros.overlay import draw_detections, write_png
-from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig, SonarGeometry
+from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput, SonarGeometry
 from mine_jepa_ros.ros_types import MessageFactory, stamp_ns
 from mine_jepa_ros.scoring import Scorer
 
@@ -47,6 +47,7 @@ class ReplayOptions:
     gt_topic: str | None = None  # None: the bag's only Detection2DArray topic, if any
     mode: str = "auto"  # auto | frames | pings
     device: str = "auto"
+    precision: str = "auto"
     batch_size: int = 64
     thresholds: float | list[float] = 0.5
     storage: str = "mcap"
@@ -118,7 +119,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
 
     model = load_checkpoint(model_path)
-    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size)
+    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
     config = PipelineConfig(input_mode=mode, thresholds=opts.thresholds, overlay=opts.overlay, geometry=opts.geometry)
     pipeline = DetectionPipeline(classifier, config)
     factory = MessageFactory.for_rosbags(opts.distro)
@@ -146,11 +147,11 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         wrote_labels = False
         last_t = 0
 
-        def emit(result: Any, timestamp: int) -> None:
-            msg = detections_to_msg(factory, result.detections, result.header)
+        def emit(output: PipelineOutput, timestamp: int) -> None:
+            msg = detections_to_msg(factory, output.detections, output.header)
             writer.write(det_conn, timestamp, store.serialize_cdr(msg, DETECTION_TYPE))
-            if overlay_conn is not None and result.overlay is not None:
-                ov = encode_image(factory, result.overlay, result.header, "bgr8")
+            if overlay_conn is not None and output.overlay is not None:
+                ov = encode_image(factory, output.overlay, output.header, "bgr8")
                 writer.write(overlay_conn, timestamp, store.serialize_cdr(ov, IMAGE_TYPES[0]))
 
         stream = iter_messages(bag, [image_topic], IMAGE_TYPES, read_stats, opts.distro)
@@ -161,20 +162,20 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
                 label = label_info_msg(factory, pipeline.class_names, msg.header, min(pipeline.thresholds[1:]))
                 writer.write(label_conn, timestamp, store.serialize_cdr(label, "vision_msgs/msg/LabelInfo"))
                 wrote_labels = True
-            result = pipeline.process(msg)
-            if result is None:
+            output = pipeline.process(msg)
+            if output is None:
                 continue
-            emit(result, timestamp)
+            emit(output, timestamp)
             if mode == "frames":
                 truth = truth_by_stamp.get(stamp_ns(msg.header), [])
                 if scorer is not None:
-                    scorer.add_detections(result.detections, truth)
-                    scorer.add_windows(result.tiles_positions, result.labels, truth)
+                    scorer.add_detections(output.detections, truth)
+                    scorer.add_windows(output.tiles_positions, output.labels, truth)
                 if opts.report_dir is not None and len(report_frames) < opts.report_max_images:
-                    report_frames.append((decode_image(msg).pixels, result.detections, truth))
+                    report_frames.append((decode_image(msg).pixels, output.detections, truth))
             else:
-                stream_dets.extend(result.detections)
-                stream_windows.append((result.tiles_positions, result.labels))
+                stream_dets.extend(output.detections)
+                stream_windows.append((output.tiles_positions, output.labels))
                 if opts.report_dir is not None and sum(len(r) for r in report_rows) < max_report_rows:
                     report_rows.append(decode_image(msg).pixels)
         final = pipeline.flush()

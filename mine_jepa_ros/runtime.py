@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from mine_jepa_ros.pipeline import DetectionPipeline, PipelineOutput
 
 LOG = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ def diagnostic_values(pipeline: DetectionPipeline, queue: DropOldestQueue, worke
         "internal_errors": str(w.errors), "last_latency_s": f"{w.last_latency_s:.3f}",
         "max_latency_s": f"{w.max_latency_s:.3f}", "device": str(pipeline.classifier.device),
         "batch_size": str(pipeline.classifier.batch_size), "input_mode": pipeline.config.input_mode,
+        "precision": str(pipeline.classifier.autocast_dtype or torch.float32).removeprefix("torch."),
         "last_error": s.last_error,
     }
     for reason, count in s.reasons.items():

@@ -21,7 +21,7 @@ LOW = 0.34  # with an untrained head this gives many positive windows: a hard te
 
 @pytest.fixture(scope="module")
 def classifier(busy_checkpoint: Path) -> PatchClassifier:
-    return PatchClassifier(load_checkpoint(busy_checkpoint), device="cpu", batch_size=32)
+    return PatchClassifier(load_checkpoint(busy_checkpoint), device="cpu", batch_size=32, precision="fp32")
 
 
 def _frame(pixels: np.ndarray, t: int = 0):  # type: ignore[no-untyped-def]

@@ -1,0 +1,1 @@
+"""Training tools: patch datasets, sonar augmentations, SIGReg and baselines, pretraining, probing."""
