@@ -275,10 +275,205 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- training -----------------------------------------------------------------------------------
+
+
+def add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="make a patch store from bags, a YOLO image folder or the simulator",
+        description="Cut 96x96 patches (stride 64) into a patch store (uint8 memmaps + JSON index, per-source "
+        "normalisation statistics). Splits are drawn per source image / survey, never per patch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", type=Path, action="append", help="rosbag2 recording (repeatable)")
+    src.add_argument("--yolo", type=Path, help="folder of images with YOLO .txt labels (Santos et al. layout)")
+    src.add_argument("--sim", type=_positive_int, metavar="SURVEYS", help="simulate this many surveys")
+    p.add_argument("--out", required=True, type=Path, help="output store directory (must not exist)")
+    p.add_argument("--topic", default=None, help="bag image topic (default: every image topic)")
+    p.add_argument("--gt-topic", default=None, help="bag ground-truth topic (default: the only Detection2DArray topic)")
+    p.add_argument("--source", default=None, help="source name for normalisation statistics (default: real or syn)")
+    p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of groups (images / surveys) held out")
+    p.add_argument("--test-years", default="", help="YOLO folders: comma-separated years for the test split (e.g. 2010,2018)")
+    p.add_argument("--pings", type=_positive_int, default=1024, help="simulator: pings per survey")
+    p.add_argument("--samples-per-side", type=_positive_int, default=512, help="simulator: samples per channel")
+    p.add_argument("--stride", type=_positive_int, default=64, help="sliding-window stride")
+    p.add_argument("--seed", type=int, default=0, help="random seed (splits, simulator)")
+    p.set_defaults(func=run_extract)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from training.extract import SimExtractConfig, extract_bags, extract_simulator, extract_yolo_folder
+
+    if args.out.exists():
+        raise UserError(f"{args.out}: exists already; not overwriting")
+    if args.sim:
+        store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings,
+                                                              samples_per_side=args.samples_per_side, seed=args.seed),
+                                  stride=args.stride, test_fraction=args.test_fraction)
+    elif args.yolo:
+        years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
+        store = extract_yolo_folder(args.out, args.yolo, stride=args.stride, test_years=years,
+                                    test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed)
+    else:
+        store = extract_bags(args.out, args.bag, args.topic, args.gt_topic, stride=args.stride,
+                             source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed)
+    print(store.summary())
+    return 0
+
+
+def add_pretrain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from training.config import PretrainConfig
+
+    d = PretrainConfig()
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining (SIGReg / VICReg / SimCLR / BYOL) on patch stores",
+        description="In-domain SSL pretraining of a ViT at 96 px on one or more patch stores (Real+Syn: each "
+        "normalised with its own statistics). Writes OUT/state.safetensors every epoch (atomic; --resume "
+        "continues bit for bit), OUT/backbone.safetensors for `probe --init`, metrics.csv, steps.csv, metrics.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--store", required=True, type=Path, action="append", help="patch store (repeatable: Real+Syn)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default=d.arch, help="ViT size")
+    p.add_argument("--init", default=d.init, help="random, timm (ImageNet via timm's hub) or a local timm weights file")
+    p.add_argument("--augment", choices=["sonar", "natural"], default=d.augment, help="view augmentations")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="epochs")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="patches per step")
+    p.add_argument("--views", type=_positive_int, default=d.views, help="augmented views per patch")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up, then cosine")
+    p.add_argument("--lam", type=float, default=d.lam, help="SIGReg weight: (1-lam)*L_inv + lam*L_sig")
+    p.add_argument("--proj-dim", type=int, default=None, help="projection dim (default: 16 for SIGReg, method default otherwise)")
+    p.add_argument("--proj-hidden", type=_positive_int, default=d.proj_hidden, help="projector hidden width")
+    p.add_argument("--num-slices", type=_positive_int, default=d.num_slices, help="SIGReg random slices per step")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision, help="autocast precision")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from training.config import PretrainConfig
+    from training.patches import PatchStore
+    from training.pretrain import Pretrainer
+
+    cfg = PretrainConfig(method=args.method, arch=args.arch, init=args.init, augment=args.augment, epochs=args.epochs,
+                         batch_size=args.batch_size, views=args.views, lr=args.lr, weight_decay=args.weight_decay,
+                         warmup_epochs=args.warmup_epochs, lam=args.lam, proj_dim=args.proj_dim, proj_hidden=args.proj_hidden,
+                         num_slices=args.num_slices, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                         device=args.device, precision=args.precision)
+    result = Pretrainer(cfg, [PatchStore(s) for s in args.store], args.out).run(resume=args.resume)
+    last = result.metrics[-1]
+    print(f"pretrained {result.epochs_done} epoch(s): loss {last['loss']:.4f}, online probe accuracy {last['probe_acc']:.3f}, "
+          f"{last['patches_per_s']:.0f} patches/s, data wait {100 * last['data_wait_fraction']:.1f}% -> {result.backbone}")
+    return 0
+
+
+def add_probe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="train a classifier head (or fine-tune) and write the deployable checkpoint",
+        description="Train a probe on the labelled training patches of a store: linear / mlp on the frozen "
+        "backbone, finetune / ft_mlp with the backbone trained. Writes a checkpoint the node and replay load, "
+        "and prints the held-out metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--store", required=True, type=Path, help="patch store with labels")
+    p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size when --init is not a checkpoint")
+    p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
+    p.add_argument("--epochs", type=_positive_int, default=100, help="epochs")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (backbone gets a tenth when trained)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=run_probe)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from training.patches import PatchStore
+    from training.probe import ProbeConfig, evaluate, format_metrics, train_probe
+
+    store = PatchStore(args.store)
+    cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, seed=args.seed, device=args.device)
+    model = train_probe(store, cfg, args.out)
+    print(f"wrote {args.out}")
+    if len(store.indices("test", labelled=True)):
+        print(format_metrics(evaluate(model, store, "test", device=args.device)))
+    return 0
+
+
+def add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint on a patch store's held-out split",
+        description="macro-F1, per-class F1, accuracy, confusion matrix, 2-class MILCO-vs-rest F1 and MILCO recall.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
+    p.add_argument("--store", required=True, type=Path, help="patch store with labels")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--png", type=Path, default=None, help="also write the confusion matrix as a PNG")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.patches import PatchStore
+    from training.probe import evaluate, format_metrics, plot_confusion
+
+    metrics = evaluate(args.model, PatchStore(args.store), args.split, device=args.device)
+    if args.png:
+        plot_confusion(metrics, args.png)
+    if args.json:
+        print_json(metrics)
+    else:
+        print(format_metrics(metrics))
+    return 0
+
+
+def add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="the paper's comparison (supervised, SIGReg sonar/natural aug, VICReg, SimCLR, BYOL) in one table",
+        description="Run every method at a scale on a store (default: simulated surveys, split by survey) and "
+        "write OUT/results.md and OUT/results.json. smoke: seconds; cpu: minutes on 2 cores; paper: the paper's "
+        "hyper-parameters, for a GPU. Reruns resume finished pretraining.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--scale", choices=["smoke", "cpu", "paper"], default="cpu", help="size of everything")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--store", type=Path, default=None, help="patch store to use instead of simulating one")
+    p.add_argument("--only", default="", help="comma-separated substrings of the runs to do (e.g. 'SIGReg,supervised')")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(func=run_experiment_cmd)
+
+
+def run_experiment_cmd(args: argparse.Namespace) -> int:
+    from training.experiment import run_experiment
+
+    only = [o.strip() for o in args.only.split(",") if o.strip()] or None
+    result = run_experiment(args.scale, args.out, args.store, args.device, args.seed, only)
+    print(result.markdown())
+    print(f"table: {args.out / 'results.md'}")
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_simulate, add_init_model, add_replay, add_bench,
+    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_init_model, add_replay, add_bench,
 ]
 
 

@@ -1,0 +1,270 @@
+"""Training tools: SIGReg against its reference values, augmentations, stores, pretraining, resume, probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mine_jepa_ros.cli import main
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.model import load_checkpoint
+from training.augment import AUGMENTATIONS, AugmentConfig, augment, make_views
+from training.config import PretrainConfig
+from training.extract import SimExtractConfig, extract_simulator, extract_yolo_folder, read_yolo_labels
+from training.losses import build_method, collapse_value, epps_pulley, invariance_loss, lejepa_loss, sigreg_loss
+from training.patches import PatchBatch, PatchStore, PatchStoreWriter
+from training.pretrain import Pretrainer
+from training.probe import ProbeConfig, classification_metrics, evaluate, train_probe
+
+TINY_SIM = SimExtractConfig(surveys=4, pings=384, samples_per_side=192, max_range_m=12.0, altitude_m=2.0, objects_per_class=2)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> PatchStore:
+    return extract_simulator(tmp_path_factory.mktemp("store") / "sim", TINY_SIM, progress=False)
+
+
+# -- SIGReg -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [256, 1024, 4096])
+def test_sigreg_reference_values(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    gaussian = sigreg_loss(torch.randn(4, n, 16, generator=g), generator=g).item()
+    assert 0.8 < gaussian < 1.4  # the floor: ~1.05 whatever N
+    collapsed = sigreg_loss(torch.zeros(4, n, 16), generator=g).item()
+    assert collapsed == pytest.approx(collapse_value(n), rel=1e-4)
+    assert collapsed == pytest.approx(0.402 * n, rel=0.01)  # ~411 at N = 1024
+    shifted = sigreg_loss(torch.randn(4, n, 16, generator=g) + 2.0, generator=g).item()
+    scaled = sigreg_loss(3.0 * torch.randn(4, n, 16, generator=g), generator=g).item()
+    assert shifted > 50 * gaussian and scaled > 20 * gaussian
+
+
+def test_epps_pulley_by_hand() -> None:
+    x = torch.tensor([[0.5], [-1.0], [2.0]])
+    t = torch.linspace(0, 3, 17)
+    phi = torch.exp(-t**2 / 2)
+    w = torch.full((17,), 2 * 3 / 16) * phi
+    w[0] /= 2
+    w[-1] /= 2
+    err = (torch.cos(x * t).mean(0) - phi) ** 2 + torch.sin(x * t).mean(0) ** 2
+    assert epps_pulley(x).item() == pytest.approx(3 * (err * w).sum().item(), rel=1e-5)
+
+
+def test_sigreg_gradient_is_finite_and_pushes_towards_gaussian() -> None:
+    z = (0.1 * torch.randn(2, 512, 16)).requires_grad_()
+    loss = sigreg_loss(z, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    total, inv, sig = lejepa_loss(z.detach(), lam=0.1, generator=torch.Generator().manual_seed(0))
+    assert total.item() == pytest.approx(0.9 * inv.item() + 0.1 * sig.item(), rel=1e-5)
+    assert invariance_loss(torch.ones(3, 5, 4)).item() == 0.0
+
+
+def test_a_few_steps_on_a_tiny_vit_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    from mine_jepa_ros.model import build_backbone
+
+    backbone = build_backbone("vit_tiny")
+    method = build_method("sigreg", 192, backbone, hidden=64, num_slices=64)
+    opt = torch.optim.AdamW([*backbone.parameters(), *method.parameters()], lr=1e-3)
+    views = torch.rand(2, 32, 1, 96, 96)
+    losses = []
+    for _ in range(8):
+        out = method(backbone, views, torch.Generator().manual_seed(1))  # same slices: a fixed objective
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["vicreg", "simclr", "byol"])
+def test_baselines_share_the_interface(name: str) -> None:
+    from mine_jepa_ros.model import build_backbone
+
+    backbone = build_backbone("vit_tiny")
+    method = build_method(name, 192, backbone, hidden=32)
+    out = method(backbone, torch.rand(2, 4, 1, 96, 96))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["embedding"].shape == (4, 192)
+    method.after_step()
+
+
+# -- augmentations ----------------------------------------------------------------------------------
+
+
+def test_augmentations_are_per_sample_reproducible_and_in_range() -> None:
+    x = torch.rand(6, 1, 96, 96)
+    a = make_views(x, 3, AUGMENTATIONS["sonar"], torch.Generator().manual_seed(5))
+    b = make_views(x, 3, AUGMENTATIONS["sonar"], torch.Generator().manual_seed(5))
+    assert a.shape == (3, 6, 1, 96, 96) and torch.equal(a, b)
+    assert not torch.allclose(a[0], a[1])  # views differ
+    assert not torch.allclose(a[0, 0], a[0, 1] - x[1] + x[0])  # samples get their own parameters
+    for name in ("sonar", "natural"):
+        v = augment(x, AUGMENTATIONS[name], torch.Generator().manual_seed(1))
+        assert v.min() >= 0 and v.max() <= 1 + 1e-5
+
+
+def test_flip_only_config_is_an_exact_flip() -> None:
+    x = torch.rand(4, 1, 96, 96)
+    cfg = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=1.0, vflip=1.0, rotation_deg=0.0, blur_p=0.0)
+    torch.testing.assert_close(augment(x, cfg, torch.Generator().manual_seed(0)), x.flip(-1).flip(-2), atol=1e-5, rtol=0)
+
+
+def test_natural_set_changes_intensities_sonar_set_does_not() -> None:
+    x = torch.full((8, 1, 96, 96), 0.3)
+    sonar = augment(x, AUGMENTATIONS["sonar"], torch.Generator().manual_seed(0))
+    natural = augment(x, AUGMENTATIONS["natural"], torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sonar, x, atol=1e-5, rtol=0)  # geometry only: a flat patch stays flat
+    assert (natural - 0.3).abs().max() > 0.05
+
+
+# -- stores and extraction ------------------------------------------------------------------------
+
+
+def test_store_round_trip_and_group_splits(store: PatchStore, tmp_path: Path) -> None:
+    assert len(store) > 0 and store.patches.dtype == np.uint8 and store.window == 96
+    groups, splits = store.arrays["groups"], store.arrays["splits"]
+    for g in np.unique(groups):
+        assert len(np.unique(splits[groups == g])) == 1  # a survey never straddles two splits
+    assert len(store.indices("train", True)) and len(store.indices("test", True))
+    assert set(np.unique(store.labels)) <= {-1, 0, 1, 2}
+    reopened = PatchStore(store.path)
+    np.testing.assert_array_equal(reopened.patches[:5], store.patches[:5])
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(store.path, broken)
+    with (broken / "patches.u8").open("r+b") as f:
+        f.truncate(100)
+    with pytest.raises(UserError, match="truncated"):
+        PatchStore(broken)
+
+
+def test_store_writer_refuses_bad_batches(tmp_path: Path) -> None:
+    w = PatchStoreWriter()
+    with pytest.raises(ValueError, match="shape"):
+        w.add(PatchBatch(np.zeros((2, 64, 64), np.uint8), np.zeros(2, np.int16), "g"))
+    with pytest.raises(UserError, match="no patches"):
+        w.write(tmp_path / "empty")
+
+
+def _yolo_folder(tmp_path: Path) -> Path:
+    from mine_jepa_ros.sim import SurveyConfig, simulate_survey
+
+    folder = tmp_path / "santos"
+    folder.mkdir()
+    for k, year in enumerate(["2010", "2015", "2017", "2018"]):
+        survey = simulate_survey(SurveyConfig(pings=416, samples_per_side=208, max_range_m=12.0, altitude_m=2.0,
+                                              milco_count=2, nombo_count=2, object_ground_range_m=(3.0, 8.0), seed=k))
+        img = survey.to_uint8()
+        h, w = img.shape
+        cv2.imwrite(str(folder / f"{k:04d}_{year}.jpg"), img)
+        lines = []
+        for obj in survey.objects:
+            r0, c0, r1, c1 = obj.box
+            lines.append(f"{0 if obj.class_name == 'MILCO' else 1} {(c0 + c1) / 2 / w:.6f} {(r0 + r1) / 2 / h:.6f} "
+                         f"{(c1 - c0) / w:.6f} {(r1 - r0) / h:.6f}")
+        (folder / f"{k:04d}_{year}.txt").write_text("\n".join(lines) + "\n")
+    cv2.imwrite(str(folder / "0099_2021.jpg"), np.full((300, 300), 40, np.uint8))  # background-only image
+    (folder / "0099_2021.txt").write_text("")
+    return folder
+
+
+def test_yolo_folder_in_the_public_layout(tmp_path: Path) -> None:
+    folder = _yolo_folder(tmp_path)
+    store = extract_yolo_folder(tmp_path / "store", folder, test_years=("2010", "2018"), progress=False)
+    split_of = store.meta["split_of_group"]
+    assert split_of == {"0000_2010": "test", "0001_2015": "train", "0002_2017": "train", "0003_2018": "test", "0099_2021": "train"}
+    labelled = store.labels[store.labels >= 0]
+    lines = [line.split()[0] for txt in folder.glob("*.txt") for line in txt.read_text().splitlines() if line.strip()]
+    assert (labelled == 1).sum() == lines.count("0") > 0  # one crop per MILCO box
+    assert (labelled == 2).sum() == lines.count("1") > 0
+    assert (labelled == 0).sum() >= len(lines)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0 0.5 0.5 0.1\n")
+    with pytest.raises(UserError, match="bad.txt:1"):
+        read_yolo_labels(bad, 100, 100)
+
+
+def test_extract_from_a_bag_with_ground_truth(tmp_path: Path, narrow_survey) -> None:  # type: ignore[no-untyped-def]
+    from mine_jepa_ros.bag_io import SurveyBagOptions, write_survey_bag
+
+    bag = write_survey_bag(narrow_survey, tmp_path / "bag", SurveyBagOptions(frame_height=200))
+    assert main(["extract", "--bag", str(bag), "--out", str(tmp_path / "store"), "--test-fraction", "0"]) == 0
+    store = PatchStore(tmp_path / "store")
+    assert len(store) == 2 * 3 * 4  # 2 frames of 200 pings x 256 samples: 3 x 4 windows each (edge-aligned)
+    assert (store.labels >= 1).any() and (store.labels == 0).any()
+
+
+# -- pretraining, resume, probes ------------------------------------------------------------------
+
+SMALL_PRETRAIN = PretrainConfig(epochs=2, batch_size=8, views=2, proj_hidden=32, num_slices=32, steps_per_epoch=2,
+                                warmup_epochs=0.5, device="cpu", precision="fp32")
+
+
+def test_resume_reproduces_the_uninterrupted_run(store: PatchStore, tmp_path: Path) -> None:
+    straight = Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "straight", progress=False).run()
+    Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "split", progress=False).run(stop_after_epochs=1)
+    state = tmp_path / "split" / "state.safetensors"
+    assert load_checkpoint(tmp_path / "split" / "backbone.safetensors")  # the on-disk checkpoint is always loadable
+    resumed = Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "split", progress=False).run(resume=True)
+    assert state.is_file() and resumed.epochs_done == straight.epochs_done == 2
+    a = load_checkpoint(straight.backbone).state_dict()
+    b = load_checkpoint(resumed.backbone).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["loss"] for m in straight.metrics] == [m["loss"] for m in resumed.metrics]
+    for name in ("metrics.csv", "steps.csv", "metrics.png"):
+        assert (tmp_path / "split" / name).stat().st_size > 0
+    with pytest.raises(UserError, match="not empty"):
+        Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "split", progress=False).run()
+
+
+@pytest.mark.parametrize("mode", ["linear", "mlp", "finetune", "ft_mlp"])
+def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStore, tmp_path: Path, mode: str) -> None:
+    out = tmp_path / f"{mode}.safetensors"
+    train_probe(store, ProbeConfig(mode=mode, epochs=2, device="cpu"), out, progress=False)
+    model = load_checkpoint(out)
+    assert model.metadata.probe_mode == mode and model.metadata.class_names == store.classes
+    metrics = evaluate(out, store, "test", device="cpu")
+    assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["samples"] == len(store.indices("test", True))
+
+
+def test_classification_metrics_by_hand() -> None:
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    m = classification_metrics(y_true, y_pred, ["background", "MILCO", "NOMBO"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class_f1"]["MILCO"] == pytest.approx(0.8) and m["per_class_f1"]["NOMBO"] == pytest.approx(2 / 3)
+    assert m["milco_recall"] == 1.0 and m["milco_vs_rest_f1"] == pytest.approx(0.8)
+    assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrain", "--store", str(store.path), "--out", str(tmp_path / "pre"), "--epochs", "1", "--batch-size", "8",
+                 "--views", "2", "--proj-hidden", "32", "--num-slices", "16", "--steps-per-epoch", "2", "--device", "cpu"]) == 0
+    assert "online probe accuracy" in capsys.readouterr().out
+    assert main(["probe", "--store", str(store.path), "--init", str(tmp_path / "pre" / "backbone.safetensors"), "--mode", "linear",
+                 "--epochs", "3", "--out", str(tmp_path / "model.safetensors"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "model.safetensors"), "--store", str(store.path), "--json",
+                 "--png", str(tmp_path / "cm.png"), "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) >= {"macro_f1", "per_class_f1", "accuracy", "confusion", "milco_vs_rest_f1", "milco_recall"}
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    assert load_checkpoint(tmp_path / "model.safetensors").metadata.provenance["pretrain"]["pretrain"]["method"] == "sigreg"
+
+
+def test_experiment_smoke_writes_one_table(tmp_path: Path) -> None:
+    assert main(["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--only", "supervised,SIGReg",
+                 "--device", "cpu"]) == 0
+    table = (tmp_path / "exp" / "results.md").read_text()
+    assert "| supervised, random init |" in table and "| SIGReg, sonar aug |" in table and "| SIGReg, natural aug |" in table
+    rows = json.loads((tmp_path / "exp" / "results.json").read_text())["rows"]
+    assert len(rows) == 3 and all(0 <= r["metrics"]["macro_f1"] <= 1 for r in rows)

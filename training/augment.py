@@ -1,0 +1,107 @@
+"""Batched view augmentations on the training device (no per-sample Python, no CPU round trip).
+
+Every sample gets its own random parameters, drawn from a ``torch.Generator`` so that a run is
+reproducible (and resumable) step for step. Crop, flips and rotation are folded into one affine
+transform per sample and applied with a single ``grid_sample``; the Gaussian blur is a separable
+per-sample convolution (grouped conv).
+
+* ``sonar`` (the paper's finding): horizontal + vertical flip, random resized crop (scale 0.5-1),
+  rotation within +-15 degrees, Gaussian blur. No colour/intensity distortions.
+* ``natural`` (the ablation): the usual natural-image recipe as far as it applies to one channel:
+  random resized crop (scale 0.08-1), horizontal flip, brightness/contrast jitter, solarisation,
+  Gaussian blur. (Hue/saturation jitter and grayscale conversion are no-ops on a single channel.)
+
+Inputs and outputs are 0..1 intensities, (B, 1, H, W); normalisation happens afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotation_deg: float = 15.0
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+    solarize_p: float = 0.0
+
+
+AUGMENTATIONS: dict[str, AugmentConfig] = {
+    "sonar": AugmentConfig(),
+    "natural": AugmentConfig(crop_scale=(0.08, 1.0), vflip=0.0, rotation_deg=0.0, brightness=0.4, contrast=0.4, solarize_p=0.2),
+    "flips": AugmentConfig(crop_scale=(1.0, 1.0), rotation_deg=0.0, blur_p=0.0),  # light: supervised fine-tuning
+}
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=g, device=device)
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """One random view of every sample in ``x`` (B, 1, H, W)."""
+    b, _, h, w = x.shape
+    dev = x.device
+    # Random resized crop: area fraction s, aspect ratio r -> crop half-sizes in [-1, 1] units.
+    s = _uniform(b, *cfg.crop_scale, g, dev)
+    log_r = _uniform(b, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), g, dev)
+    r = torch.exp(log_r)
+    sx = torch.sqrt(s * r).clamp(max=1.0)
+    sy = torch.sqrt(s / r).clamp(max=1.0)
+    cx = (1 - sx) * (2 * torch.rand(b, generator=g, device=dev) - 1)
+    cy = (1 - sy) * (2 * torch.rand(b, generator=g, device=dev) - 1)
+    fx = torch.where(torch.rand(b, generator=g, device=dev) < cfg.hflip, -1.0, 1.0)
+    fy = torch.where(torch.rand(b, generator=g, device=dev) < cfg.vflip, -1.0, 1.0)
+    theta = torch.deg2rad(_uniform(b, -cfg.rotation_deg, cfg.rotation_deg, g, dev))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    mat = torch.stack([
+        torch.stack([cos * sx * fx, -sin * sy * fy, cx], dim=1),
+        torch.stack([sin * sx * fx, cos * sy * fy, cy], dim=1),
+    ], dim=1)
+    grid = F.affine_grid(mat.to(x.dtype), [b, 1, h, w], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if cfg.brightness > 0 or cfg.contrast > 0:
+        bright = _uniform(b, 1 - cfg.brightness, 1 + cfg.brightness, g, dev).view(b, 1, 1, 1)
+        contrast = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, g, dev).view(b, 1, 1, 1)
+        mean = out.mean(dim=(2, 3), keepdim=True)
+        out = ((out * bright - mean) * contrast + mean).clamp(0, 1)
+    if cfg.solarize_p > 0:
+        sol = (torch.rand(b, generator=g, device=dev) < cfg.solarize_p).view(b, 1, 1, 1)
+        out = torch.where(sol & (out >= 0.5), 1.0 - out, out)
+    if cfg.blur_p > 0:
+        out = _gaussian_blur(out, cfg, g)
+    return out
+
+
+def _gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    dev = x.device
+    sigma = _uniform(b, *cfg.blur_sigma, g, dev)
+    apply = torch.rand(b, generator=g, device=dev) < cfg.blur_p
+    radius = 4
+    t = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)
+    kernel = torch.exp(-(t[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    identity = torch.zeros_like(kernel)
+    identity[:, radius] = 1.0
+    kernel = torch.where(apply[:, None], kernel, identity)
+    y = x.reshape(1, b, h, w)
+    y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, kernel.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(y, kernel.view(b, 1, -1, 1), groups=b)
+    return y.reshape(b, 1, h, w)
+
+
+def make_views(x: torch.Tensor, views: int, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """(V, B, 1, H, W) independent augmented views."""
+    return torch.stack([augment(x, cfg, g) for _ in range(views)])
