@@ -204,6 +204,7 @@ def run_replay(args: argparse.Namespace) -> int:
     opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
                          overlay=args.overlay, report_dir=args.report, geometry=geometry_from_args(args),  # type: ignore[arg-type]
+                         ping_spacing_m=args.ping_spacing,
                          progress=not args.json)
     result = replay(args.bag, args.model, args.out, opts)
     if args.json:
@@ -234,6 +235,38 @@ def format_metrics(metrics: dict[str, object]) -> str:
     lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in conf["matrix"])
     lines.append(f"window accuracy {metrics['window_accuracy']:.3f}, macro-F1 {metrics['window_macro_f1']:.3f}")
     return "\n".join(lines)
+
+
+# -- import-xtf ---------------------------------------------------------------------------------
+
+
+def add_import_xtf(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "import-xtf",
+        help="convert a raw XTF side-scan recording into a rosbag2",
+        description="Each sonar ping becomes one waterfall row concatenate([flip(port), starboard]) (nadir in the "
+        "centre) stamped with the ping's time; mono16 keeps raw samples, mono8 scales by the file's 99.5th "
+        "percentile. Navigation (NavSatFix, altitude Range, heading) is kept where the file has it, and the sonar "
+        "geometry (slant-range resolution, samples per side) goes on /sonar/sidescan/info for replay.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("xtf", type=Path, help="input .xtf file")
+    p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
+    p.add_argument("--mode", choices=["pings", "frames"], default="pings", help="one ping per message, or frames")
+    p.add_argument("--encoding", choices=["mono16", "mono8"], default="mono16", help="raw samples or scaled to 8 bits")
+    p.add_argument("--frame-height", type=_positive_int, default=256, help="pings per frame (frames mode)")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage")
+    p.add_argument("--topic", default="/sonar/sidescan/image", help="image topic")
+    p.set_defaults(func=run_import_xtf)
+
+
+def run_import_xtf(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.xtf_import import import_xtf
+
+    info = import_xtf(args.xtf, args.out, args.mode, args.encoding, args.frame_height, args.storage, args.topic)
+    print(f"wrote {args.out}: {info['pings']} pings x {2 * info['samples_per_side']} samples ({args.encoding}, {args.mode}), "
+          f"slant resolution {info['slant_resolution_m']:.4f} m, {info['skipped_pings']} ping(s) skipped")
+    return 0
 
 
 # -- bench --------------------------------------------------------------------------------------
@@ -473,7 +506,7 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
 # -- entry point --------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_init_model, add_replay, add_bench,
+    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_init_model, add_replay, add_import_xtf, add_bench,
 ]
 
 

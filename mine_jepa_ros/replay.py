@@ -9,6 +9,7 @@ overlay PNGs (detections solid, ground truth cyan) and a metrics plot.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig, PipelineOu
 from mine_jepa_ros.ros_types import MessageFactory, stamp_ns
 from mine_jepa_ros.scoring import Scorer
 
+INFO_TOPIC = "/sonar/sidescan/info"  # sonar geometry JSON written by import-xtf
 DETECTIONS_TOPIC = "/mine_jepa/detections"
 LABEL_INFO_TOPIC = "/mine_jepa/label_info"
 OVERLAY_TOPIC = "/mine_jepa/overlay"
@@ -55,6 +57,7 @@ class ReplayOptions:
     report_dir: Path | None = None
     report_max_images: int = 12
     geometry: SonarGeometry | None = None
+    ping_spacing_m: float = 0.0  # with a bag's sonar info (import-xtf), enables metric positions
     distro: str = "jazzy"
     progress: bool = True
 
@@ -71,6 +74,7 @@ class ReplayResult:
     metrics: dict[str, Any] | None = None
     skip_reasons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    detection_list: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def windows_per_second(self) -> float:
@@ -81,7 +85,7 @@ class ReplayResult:
             "out": str(self.out), "images": self.images, "skipped": self.skipped, "windows": self.windows,
             "detections": self.detections, "seconds": round(self.seconds, 3), "mode": self.mode,
             "windows_per_second": round(self.windows_per_second, 1), "metrics": self.metrics,
-            "skip_reasons": self.skip_reasons, "warnings": self.warnings,
+            "skip_reasons": self.skip_reasons, "warnings": self.warnings, "detection_list": self.detection_list,
         }
 
 
@@ -112,6 +116,10 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     if out.exists():
         raise BagError(f"{out}: exists already; not overwriting")
     topics = list_topics(bag)
+    sonar_info = read_sonar_info(bag, opts.distro) if topics.get(INFO_TOPIC) == "std_msgs/msg/String" else {}
+    if opts.geometry is None and sonar_info.get("slant_resolution_m") and sonar_info.get("altitude_m_median") \
+            and opts.ping_spacing_m > 0:
+        opts.geometry = SonarGeometry(sonar_info["slant_resolution_m"], sonar_info["altitude_m_median"], opts.ping_spacing_m)
     image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
     if image_topic is None:
         raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
@@ -191,11 +199,15 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         for positions, labels in stream_windows:
             scorer.add_windows(positions, labels, truth)
     metrics = scorer.metrics() if scorer is not None else None
+    if mode == "pings":
+        detection_list = [locate(d, sonar_info) for d in stream_dets]
+    else:
+        detection_list = []
     skip_reasons = dict(pipeline.stats.reasons) | {f"bag {k}": v for k, v in read_stats.reasons.items()}
     result = ReplayResult(
         out=out, images=images, skipped=pipeline.stats.skipped + read_stats.skipped, windows=pipeline.stats.windows,
         detections=pipeline.stats.detections, seconds=seconds, mode=mode, metrics=metrics, skip_reasons=skip_reasons,
-        warnings=classifier.warnings + read_stats.errors[-5:],
+        warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list,
     )
     if opts.report_dir is not None:
         truth_all = [d for dets in truth_by_stamp.values() for d in dets]
@@ -204,6 +216,35 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             report_frames = [(waterfall, stream_dets, truth_all)]
         write_report(opts.report_dir, result, report_frames)
     return result
+
+
+def read_sonar_info(bag: Path, distro: str = "jazzy") -> dict[str, Any]:
+    """The sonar geometry JSON that ``import-xtf`` writes on ``/sonar/sidescan/info`` (empty if absent/bad)."""
+    stats = ReadStats()
+    for _t, _i, _ts, msg in iter_messages(bag, [INFO_TOPIC], ["std_msgs/msg/String"], stats, distro):
+        try:
+            info = json.loads(msg.data)
+            return info if isinstance(info, dict) else {}
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def locate(det: Detection, info: dict[str, Any]) -> dict[str, Any]:
+    """A ping-mode detection as ping index and slant / signed ground range (port negative) where known."""
+    row, col = det.centre
+    out: dict[str, Any] = {"id": det.id, "class": det.class_name, "score": round(det.score, 4), "ping_index": int(row),
+                           "pings": [int(det.box[0]), int(det.box[2])], "column": round(col, 1), "stamp_ns": det.stamp_ns}
+    res, half = info.get("slant_resolution_m"), info.get("samples_per_side")
+    if res and half:
+        slant = (col - half) * res
+        out["slant_range_m"] = round(slant, 2)  # signed: port negative
+        alt = info.get("altitude_m_median")
+        if alt:
+            out["ground_range_m"] = round(math.copysign(math.sqrt(max(slant * slant - alt * alt, 0.0)), slant), 2)
+    if det.position_m is not None:
+        out["position_m"] = [round(v, 2) for v in det.position_m]
+    return out
 
 
 def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.ndarray, list[Detection], list[Detection]]]) -> None:
