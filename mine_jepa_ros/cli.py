@@ -503,10 +503,44 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- soak ---------------------------------------------------------------------------------------
+
+
+def add_soak(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "soak",
+        help="sustained load on the streaming detector: throughput, memory over time, drops under overload",
+        description="Replay a long simulated ping stream through the streaming detector as fast as it can for a "
+        "bounded time, sampling resident memory (must stay within 5%% after warm-up), then offer pings faster "
+        "than inference through the node's drop-oldest queue and report drops and worst latency.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the throughput phase")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds before memory must stay flat")
+    p.add_argument("--samples-per-side", type=_positive_int, default=1024, help="samples per channel")
+    p.add_argument("--overload-seconds", type=float, default=10.0, help="length of the overload phase")
+    p.add_argument("--overload-rate", type=float, default=2000.0, help="pings per second offered in the overload phase")
+    p.add_argument("--queue-depth", type=_positive_int, default=8, help="node queue depth in the overload phase")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_soak_cmd)
+
+
+def run_soak_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.soak import SoakConfig, format_soak, run_soak
+
+    cfg = SoakConfig(seconds=args.seconds, warmup_s=args.warmup, sample_every_s=max(0.5, args.seconds / 30),
+                     samples_per_side=args.samples_per_side, overload_seconds=args.overload_seconds,
+                     overload_rate_hz=args.overload_rate, queue_depth=args.queue_depth, device=args.device)
+    report = run_soak(cfg)
+    print_json(report.to_dict()) if args.json else print(format_soak(report))
+    return 0 if report.flat and report.overload["accounted"] else 1
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_init_model, add_replay, add_import_xtf, add_bench,
+    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_init_model, add_replay, add_import_xtf, add_bench, add_soak,
 ]
 
 

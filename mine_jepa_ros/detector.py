@@ -3,8 +3,8 @@
 :class:`PatchClassifier` runs one batched forward pass per ``batch_size`` windows under
 ``torch.inference_mode``, with bf16 autocast on CUDA and on CPUs with native bf16 (precision
 ``auto``; ``fp32`` turns it off). A CUDA request on a machine without CUDA falls
-back to the CPU with one warning; a CUDA out-of-memory error halves the batch and, at batch 1,
-moves the model to the CPU, with a warning each time.
+back to the CPU with one warning; an out-of-memory error halves the batch and, at batch 1 on
+CUDA, moves the model to the CPU, with a warning each time.
 
 :class:`WindowMerger` turns classified windows into :class:`~mine_jepa_ros.detections.Detection`
 records: a window is positive for its arg-max class when that class is not background and its
@@ -112,13 +112,14 @@ class PatchClassifier:
             batch = np.ascontiguousarray(patches[i : i + self.batch_size], dtype=np.float32)
             try:
                 out[i : i + len(batch)] = self._forward(batch)
-            except torch.OutOfMemoryError:
-                if self.device.type != "cuda":
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc) or (self.batch_size == 1 and self.device.type != "cuda"):
                     raise
-                torch.cuda.empty_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 if self.batch_size > 1:
                     self.batch_size = max(1, self.batch_size // 2)
-                    self._warn(f"CUDA out of memory; batch size reduced to {self.batch_size}")
+                    self._warn(f"{self.device.type} out of memory; batch size reduced to {self.batch_size}")
                 else:
                     self.device = torch.device("cpu")
                     self.model = self.model.to(self.device)
@@ -127,6 +128,11 @@ class PatchClassifier:
                 continue
             i += len(batch)
         return out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def window_labels(probs: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:

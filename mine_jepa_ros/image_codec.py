@@ -11,11 +11,15 @@ luminance / 255.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import numpy as np
+# Compressed images claiming more pixels than this are refused by OpenCV before it allocates.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(64 * 1024 * 1024))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from mine_jepa_ros.ros_types import MessageFactory
 
