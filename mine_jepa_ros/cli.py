@@ -503,6 +503,35 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_real_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "real-eval",
+        help="real-data evaluation: SDVDs object vs background, random vs SIGReg syn / real / Real+Syn",
+        description="Object-vs-background windows from SDVDs (split by tile), linear probe on frozen features of: "
+        "random init, SIGReg on synthetic only, on real only (SDVDs + XTF), on Real+Syn. Writes OUT/results.md/json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--sdvd", type=Path, default=Path("../shared/data/sdvd"), help="SDVDs root (SDVD/, CleanedSDVD/, ...)")
+    p.add_argument("--xtf", type=Path, default=Path("../shared/data/xtf/scotsman-iver2.xtf"),
+                   help="XTF recording added to the real pretraining data ('' for none)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (reruns resume)")
+    p.add_argument("--scale", choices=["smoke", "cpu"], default="cpu", help="size of the pretraining runs")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(func=run_real_eval_cmd)
+
+
+def run_real_eval_cmd(args: argparse.Namespace) -> int:
+    from training.real_eval import real_markdown, run_real_eval
+
+    xtf = args.xtf if str(args.xtf) else None
+    if xtf is not None and not xtf.is_file():
+        raise UserError(f"{xtf}: no such XTF file (pass --xtf '' to leave it out)")
+    result = run_real_eval(args.sdvd, xtf, args.out, args.scale, args.device, args.seed)
+    print(real_markdown(result))
+    return 0
+
+
 # -- soak ---------------------------------------------------------------------------------------
 
 
@@ -540,7 +569,7 @@ def run_soak_cmd(args: argparse.Namespace) -> int:
 # -- entry point --------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_init_model, add_replay, add_import_xtf, add_bench, add_soak,
+    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_real_eval, add_init_model, add_replay, add_import_xtf, add_bench, add_soak,
 ]
 
 

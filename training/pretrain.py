@@ -58,6 +58,7 @@ class PatchSampler:
 
     def __init__(self, stores: list[PatchStore], split: str = "train") -> None:
         self.stores = stores
+        self.classes = stores[0].classes  # labels of stores with other classes are not used by the online probe
         self.parts = [(s, s.indices(split)) for s in stores]
         self.total = sum(len(ix) for _, ix in self.parts)
         if self.total == 0:
@@ -79,7 +80,7 @@ class PatchSampler:
                 continue
             rows = np.sort(idx[sel])  # sorted reads are kind to memmaps
             patches.append(store.patches[rows])
-            labels.append(store.labels[rows])
+            labels.append(store.labels[rows] if store.classes == self.classes else np.full(len(rows), -1, np.int16))
             m, s = store.norm_stats(rows)
             means.append(m)
             stds.append(s)

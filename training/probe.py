@@ -41,6 +41,7 @@ class ProbeConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    balanced: bool = True  # weight the loss by inverse class frequency (rare objects are not ignored)
 
 
 def is_mine_jepa_checkpoint(path: Path) -> bool:
@@ -96,6 +97,8 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
     x = _to_tensor(store, train_idx, mean, std)
     y = torch.from_numpy(store.labels[train_idx].astype(np.int64))
     g = torch.Generator().manual_seed(cfg.seed)
+    counts = torch.bincount(y, minlength=len(store.classes)).float()
+    weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).to(device) if cfg.balanced else None
     start = time.perf_counter()
     if cfg.mode in ("linear", "mlp"):
         feats = _features(model.backbone, x, device, dtype)
@@ -109,7 +112,7 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                 sel = order[i : i + cfg.batch_size]
                 if len(sel) < 2 and cfg.mode == "mlp":
                     continue  # BatchNorm needs two samples
-                loss = F.cross_entropy(head(feats[sel].to(device)), y[sel].to(device))
+                loss = F.cross_entropy(head(feats[sel].to(device)), y[sel].to(device), weight=weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -130,7 +133,7 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                 xb = (xb - mean) / std
                 with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                     logits = model(xb)
-                loss = F.cross_entropy(logits.float(), y[sel].to(device))
+                loss = F.cross_entropy(logits.float(), y[sel].to(device), weight=weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
