@@ -13,10 +13,11 @@ import os
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchContext, LaunchDescription
 
 # The parameters exposed as launch arguments (each is also in config/mine_jepa.yaml).
 LAUNCH_ARGUMENTS = (

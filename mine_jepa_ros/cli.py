@@ -16,7 +16,6 @@ from pathlib import Path
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.sim.survey import SurveyConfig
 
-
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (MineJepaError, FileNotFoundError, PermissionError, ValueError)
 
 

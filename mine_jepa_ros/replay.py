@@ -34,6 +34,7 @@ from mine_jepa_ros.image_codec import decode_image, encode_image
 from mine_jepa_ros.model import load_checkpoint
 from mine_jepa_ros.overlay import draw_detections, write_png
 from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput, SonarGeometry
+from mine_jepa_ros.plots import draw_confusion, pyplot, save_figure
 from mine_jepa_ros.ros_types import MessageFactory, stamp_ns
 from mine_jepa_ros.scoring import Scorer
 
@@ -263,15 +264,9 @@ def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.n
 
 
 def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     per_class = metrics["detections"]
     names = list(per_class)
-    cm = np.array(metrics["window_confusion"]["matrix"])
-    classes = metrics["window_confusion"]["classes"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     x = np.arange(len(names))
     for k, key in enumerate(("precision", "recall", "f1")):
@@ -280,16 +275,6 @@ def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
     ax1.set_ylim(0, 1)
     ax1.set_title("detections vs ground truth")
     ax1.legend()
-    ax2.imshow(cm, cmap="Blues")
-    ax2.set_xticks(range(len(classes)), classes)
-    ax2.set_yticks(range(len(classes)), classes)
-    ax2.set_xlabel("predicted")
-    ax2.set_ylabel("true")
-    for (i, j), v in np.ndenumerate(cm):
-        ax2.text(j, i, str(v), ha="center", va="center", color="black")
-    ax2.set_title(f"windows (macro-F1 {metrics['window_macro_f1']:.3f})")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    conf = metrics["window_confusion"]
+    draw_confusion(ax2, conf["matrix"], conf["classes"], f"windows (macro-F1 {metrics['window_macro_f1']:.3f})")
+    save_figure(fig, path)

@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from mine_jepa_ros.detector import PatchClassifier
 from mine_jepa_ros.image_codec import encode_image
 from mine_jepa_ros.model import new_classifier

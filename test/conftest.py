@@ -46,7 +46,6 @@ def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     import torch
 
     from mine_jepa_ros.model import new_classifier, save_checkpoint
-
     from mine_jepa_ros.tiling import WaterfallTiler
 
     model = new_classifier("vit_tiny", seed=2).eval()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mine_jepa_ros.bag_io import iter_images, iter_messages, list_topics, read_detections, ReadStats
+from mine_jepa_ros.bag_io import ReadStats, iter_images, iter_messages, list_topics, read_detections
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.replay import DETECTIONS_TOPIC, INFO_TOPIC, ReplayOptions, replay
 

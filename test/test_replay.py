@@ -19,11 +19,11 @@ from mine_jepa_ros.bag_io import (
     write_survey_bag,
 )
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
-from mine_jepa_ros.scoring import Scorer, match_detections, window_truth
 from mine_jepa_ros.detections import Detection
 from mine_jepa_ros.image_codec import encode_image
+from mine_jepa_ros.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.ros_types import MessageFactory
+from mine_jepa_ros.scoring import Scorer, match_detections, window_truth
 from mine_jepa_ros.sim import Survey
 
 

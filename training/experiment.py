@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from mine_jepa_ros.errors import UserError
+from training.config import PretrainConfig
 from training.extract import SimExtractConfig, extract_simulator
 from training.patches import PatchStore
-from training.config import PretrainConfig
 from training.pretrain import Pretrainer
 from training.probe import ProbeConfig, evaluate, train_probe, write_json
 

@@ -150,7 +150,7 @@ YEAR = re.compile(r"_(\d{4})$")
 
 def read_yolo_labels(txt: Path, height: int, width: int) -> list[Detection]:
     """YOLO ``class cx cy w h`` (normalised) -> detections in pixels; a bad line raises naming the file."""
-    out = []
+    out: list[Detection] = []
     if not txt.exists():
         return out
     for n, line in enumerate(txt.read_text().splitlines(), 1):

@@ -75,12 +75,21 @@ def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     )
 
 
+class SSLMethod(nn.Module):
+    """The interface: ``forward(backbone, views, generator) -> {"loss", "embedding", ...}``, ``after_step()``."""
+
+    name = "ssl"
+
+    def after_step(self) -> None:
+        """Runs after each optimiser step (BYOL's EMA target update); nothing by default."""
+
+
 def _embed(backbone: nn.Module, views: torch.Tensor) -> torch.Tensor:
     v, b = views.shape[:2]
     return backbone(views.flatten(0, 1)).view(v, b, -1)
 
 
-class SIGReg(nn.Module):
+class SIGReg(SSLMethod):
     name = "sigreg"
 
     def __init__(self, embed_dim: int, proj_dim: int = 16, hidden: int = 2048, lam: float = 0.1, num_slices: int = 256) -> None:
@@ -96,11 +105,8 @@ class SIGReg(nn.Module):
         loss, inv, sig = lejepa_loss(z, self.lam, self.num_slices, generator)
         return {"loss": loss, "inv": inv.detach(), "sig": sig.detach(), "embedding": emb[0]}
 
-    def after_step(self) -> None:
-        return None
 
-
-class VICReg(nn.Module):
+class VICReg(SSLMethod):
     """VICReg (Bardes et al.): invariance, variance hinge and covariance, averaged over view pairs."""
 
     name = "vicreg"
@@ -132,11 +138,8 @@ class VICReg(nn.Module):
         cov = torch.stack([c for _, c in vc]).mean()
         return {"loss": sim_w * inv + var_w * var + cov_w * cov, "inv": inv.detach(), "var": var.detach(), "embedding": emb[0]}
 
-    def after_step(self) -> None:
-        return None
 
-
-class SimCLR(nn.Module):
+class SimCLR(SSLMethod):
     """SimCLR's NT-Xent over all V views (each view's positives are the sample's other views)."""
 
     name = "simclr"
@@ -158,11 +161,8 @@ class SimCLR(nn.Module):
         loss = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1)).mean()
         return {"loss": loss, "embedding": emb[0]}
 
-    def after_step(self) -> None:
-        return None
 
-
-class BYOL(nn.Module):
+class BYOL(SSLMethod):
     """BYOL: online projector + predictor regress an EMA target network's projections."""
 
     name = "byol"
@@ -202,7 +202,7 @@ class BYOL(nn.Module):
 
 
 def build_method(name: str, embed_dim: int, backbone: nn.Module, proj_dim: int | None = None, hidden: int = 2048,
-                 lam: float = 0.1, num_slices: int = 256) -> nn.Module:
+                 lam: float = 0.1, num_slices: int = 256) -> SSLMethod:
     if name == "sigreg":
         return SIGReg(embed_dim, proj_dim or 16, hidden, lam, num_slices)
     if name == "vicreg":

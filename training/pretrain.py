@@ -40,6 +40,7 @@ from tqdm import tqdm
 from mine_jepa_ros.detector import resolve_device, resolve_precision
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.model import MineClassifier, ModelMetadata, build_backbone, save_checkpoint
+from mine_jepa_ros.plots import pyplot, save_figure
 from training.augment import AUGMENTATIONS, make_views
 from training.config import PretrainConfig
 from training.losses import build_method
@@ -95,7 +96,8 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in modules:
         for name, p in module.named_parameters():
             if not p.requires_grad:
@@ -338,11 +340,7 @@ def _check_writable(out: Path) -> None:
 
 
 def plot_pretrain(out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     steps = list(csv.DictReader((out / "steps.csv").open()))
     epochs = list(csv.DictReader((out / "metrics.csv").open()))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -359,8 +357,4 @@ def plot_pretrain(out: Path) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylim(0, 1)
     ax2.set_title("online linear probe accuracy")
-    fig.tight_layout()
-    tmp = out / ".metrics.png.partial.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(out / "metrics.png")
+    save_figure(fig, out / "metrics.png", dpi=90)

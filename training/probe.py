@@ -24,7 +24,16 @@ from tqdm import tqdm
 
 from mine_jepa_ros.detector import PatchClassifier, resolve_device, resolve_precision
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.model import METADATA_KEY, PROBE_MODES, MineClassifier, ModelMetadata, build_backbone, load_checkpoint, save_checkpoint
+from mine_jepa_ros.model import (
+    METADATA_KEY,
+    PROBE_MODES,
+    MineClassifier,
+    ModelMetadata,
+    build_backbone,
+    load_checkpoint,
+    save_checkpoint,
+)
+from mine_jepa_ros.plots import draw_confusion, pyplot, save_figure
 from training.augment import AUGMENTATIONS, augment
 from training.patches import PatchStore
 
@@ -198,29 +207,10 @@ def format_metrics(m: dict[str, Any]) -> str:
 
 
 def plot_confusion(m: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.array(m["confusion"]["matrix"])
-    classes = m["confusion"]["classes"]
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center")
-    ax.set_title(f"macro-F1 {m['macro_f1']:.3f}, acc {m['accuracy']:.3f}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    fig, ax = pyplot().subplots(figsize=(4.8, 4.2))
+    draw_confusion(ax, m["confusion"]["matrix"], m["confusion"]["classes"],
+                   f"macro-F1 {m['macro_f1']:.3f}, acc {m['accuracy']:.3f}")
+    return save_figure(fig, path)
 
 
 def write_json(path: Path, obj: Any) -> None:

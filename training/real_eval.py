@@ -37,21 +37,21 @@ MASK_CLASSES = ("background", "object")
 def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride: int = 64, min_object_pixels: int = 20,
                          test_fraction: float = 0.3, source: str = "sdvd", seed: int = 0, progress: bool = True) -> PatchStore:
     """Object-vs-background windows from ``*/images/*.png`` + ``*/masks/*.png`` folders (SDVDs layout)."""
-    pairs = []
+    pairs: list[tuple[Path, Path]] = []
     for root in roots:
         for img in sorted(root.rglob("images/*")):
-            mask = img.parent.parent / "masks" / img.name
-            if mask.is_file():
-                pairs.append((img, mask))
+            mask_path = img.parent.parent / "masks" / img.name
+            if mask_path.is_file():
+                pairs.append((img, mask_path))
     if not pairs:
         raise UserError(f"no images/ + masks/ pairs under {[str(r) for r in roots]}")
     writer = PatchStoreWriter(window=window, classes=MASK_CLASSES, source_kinds={source: "real"},
                               provenance={"from": "mask folders", "roots": [str(r) for r in roots], "stride": stride,
                                           "min_object_pixels": min_object_pixels})
     tiler = WaterfallTiler(window, stride)
-    for img_path, mask_path in tqdm(pairs, desc="extract", unit="tile", disable=not progress):
+    for img_path, mask_file in tqdm(pairs, desc="extract", unit="tile", disable=not progress):
         image = cv2.imread(str(img_path), cv2.IMREAD_GRAYSCALE)
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE)
         if image is None or mask is None or image.shape != mask.shape:
             print(f"{img_path}: unreadable image or mask of another size, skipped")
             continue

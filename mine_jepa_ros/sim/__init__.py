@@ -1,5 +1,13 @@
 """Synthetic side-scan sonar surveys with ground truth (see :mod:`mine_jepa_ros.sim.survey`)."""
 
-from mine_jepa_ros.sim.survey import CLASS_NAMES, ObjectPlacement, SimObject, Survey, SurveyConfig, SurveySimulator, simulate_survey
+from mine_jepa_ros.sim.survey import (
+    CLASS_NAMES,
+    ObjectPlacement,
+    SimObject,
+    Survey,
+    SurveyConfig,
+    SurveySimulator,
+    simulate_survey,
+)
 
 __all__ = ["CLASS_NAMES", "ObjectPlacement", "SimObject", "Survey", "SurveyConfig", "SurveySimulator", "simulate_survey"]
