@@ -322,6 +322,9 @@ def add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     src.add_argument("--bag", type=Path, action="append", help="rosbag2 recording (repeatable)")
     src.add_argument("--yolo", type=Path, help="folder of images with YOLO .txt labels (Santos et al. layout)")
     src.add_argument("--sim", type=_positive_int, metavar="SURVEYS", help="simulate this many surveys")
+    src.add_argument("--xtf", type=Path, action="append", help="raw XTF recording (repeatable; imported, then windowed)")
+    src.add_argument("--masks", type=Path, action="append",
+                     help="folder with images/ and masks/ (SDVDs layout; repeatable): object vs background windows")
     p.add_argument("--out", required=True, type=Path, help="output store directory (must not exist)")
     p.add_argument("--topic", default=None, help="bag image topic (default: every image topic)")
     p.add_argument("--gt-topic", default=None, help="bag ground-truth topic (default: the only Detection2DArray topic)")
@@ -344,6 +347,25 @@ def run_extract(args: argparse.Namespace) -> int:
         store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings,
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
                                   stride=args.stride, test_fraction=args.test_fraction)
+    elif args.xtf:
+        import tempfile
+
+        from mine_jepa_ros.xtf_import import import_xtf
+
+        with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
+            bags = []
+            for i, xtf in enumerate(args.xtf):
+                bag = Path(tmp) / f"{i:03d}_{xtf.stem}"
+                info = import_xtf(xtf, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
+                print(f"{xtf}: {info['pings']} pings, {info['skipped_pings']} skipped")
+                bags.append(bag)
+            store = extract_bags(args.out, bags, None, None, stride=args.stride, source=args.source or "xtf",
+                                 test_fraction=args.test_fraction, seed=args.seed)
+    elif args.masks:
+        from training.real_eval import extract_mask_folders
+
+        store = extract_mask_folders(args.out, args.masks, stride=args.stride, test_fraction=args.test_fraction,
+                                     source=args.source or "real", seed=args.seed)
     elif args.yolo:
         years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
         store = extract_yolo_folder(args.out, args.yolo, stride=args.stride, test_years=years,

@@ -77,11 +77,11 @@ class MineJepaNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._publish_label_info()
 
-        self.queue = DropOldestQueue(s["queue_depth"])
+        self.queue = DropOldestQueue(s.queue_depth)
         self.worker = DetectionWorker(self.pipeline, self.queue, self._publish)
         self.worker.start()
         msg_type = Image if s["input_type"] == "image" else CompressedImage
-        sensor_qos = QoSProfile(depth=max(s["queue_depth"], qos_profile_sensor_data.depth),
+        sensor_qos = QoSProfile(depth=max(s.queue_depth, qos_profile_sensor_data.depth),
                                 reliability=ReliabilityPolicy.BEST_EFFORT)
         self.sub = self.create_subscription(msg_type, s["input_topic"], self._on_image, sensor_qos)
         self.diag_timer = self.create_timer(s["diagnostics_period"], self._publish_diagnostics)

@@ -40,8 +40,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "class in the checkpoint's order, e.g. [MILCO, NOMBO]).", read_only=False),
     ParamSpec("publish_overlay", False, "Publish a debug image with the detections drawn.", read_only=False),
     ParamSpec("overlay_rows", 512, "Pings shown in the overlay in pings mode.", min_value=1, max_value=65536),
-    ParamSpec("queue_depth", 2, "Messages waiting for inference; when full the oldest is dropped (counted).",
-              min_value=1, max_value=10000),
+    ParamSpec("queue_depth", 0, "Messages waiting for inference; when full the oldest is dropped (counted). 0 = auto: "
+              "2 frames, or 256 pings (about one window row of a sonar, so bursts of window rows drop nothing).",
+              min_value=0, max_value=100000),
     ParamSpec("detections_topic", "~/detections", "Output vision_msgs/Detection2DArray topic (reliable)."),
     ParamSpec("label_info_topic", "~/label_info", "Output vision_msgs/LabelInfo topic (transient local, latched)."),
     ParamSpec("overlay_topic", "~/overlay", "Output debug overlay sensor_msgs/Image topic."),
@@ -103,6 +104,11 @@ class NodeSettings:
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    @property
+    def queue_depth(self) -> int:
+        depth = int(self.values["queue_depth"])
+        return depth if depth > 0 else (256 if self.values["input_mode"] == "pings" else 2)
 
     def geometry(self) -> SonarGeometry | None:
         v = self.values

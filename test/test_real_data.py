@@ -125,3 +125,20 @@ def test_real_eval_smoke_on_a_few_tiles(tmp_path: Path) -> None:
     assert [r["label"] for r in result["rows"]] == ["random init (no pretraining)", "SIGReg, synthetic only",
                                                     "SIGReg, real only (SDVDs + XTF)", "SIGReg, Real+Syn"]
     assert "| SIGReg, Real+Syn |" in (tmp_path / "out" / "results.md").read_text()
+
+
+@needs_xtf
+def test_extract_reads_xtf_and_mask_folders(tmp_path: Path) -> None:
+    from training.patches import PatchStore
+
+    assert main(["extract", "--xtf", str(XTF), "--out", str(tmp_path / "xtf_store"), "--test-fraction", "0"]) == 0
+    store = PatchStore(tmp_path / "xtf_store")
+    assert len(store) == 7 * 32 and store.sources[0]["name"] == "xtf"  # 461 x 2048 waterfall: 7 x 32 windows
+    if SDVD.is_dir():
+        root = tmp_path / "sdvd" / "train"
+        for kind in ("images", "masks"):
+            (root / kind).mkdir(parents=True)
+            for f in sorted((SDVD / "SDVD" / "train" / kind).iterdir())[:3]:
+                shutil.copy(f, root / kind / f.name)
+        assert main(["extract", "--masks", str(tmp_path / "sdvd"), "--out", str(tmp_path / "m_store")]) == 0
+        assert PatchStore(tmp_path / "m_store").classes == ["background", "object"]

@@ -102,7 +102,7 @@ def run_real_eval(sdvd_root: Path, xtf: Path | None, out: Path, scale: str = "cp
         def xtf_store(p: Path) -> PatchStore:
             with tempfile.TemporaryDirectory() as tmp:
                 bag = Path(tmp) / "xtf_bag"
-                import_xtf(xtf, bag, mode="frames", encoding="mono8", frame_height=461)
+                import_xtf(xtf, bag, mode="frames", encoding="mono8", frame_height=1 << 20)  # one frame: the file
                 return extract_bags(p, [bag], None, None, source="xtf", test_fraction=0.0, progress=progress)
 
         real_stores.append(_cached(out / "xtf_store", xtf_store))
