@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mine_jepa_ros.bag_io import SurveyBagOptions, write_survey_bag
-from mine_jepa_ros.detector import PatchClassifier
+from mine_jepa_ros.detector import PatchClassifier, autocast_for
 from mine_jepa_ros.image_codec import encode_image
 from mine_jepa_ros.model import MineClassifier, new_classifier, save_checkpoint
 from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig
@@ -58,15 +58,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
-
-
 def bare_forward_rate(model: MineClassifier, patches: np.ndarray, batch_size: int, device: torch.device,
                       dtype: torch.dtype | None) -> float:
     """Windows/s of normalise + forward + softmax on in-memory windows, batched like the pipeline."""
     data = torch.from_numpy(patches)
-    with torch.inference_mode(), _autocast(device, dtype):
+    with torch.inference_mode(), autocast_for(device, dtype):
         model(model.normalise(data[:batch_size].to(device)))  # warm-up (kernel selection, allocator)
         _sync(device)
         start = time.perf_counter()
@@ -81,7 +77,7 @@ def naive_rate(model: MineClassifier, image: np.ndarray, n: int, device: torch.d
     """Windows/s of a per-window Python loop: slice, convert, forward at batch 1."""
     positions = WaterfallTiler(model.metadata.window, model.metadata.stride).positions(*image.shape)[:n]
     w = model.metadata.window
-    with torch.inference_mode(), _autocast(device, dtype):
+    with torch.inference_mode(), autocast_for(device, dtype):
         model(model.normalise(torch.zeros(1, w, w, device=device)))  # warm-up
         start = time.perf_counter()
         for r, c in positions:

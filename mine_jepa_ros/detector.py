@@ -71,6 +71,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The autocast context for a :func:`resolve_precision` result (disabled when it is None)."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 class PatchClassifier:
     """Batched, device-aware class probabilities for 0..1 intensity patches."""
 
@@ -96,8 +101,7 @@ class PatchClassifier:
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with torch.inference_mode():
             x = self.model.normalise(x)
-            dtype = self.autocast_dtype
-            with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with autocast_for(self.device, self.autocast_dtype):
                 logits = self.model(x)
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 

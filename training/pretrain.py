@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from mine_jepa_ros.detector import resolve_device, resolve_precision
+from mine_jepa_ros.detector import autocast_for, resolve_device, resolve_precision
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.model import MineClassifier, ModelMetadata, build_backbone, save_checkpoint
 from mine_jepa_ros.plots import pyplot, save_figure
@@ -233,7 +233,7 @@ class Pretrainer:
         lr = lr_at(step, self.total_steps, self.warmup, cfg.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        with autocast_for(self.device, self.autocast):
             out = self.method(self.backbone, views, g)
         loss = out["loss"].float()
         y = torch.from_numpy(labels.astype(np.int64)).to(self.device)

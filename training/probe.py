@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from tqdm import tqdm
 
-from mine_jepa_ros.detector import PatchClassifier, resolve_device, resolve_precision
+from mine_jepa_ros.detector import PatchClassifier, autocast_for, resolve_device, resolve_precision
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.model import (
     METADATA_KEY,
@@ -80,7 +80,7 @@ def _features(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, 
     backbone.eval()
     out = []
     for i in range(0, len(x), batch):
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast_for(device, dtype):
             out.append(backbone(x[i : i + batch].to(device)).float().cpu())
     return torch.cat(out)
 
@@ -140,7 +140,7 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                     continue
                 xb = augment(x[sel].to(device) * std + mean, aug, aug_g)
                 xb = (xb - mean) / std
-                with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                with autocast_for(device, dtype):
                     logits = model(xb)
                 loss = F.cross_entropy(logits.float(), y[sel].to(device), weight=weight)
                 opt.zero_grad(set_to_none=True)
