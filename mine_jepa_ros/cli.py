@@ -26,18 +26,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows every option's default."""
+    return sub.add_parser(name, help=help, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def _add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto, cpu or cuda[:N]")
+
+
+def _add_precision(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=default,
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+
+
 # -- simulate -----------------------------------------------------------------------------------
 
 
 def add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = SurveyConfig()
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "simulate",
         help="simulate a side-scan survey line and write it as a rosbag2",
         description="Simulate a side-scan sonar survey (towfish over a textured seabed with mine-like "
         "and non-mine-like objects) and write it as a rosbag2: sensor_msgs/Image waterfall frames or "
         "one ping per message, plus the ground truth as vision_msgs/Detection2DArray.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage plugin")
@@ -111,12 +125,12 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def add_init_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "init-model",
         help="write a valid checkpoint with an untrained head",
         description="Build a Mine-JEPA classifier (timm ViT at 96 px, one grayscale channel) and save it as a "
         "self-describing safetensors checkpoint. The head is untrained: use `mine-jepa probe` to train it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size")
     p.add_argument("--head", choices=["linear", "mlp"], default="linear", help="classifier head")
@@ -167,14 +181,14 @@ def geometry_from_args(args: argparse.Namespace) -> object:
 
 
 def add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "replay",
         help="run the detector over a bag, write detections, score against ground truth",
         description="Run the node's pipeline over every image in a rosbag2 and write a bag with one "
         "vision_msgs/Detection2DArray per image (same stamps) and a LabelInfo. Where the bag holds "
         "ground truth (a Detection2DArray topic), print per-class precision/recall/F1 and the window "
         "confusion matrix.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--bag", required=True, type=Path, help="input rosbag2 (mcap or sqlite3)")
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from init-model or probe")
@@ -183,10 +197,9 @@ def add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
     p.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
                    help="input layout; auto: height-1 images are pings")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    _add_device(p)
     p.add_argument("--batch-size", type=_positive_int, default=64, help="windows per forward pass")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    _add_precision(p)
     p.add_argument("--thresholds", type=_thresholds, default=[0.5],
                    help="probability threshold per non-background class (one value for all, or comma-separated)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
@@ -240,14 +253,14 @@ def format_metrics(metrics: dict[str, object]) -> str:
 
 
 def add_import_xtf(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "import-xtf",
         help="convert a raw XTF side-scan recording into a rosbag2",
         description="Each sonar ping becomes one waterfall row concatenate([flip(port), starboard]) (nadir in the "
         "centre) stamped with the ping's time; mono16 keeps raw samples, mono8 scales by the file's 99.5th "
         "percentile. Navigation (NavSatFix, altitude Range, heading) is kept where the file has it, and the sonar "
         "geometry (slant-range resolution, samples per side) goes on /sonar/sidescan/info for replay.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("xtf", type=Path, help="input .xtf file")
     p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
@@ -272,21 +285,20 @@ def run_import_xtf(args: argparse.Namespace) -> int:
 
 
 def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "bench",
         help="measure end-to-end throughput against the bare model and a naive loop",
         description="Benchmark on a simulated survey, in one run: end-to-end replay windows/s vs the bare model "
         "forward pass on the same windows at the same batch size (goal >= 0.85) and vs a naive batch-1 loop "
         "(goal >= 5x); the streaming path's real-time factor for each architecture; peak memory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="model for the throughput ratios")
     p.add_argument("--pings", type=_positive_int, default=1024, help="pings in the simulated survey")
     p.add_argument("--samples-per-side", type=_positive_int, default=1024, help="samples per channel")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="windows per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    _add_device(p)
+    _add_precision(p)
     p.add_argument("--ping-rate", type=float, default=15.0, help="sonar ping rate for the real-time factor")
     p.add_argument("--stream-pings", type=_positive_int, default=384, help="pings pushed through the streaming path")
     p.add_argument("--repeats", type=_positive_int, default=2, help="interleaved repeats (best is kept)")
@@ -311,12 +323,12 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
 
 
 def add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "extract",
         help="make a patch store from bags, a YOLO image folder or the simulator",
         description="Cut 96x96 patches (stride 64) into a patch store (uint8 memmaps + JSON index, per-source "
         "normalisation statistics). Splits are drawn per source image / survey, never per patch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--bag", type=Path, action="append", help="rosbag2 recording (repeatable)")
@@ -381,13 +393,13 @@ def add_pretrain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     from training.config import PretrainConfig
 
     d = PretrainConfig()
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "pretrain",
         help="self-supervised pretraining (SIGReg / VICReg / SimCLR / BYOL) on patch stores",
         description="In-domain SSL pretraining of a ViT at 96 px on one or more patch stores (Real+Syn: each "
         "normalised with its own statistics). Writes OUT/state.safetensors every epoch (atomic; --resume "
         "continues bit for bit), OUT/backbone.safetensors for `probe --init`, metrics.csv, steps.csv, metrics.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--store", required=True, type=Path, action="append", help="patch store (repeatable: Real+Syn)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
@@ -406,8 +418,8 @@ def add_pretrain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--proj-hidden", type=_positive_int, default=d.proj_hidden, help="projector hidden width")
     p.add_argument("--num-slices", type=_positive_int, default=d.num_slices, help="SIGReg random slices per step")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision, help="autocast precision")
+    _add_device(p, d.device)
+    _add_precision(p, d.precision)
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
     p.set_defaults(func=run_pretrain)
@@ -431,13 +443,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def add_probe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "probe",
         help="train a classifier head (or fine-tune) and write the deployable checkpoint",
         description="Train a probe on the labelled training patches of a store: linear / mlp on the frozen "
         "backbone, finetune / ft_mlp with the backbone trained. Writes a checkpoint the node and replay load, "
         "and prints the held-out metrics.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--store", required=True, type=Path, help="patch store with labels")
     p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
@@ -446,7 +458,7 @@ def add_probe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epochs", type=_positive_int, default=100, help="epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (backbone gets a tenth when trained)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
     p.set_defaults(func=run_probe)
@@ -467,16 +479,16 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "evaluate",
         help="score a checkpoint on a patch store's held-out split",
         description="macro-F1, per-class F1, accuracy, confusion matrix, 2-class MILCO-vs-rest F1 and MILCO recall.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
     p.add_argument("--store", required=True, type=Path, help="patch store with labels")
     p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    _add_device(p)
     p.add_argument("--png", type=Path, default=None, help="also write the confusion matrix as a PNG")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run_evaluate)
@@ -497,19 +509,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "experiment",
         help="the paper's comparison (supervised, SIGReg sonar/natural aug, VICReg, SimCLR, BYOL) in one table",
         description="Run every method at a scale on a store (default: simulated surveys, split by survey) and "
         "write OUT/results.md and OUT/results.json. smoke: seconds; cpu: minutes on 2 cores; paper: the paper's "
         "hyper-parameters, for a GPU. Reruns resume finished pretraining.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--scale", choices=["smoke", "cpu", "paper"], default="cpu", help="size of everything")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--store", type=Path, default=None, help="patch store to use instead of simulating one")
     p.add_argument("--only", default="", help="comma-separated substrings of the runs to do (e.g. 'SIGReg,supervised')")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=run_experiment_cmd)
 
@@ -525,19 +537,19 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
 
 
 def add_real_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "real-eval",
         help="real-data evaluation: SDVDs object vs background, random vs SIGReg syn / real / Real+Syn",
         description="Object-vs-background windows from SDVDs (split by tile), linear probe on frozen features of: "
         "random init, SIGReg on synthetic only, on real only (SDVDs + XTF), on Real+Syn. Writes OUT/results.md/json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--sdvd", type=Path, default=Path("../shared/data/sdvd"), help="SDVDs root (SDVD/, CleanedSDVD/, ...)")
     p.add_argument("--xtf", type=Path, default=Path("../shared/data/xtf/scotsman-iver2.xtf"),
                    help="XTF recording added to the real pretraining data ('' for none)")
     p.add_argument("--out", required=True, type=Path, help="output directory (reruns resume)")
     p.add_argument("--scale", choices=["smoke", "cpu"], default="cpu", help="size of the pretraining runs")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=run_real_eval_cmd)
 
@@ -557,13 +569,13 @@ def run_real_eval_cmd(args: argparse.Namespace) -> int:
 
 
 def add_soak(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "soak",
         help="sustained load on the streaming detector: throughput, memory over time, drops under overload",
         description="Replay a long simulated ping stream through the streaming detector as fast as it can for a "
         "bounded time, sampling resident memory (must stay within 5%% after warm-up), then offer pings faster "
         "than inference through the node's drop-oldest queue and report drops and worst latency.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--seconds", type=float, default=60.0, help="length of the throughput phase")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds before memory must stay flat")
@@ -571,7 +583,7 @@ def add_soak(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--overload-seconds", type=float, default=10.0, help="length of the overload phase")
     p.add_argument("--overload-rate", type=float, default=2000.0, help="pings per second offered in the overload phase")
     p.add_argument("--queue-depth", type=_positive_int, default=8, help="node queue depth in the overload phase")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    _add_device(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_soak_cmd)
 
