@@ -522,7 +522,9 @@ def add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--store", type=Path, default=None, help="patch store to use instead of simulating one")
     p.add_argument("--only", default="", help="comma-separated substrings of the runs to do (e.g. 'SIGReg,supervised')")
     _add_device(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated store (and the training seed without --seeds)")
+    p.add_argument("--seeds", default="", help="comma-separated training seeds, e.g. 0,1,2: every row runs once per seed, "
+                   "the table shows mean ± std and checks the paper's orderings seed by seed")
     p.set_defaults(func=run_experiment_cmd)
 
 
@@ -530,7 +532,11 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     from training.experiment import run_experiment
 
     only = [o.strip() for o in args.only.split(",") if o.strip()] or None
-    result = run_experiment(args.scale, args.out, args.store, args.device, args.seed, only)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    result = run_experiment(args.scale, args.out, args.store, args.device, args.seed, only, seeds=seeds or None)
     print(result.markdown())
     print(f"table: {args.out / 'results.md'}")
     return 0

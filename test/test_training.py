@@ -15,6 +15,7 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.model import load_checkpoint
 from training.augment import AUGMENTATIONS, AugmentConfig, augment, make_views
 from training.config import PretrainConfig
+from training.experiment import run_experiment
 from training.extract import SimExtractConfig, extract_simulator, extract_yolo_folder, read_yolo_labels
 from training.losses import build_method, collapse_value, epps_pulley, invariance_loss, lejepa_loss, sigreg_loss
 from training.patches import PatchBatch, PatchStore, PatchStoreWriter
@@ -261,10 +262,37 @@ def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, ca
     assert load_checkpoint(tmp_path / "model.safetensors").metadata.provenance["pretrain"]["pretrain"]["method"] == "sigreg"
 
 
-def test_experiment_smoke_writes_one_table(tmp_path: Path) -> None:
-    assert main(["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--only", "random init,SIGReg",
-                 "--device", "cpu"]) == 0
+def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--only", "random init,SIGReg",
+            "--device", "cpu", "--seeds", "0,1"]
+    assert main(args) == 0
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| no pretraining (random init) |" in table and "| SIGReg, sonar aug |" in table and "| SIGReg, natural aug |" in table
-    rows = json.loads((tmp_path / "exp" / "results.json").read_text())["rows"]
+    assert "2 seeds (0, 1), mean ± std" in table and " ± " in table.split("| SIGReg, sonar aug |")[1].splitlines()[0]
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    rows = results["rows"]
     assert len(rows) == 3 and all(0 <= r["metrics"][m]["macro_f1"] <= 1 for r in rows for m in ("linear", "finetune"))
+    for r in rows:  # the row's mean is the mean of its seeds
+        assert [p["seed"] for p in r["per_seed"]] == [0, 1]
+        f1s = [p["metrics"]["finetune"]["macro_f1"] for p in r["per_seed"]]
+        assert r["metrics"]["finetune"]["macro_f1"] == pytest.approx(sum(f1s) / 2)
+    # the paper's orderings are checked, paired by seed, and reported with a verdict that follows the numbers
+    checks = results["orderings"]
+    assert len(checks) == 4 and all(c["seeds"] == 2 for c in checks)
+    for c in checks:
+        better = next(r for r in rows if r["label"] == c["better"])["per_seed"]
+        worse = next(r for r in rows if r["label"] == c["worse"])["per_seed"]
+        diffs = [b["metrics"][c["probe"]]["macro_f1"] - w["metrics"][c["probe"]]["macro_f1"] for b, w in zip(better, worse)]
+        assert c["mean_diff"] == pytest.approx(sum(diffs) / 2) and c["wins"] == sum(d > 0 for d in diffs)
+        assert c["verdict"] == ("holds on every seed" if c["wins"] == 2 else "holds on average only" if c["mean_diff"] > 0
+                                else "does NOT hold")
+        assert f"{c['verdict']}, {c['mean_diff']:+.3f}" in table
+    # a rerun with one more seed reuses the finished (row, seed) results and only adds the new seed
+    capsys.readouterr()
+    args[args.index("--only") + 1] = "random init"
+    assert main(args[:-1] + ["0,1,2"]) == 0
+    rerun = json.loads((tmp_path / "exp" / "results.json").read_text())["rows"]
+    assert len(rerun) == 1 and rerun[0]["per_seed"][:2] == rows[0]["per_seed"] and len(rerun[0]["per_seed"]) == 3
+    # a store simulated for other settings is refused, not silently reused
+    with pytest.raises(UserError, match="simulated with other settings"):
+        run_experiment("smoke", tmp_path / "exp", seed=5, device="cpu", only=["random init"], progress=False)

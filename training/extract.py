@@ -97,7 +97,8 @@ def simulated_surveys(cfg: SimExtractConfig) -> Iterator[tuple[str, Survey]]:
 def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride: int = 64, test_fraction: float = 0.25,
                       unlabelled: bool = True, progress: bool = True) -> PatchStore:
     writer = PatchStoreWriter(window=window, source_kinds={"syn": "syn"},
-                              provenance={"from": "simulator", "config": cfg.__dict__, "stride": stride})
+                              provenance={"from": "simulator", "config": cfg.__dict__, "stride": stride,
+                                          "test_fraction": test_fraction})
     rng = np.random.default_rng(cfg.seed)
     for group, survey in tqdm(simulated_surveys(cfg), total=cfg.surveys, desc="simulate", disable=not progress):
         image = survey.to_uint8()
