@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[train,test]'
+	$(BIN)/python -m pip install -q -e '.[train,test,export]'
 	touch $(STAMP)
 
 # ROS 2 Kilted wheels from PyPI + vision_msgs built from its .msg files (cached; see README).

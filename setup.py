@@ -35,6 +35,8 @@ setup(
     extras_require={
         "train": ["pyxtf>=1.4"],
         "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8"],
+        # `mine-jepa export`: ONNX graph (onnx + onnxscript for torch's exporter), checked with onnxruntime.
+        "export": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
         # ROS 2 Kilted wheels from PyPI for machines without a ROS install (see README).
         "ros": ["ros-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs", "ros-geometry-msgs", "ros-diagnostic-msgs"],
     },

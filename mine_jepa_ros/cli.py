@@ -121,6 +121,32 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export -------------------------------------------------------------------------------------
+
+
+def add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _command(
+        sub,
+        "export",
+        help="export a checkpoint as a self-contained ONNX model (ONNX Runtime, TensorRT)",
+        description="Write the checkpoint as ONNX: input 'patches' float32 (N, window, window) 0..1 intensities, "
+        "output 'probabilities' (N, classes); normalisation and softmax are in the graph, class names and window in "
+        "the metadata. Checked against PyTorch with ONNX Runtime (when installed) before the file is kept.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from probe or init-model")
+    p.add_argument("--out", required=True, type=Path, help="output file (.onnx)")
+    p.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.export import export_onnx
+
+    print(export_onnx(args.model, args.out, opset=args.opset, verify=not args.no_verify).summary())
+    return 0
+
+
 # -- init-model ---------------------------------------------------------------------------------
 
 
@@ -608,7 +634,8 @@ def run_soak_cmd(args: argparse.Namespace) -> int:
 # -- entry point --------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_real_eval, add_init_model, add_replay, add_import_xtf, add_bench, add_soak,
+    add_simulate, add_extract, add_pretrain, add_probe, add_evaluate, add_experiment, add_real_eval, add_init_model, add_replay, add_export, add_import_xtf, add_bench,
+    add_soak,
 ]
 
 
