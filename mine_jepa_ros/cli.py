@@ -482,7 +482,9 @@ def add_probe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size when --init is not a checkpoint")
     p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
     p.add_argument("--epochs", type=_positive_int, default=100, help="epochs")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (backbone gets a tenth when trained)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (backbone gets a tenth when trained)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning rate over the run: 5%% linear warm-up then cosine decay to 0, or constant")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size")
     _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -496,7 +498,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
     store = PatchStore(args.store)
     cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed, device=args.device)
+                      batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule)
     model = train_probe(store, cfg, args.out)
     print(f"wrote {args.out}")
     if len(store.indices("test", labelled=True)):

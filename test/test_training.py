@@ -20,7 +20,7 @@ from training.extract import SimExtractConfig, extract_simulator, extract_yolo_f
 from training.losses import build_method, collapse_value, epps_pulley, invariance_loss, lejepa_loss, sigreg_loss
 from training.patches import PatchBatch, PatchStore, PatchStoreWriter
 from training.pretrain import Pretrainer
-from training.probe import ProbeConfig, classification_metrics, evaluate, train_probe
+from training.probe import ProbeConfig, ProbeSchedule, classification_metrics, evaluate, train_probe
 
 TINY_SIM = SimExtractConfig(surveys=4, pings=384, samples_per_side=192, max_range_m=12.0, altitude_m=2.0, objects_per_class=2)
 
@@ -235,6 +235,28 @@ def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStor
     assert model.metadata.probe_mode == mode and model.metadata.class_names == store.classes
     metrics = evaluate(out, store, "test", device="cpu")
     assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["samples"] == len(store.indices("test", True))
+
+
+def test_probe_schedule_warms_up_then_decays_to_zero_in_every_group(store: PatchStore) -> None:
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([{"params": [w], "lr": 1e-4}, {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 1e-3}])
+    cfg = ProbeConfig(epochs=10, batch_size=64)
+    schedule = ProbeSchedule(opt, cfg, samples=300)  # 5 steps per epoch -> 50 steps, 2 of warm-up
+    lrs = []
+    for _ in range(schedule.total):
+        schedule.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+    head = [lr[1] for lr in lrs]
+    assert schedule.total == 50 and head[0] == pytest.approx(1e-3 / 2) and max(head) == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(head[2:], head[3:])) and head[-1] < 1e-5
+    assert all(lr[0] == pytest.approx(lr[1] / 10) for lr in lrs)  # the backbone keeps its tenth throughout
+    const = torch.optim.AdamW([w], lr=1e-3)
+    fixed = ProbeSchedule(const, ProbeConfig(epochs=3, schedule="constant"), samples=100)
+    for _ in range(fixed.total):
+        fixed.step()
+    assert const.param_groups[0]["lr"] == 1e-3
+    with pytest.raises(UserError, match="schedule"):
+        train_probe(store, ProbeConfig(schedule="step", device="cpu"))
 
 
 def test_classification_metrics_by_hand() -> None:

@@ -170,7 +170,11 @@ def _run_seed(label: str, method: str | None, aug: str, sc: Scale, store: PatchS
               device: str, progress: bool) -> dict[str, Any]:
     """Pretrain (unless ``method`` is None) and probe one row with one seed; cached in ``run_dir``."""
     done = run_dir / "metrics.json"
-    settings = {"label": label, "scale": asdict(sc), "store": str(store.path), "seed": seed}
+    probes = {mode: ProbeConfig(mode=mode, arch=sc.pretrain.arch, seed=seed, device=device,
+                                epochs=sc.finetune_epochs if mode == "finetune" else sc.probe_epochs,
+                                lr=sc.finetune_lr if mode == "finetune" else 1e-3) for mode in PROBES}
+    settings = {"label": label, "scale": asdict(sc), "store": str(store.path), "seed": seed,
+                "probes": {mode: asdict(cfg) for mode, cfg in probes.items()}}
     if done.is_file():
         cached = json.loads(done.read_text())
         if cached.get("settings") == json.loads(json.dumps(settings, default=str)):
@@ -181,11 +185,8 @@ def _run_seed(label: str, method: str | None, aug: str, sc: Scale, store: PatchS
         cfg = replace(sc.pretrain, method=method, augment=aug, seed=seed, device=device)
         backbone = str(Pretrainer(cfg, [store], run_dir / "pretrain", progress=progress).run(resume=True).backbone)
     metrics = {}
-    for mode in PROBES:
-        probe_cfg = ProbeConfig(mode=mode, init=backbone, arch=sc.pretrain.arch, seed=seed, device=device,
-                                epochs=sc.finetune_epochs if mode == "finetune" else sc.probe_epochs,
-                                lr=sc.finetune_lr if mode == "finetune" else 1e-3)
-        model = train_probe(store, probe_cfg, run_dir / f"model_{mode}.safetensors", progress=progress)
+    for mode, probe_cfg in probes.items():
+        model = train_probe(store, replace(probe_cfg, init=backbone), run_dir / f"model_{mode}.safetensors", progress=progress)
         metrics[mode] = evaluate(model, store, "test", device=device)
     result = {"seed": seed, "metrics": metrics, "minutes": (time.perf_counter() - start) / 60}
     write_json(done, {"settings": settings, "result": result})

@@ -3,6 +3,8 @@
 Probe modes (DESIGN §1): ``linear`` and ``mlp`` train a head on the frozen backbone (features are
 computed once, so many epochs are cheap); ``finetune`` (linear head) and ``ft_mlp`` (MLP head)
 train the backbone too, with light flip augmentation and a 10x smaller backbone learning rate.
+AdamW with a 5 % linear warm-up then cosine decay to zero (``schedule="cosine"``, the default):
+the weights at the end do not depend on where in a noisy constant-rate walk the last epoch stopped.
 The result is a checkpoint the node and ``replay`` load, normalised with the training patches'
 statistics. Evaluation reports macro-F1, per-class F1, accuracy, the confusion matrix (also as a
 PNG), the 2-class MILCO-vs-rest F1 and MILCO recall.
@@ -36,6 +38,9 @@ from mine_jepa_ros.model import (
 from mine_jepa_ros.plots import draw_confusion, pyplot, save_figure
 from training.augment import AUGMENTATIONS, augment
 from training.patches import PatchStore
+from training.pretrain import lr_at
+
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class ProbeConfig:
     device: str = "auto"
     precision: str = "auto"
     balanced: bool = True  # weight the loss by inverse class frequency (rare objects are not ignored)
+    schedule: str = "cosine"  # 'cosine': 5 % linear warm-up then cosine decay to 0; 'constant'
 
 
 def is_mine_jepa_checkpoint(path: Path) -> bool:
@@ -85,9 +91,28 @@ def _features(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, 
     return torch.cat(out)
 
 
+class ProbeSchedule:
+    """Sets every parameter group's learning rate before each step: warm-up + cosine, or constant."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: ProbeConfig, samples: int) -> None:
+        self.opt, self.cfg = opt, cfg
+        self.base = [float(group["lr"]) for group in opt.param_groups]
+        self.total = cfg.epochs * -(-samples // cfg.batch_size)
+        self.warmup = max(1, self.total // 20)
+        self.steps = 0
+
+    def step(self) -> None:
+        if self.cfg.schedule == "cosine":
+            for group, base in zip(self.opt.param_groups, self.base):
+                group["lr"] = lr_at(self.steps, self.total, self.warmup, base)
+        self.steps += 1
+
+
 def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = None, progress: bool = True) -> MineClassifier:
     if cfg.mode not in PROBE_MODES:
         raise UserError(f"probe mode {cfg.mode!r}: expected one of {sorted(PROBE_MODES)}")
+    if cfg.schedule not in SCHEDULES:
+        raise UserError(f"probe schedule {cfg.schedule!r}: expected one of {list(SCHEDULES)}")
     train_idx = np.sort(store.indices("train", labelled=True))
     if len(train_idx) == 0:
         raise UserError(f"{store.path}: no labelled training patches")
@@ -114,11 +139,13 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
         model.backbone.requires_grad_(False)
         head = model.head.to(device)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = ProbeSchedule(opt, cfg, len(feats))
         head.train()
         for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode}", disable=not progress):
             order = torch.randperm(len(feats), generator=g)
             for i in range(0, len(order), cfg.batch_size):
                 sel = order[i : i + cfg.batch_size]
+                schedule.step()
                 if len(sel) < 2 and cfg.mode == "mlp":
                     continue  # BatchNorm needs two samples
                 loss = F.cross_entropy(head(feats[sel].to(device)), y[sel].to(device), weight=weight)
@@ -129,6 +156,7 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
         params = [{"params": model.backbone.parameters(), "lr": cfg.lr * 0.1},
                   {"params": model.head.parameters(), "lr": cfg.lr}]
         opt = torch.optim.AdamW(params, weight_decay=max(cfg.weight_decay, 0.05))
+        schedule = ProbeSchedule(opt, cfg, len(x))
         model.train()
         aug = AUGMENTATIONS["flips"]
         aug_g = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -136,6 +164,7 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
             order = torch.randperm(len(x), generator=g)
             for i in range(0, len(order), cfg.batch_size):
                 sel = order[i : i + cfg.batch_size]
+                schedule.step()
                 if len(sel) < 2:
                     continue
                 xb = augment(x[sel].to(device) * std + mean, aug, aug_g)
