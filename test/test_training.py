@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.model import load_checkpoint
+from mine_jepa_ros.model import MineClassifier, load_checkpoint, new_classifier, save_checkpoint
 from training.augment import AUGMENTATIONS, AugmentConfig, augment, make_views
 from training.config import PretrainConfig
 from training.experiment import run_experiment
@@ -20,7 +22,7 @@ from training.extract import SimExtractConfig, extract_simulator, extract_yolo_f
 from training.losses import build_method, collapse_value, epps_pulley, invariance_loss, lejepa_loss, sigreg_loss
 from training.patches import PatchBatch, PatchStore, PatchStoreWriter
 from training.pretrain import Pretrainer
-from training.probe import ProbeConfig, ProbeSchedule, classification_metrics, evaluate, train_probe
+from training.probe import ProbeConfig, ProbeSchedule, classification_metrics, evaluate, fold_standardisation, train_probe
 
 TINY_SIM = SimExtractConfig(surveys=4, pings=384, samples_per_side=192, max_range_m=12.0, altitude_m=2.0, objects_per_class=2)
 
@@ -235,6 +237,41 @@ def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStor
     assert model.metadata.probe_mode == mode and model.metadata.class_names == store.classes
     metrics = evaluate(out, store, "test", device="cpu")
     assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["samples"] == len(store.indices("test", True))
+
+
+def test_standardisation_folds_exactly_into_the_head() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 3)
+    feats = torch.randn(50, 8) * torch.logspace(-2, 2, 8) + 5.0
+    centre, scale = feats.mean(0), feats.std(0)
+    want = layer((feats - centre) / scale)
+    fold_standardisation(layer, centre, scale)
+    torch.testing.assert_close(layer(feats), want, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_probe_checkpoint_takes_raw_features(store: PatchStore, tmp_path: Path) -> None:
+    """The head trains on standardised features; the saved model must fit the raw ones (fold applied).
+
+    The backbone's features are offset by 20 and scaled by 5 per dimension, so a head used on raw
+    features without the fold would be far off."""
+    shifted = new_classifier("vit_tiny", seed=3)
+    with torch.no_grad():
+        shifted.backbone.norm.weight.mul_(5.0)
+        shifted.backbone.norm.bias.add_(20.0)
+    init = save_checkpoint(tmp_path / "shifted.safetensors", shifted)
+    idx = np.sort(store.indices("train", labelled=True))
+    y = torch.from_numpy(store.labels[idx].astype(np.int64))
+
+    def train_loss(model: MineClassifier) -> float:
+        x = model.normalise(torch.from_numpy(np.asarray(store.patches[idx])).float() / 255)
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x), y))
+
+    trained = train_probe(store, ProbeConfig(mode="linear", init=str(init), epochs=20, device="cpu"), progress=False)
+    untrained = train_probe(store, ProbeConfig(mode="linear", init=str(init), epochs=0, device="cpu", standardise=False),
+                            progress=False)
+    # better than always guessing uniformly (log 3 = 1.10); unfolded, this head scores ~7, untrained ~10
+    assert train_loss(trained) < 0.9 * math.log(3) < train_loss(untrained)
 
 
 def test_probe_schedule_warms_up_then_decays_to_zero_in_every_group(store: PatchStore) -> None:

@@ -1,7 +1,9 @@
 """``mine-jepa probe`` and ``mine-jepa evaluate``: from a backbone to a deployable, scored classifier.
 
 Probe modes (DESIGN §1): ``linear`` and ``mlp`` train a head on the frozen backbone (features are
-computed once, so many epochs are cheap); ``finetune`` (linear head) and ``ft_mlp`` (MLP head)
+computed once, so many epochs are cheap, and standardised per dimension with the training
+statistics, as MAE's BatchNorm probe does; the scaling is folded into the head's first layer, so
+the checkpoint takes the backbone's raw features); ``finetune`` (linear head) and ``ft_mlp`` (MLP head)
 train the backbone too, with light flip augmentation and a 10x smaller backbone learning rate.
 AdamW with a 5 % linear warm-up then cosine decay to zero (``schedule="cosine"``, the default):
 the weights at the end do not depend on where in a noisy constant-rate walk the last epoch stopped.
@@ -57,6 +59,7 @@ class ProbeConfig:
     precision: str = "auto"
     balanced: bool = True  # weight the loss by inverse class frequency (rare objects are not ignored)
     schedule: str = "cosine"  # 'cosine': 5 % linear warm-up then cosine decay to 0; 'constant'
+    standardise: bool = True  # frozen probes: train on features scaled to zero mean / unit variance (folded in after)
 
 
 def is_mine_jepa_checkpoint(path: Path) -> bool:
@@ -89,6 +92,20 @@ def _features(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, 
         with autocast_for(device, dtype):
             out.append(backbone(x[i : i + batch].to(device)).float().cpu())
     return torch.cat(out)
+
+
+def first_linear(head: torch.nn.Module) -> torch.nn.Linear:
+    layer = next((m for m in head.modules() if isinstance(m, torch.nn.Linear)), None)
+    if layer is None:
+        raise ValueError("head has no Linear layer")
+    return layer
+
+
+@torch.no_grad()
+def fold_standardisation(layer: torch.nn.Linear, centre: torch.Tensor, scale: torch.Tensor) -> None:
+    """Make ``layer(x)`` equal what it computed on ``(x - centre) / scale``, so the checkpoint takes raw features."""
+    layer.weight.div_(scale[None, :])
+    layer.bias.sub_(layer.weight @ centre)
 
 
 class ProbeSchedule:
@@ -136,6 +153,9 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
     start = time.perf_counter()
     if cfg.mode in ("linear", "mlp"):
         feats = _features(model.backbone, x, device, dtype)
+        centre, scale = feats.mean(dim=0), feats.std(dim=0).clamp_min(1e-6)
+        if cfg.standardise:
+            feats = (feats - centre) / scale
         model.backbone.requires_grad_(False)
         head = model.head.to(device)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -152,6 +172,8 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+        if cfg.standardise:
+            fold_standardisation(first_linear(head), centre.to(device), scale.to(device))
     else:
         params = [{"params": model.backbone.parameters(), "lr": cfg.lr * 0.1},
                   {"params": model.head.parameters(), "lr": cfg.lr}]
