@@ -553,6 +553,8 @@ def add_experiment(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated store (and the training seed without --seeds)")
     p.add_argument("--seeds", default="", help="comma-separated training seeds, e.g. 0,1,2: every row runs once per seed, "
                    "the table shows mean ± std and checks the paper's orderings seed by seed")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: table the finished (row, seed) results already in OUT")
     p.set_defaults(func=run_experiment_cmd)
 
 
@@ -564,7 +566,8 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    result = run_experiment(args.scale, args.out, args.store, args.device, args.seed, only, seeds=seeds or None)
+    result = run_experiment(args.scale, args.out, args.store, args.device, args.seed, only, seeds=seeds or None,
+                            report_only=args.report_only)
     print(result.markdown())
     print(f"table: {args.out / 'results.md'}")
     return 0

@@ -327,7 +327,8 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     assert main(args) == 0
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| no pretraining (random init) |" in table and "| SIGReg, sonar aug |" in table and "| SIGReg, natural aug |" in table
-    assert "2 seeds (0, 1), mean ± std" in table and " ± " in table.split("| SIGReg, sonar aug |")[1].splitlines()[0]
+    assert "seeds 0, 1 (mean ± std" in table and "| SIGReg, sonar aug | random | 2 | " in table
+    assert " ± " in table.split("| SIGReg, sonar aug |")[1].splitlines()[0]
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     rows = results["rows"]
     assert len(rows) == 3 and all(0 <= r["metrics"][m]["macro_f1"] <= 1 for r in rows for m in ("linear", "finetune"))
@@ -352,6 +353,13 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     assert main(args[:-1] + ["0,1,2"]) == 0
     rerun = json.loads((tmp_path / "exp" / "results.json").read_text())["rows"]
     assert len(rerun) == 1 and rerun[0]["per_seed"][:2] == rows[0]["per_seed"] and len(rerun[0]["per_seed"]) == 3
+    # --report-only trains nothing: it tables what is finished (random init: 3 seeds; SIGReg rows: 2 of 4)
+    assert main(["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--device", "cpu", "--seeds", "0,1,2,3",
+                 "--report-only"]) == 0
+    report = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert [len(r["per_seed"]) for r in report["rows"]] == [3, 2, 2]
+    assert not (tmp_path / "exp" / "sigreg_sonar" / "seed3").exists()
+    assert "| no pretraining (random init) | random | 3 | " in (tmp_path / "exp" / "results.md").read_text()
     # a store simulated for other settings is refused, not silently reused
     with pytest.raises(UserError, match="simulated with other settings"):
         run_experiment("smoke", tmp_path / "exp", seed=5, device="cpu", only=["random init"], progress=False)

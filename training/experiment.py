@@ -135,26 +135,26 @@ class ExperimentResult:
         return found
 
     def markdown(self) -> str:
-        def cell(entry: dict[str, Any], key: str) -> str:
-            return f"{entry[key]:.3f} ± {entry[key + '_std']:.3f}" if len(self.seeds) > 1 else f"{entry[key]:.3f}"
+        def cell(entry: dict[str, Any], key: str, n: int) -> str:
+            return f"{entry[key]:.3f} ± {entry[key + '_std']:.3f}" if n > 1 else f"{entry[key]:.3f}"
 
-        n = len(self.seeds)
-        seeds = f"{n} seeds ({', '.join(map(str, self.seeds))}), mean ± std" if n > 1 else f"seed {self.seeds[0] if self.seeds else 0}"
+        seeds = f"seeds {', '.join(map(str, self.seeds))} (mean ± std where a row has several)"
         samples = self.rows[0]["metrics"]["finetune"]["samples"] if self.rows else 0
         lines = [
             f"Scale `{self.scale}`, store `{self.store}`, {samples} labelled test patches from held-out surveys, {seeds}. "
             "Linear: frozen backbone + linear head. Fine-tuned: backbone and head trained on the labelled "
             "patches with the same budget for every row (for the first row this is supervised training from "
-            "random init). The columns after the fine-tuned macro-F1 are for the fine-tuned model.",
+            "random init). The columns after the fine-tuned macro-F1 are for the fine-tuned model; minutes per seed.",
             "",
-            "| pretraining | init | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall | minutes |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall | minutes |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             lin, ft = r["metrics"]["linear"], r["metrics"]["finetune"]
+            n = len(r["per_seed"])
             lines.append(
-                f"| {r['label']} | {r['init']} | {cell(lin, 'macro_f1')} | **{cell(ft, 'macro_f1')}** | "
-                f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy')} | {ft['milco_vs_rest_f1']:.3f} | "
+                f"| {r['label']} | {r['init']} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
+                f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | {ft['milco_vs_rest_f1']:.3f} | "
                 f"{ft['milco_recall']:.3f} | {r['minutes']:.1f} |"
             )
         checks = self.orderings()
@@ -167,8 +167,10 @@ class ExperimentResult:
 
 
 def _run_seed(label: str, method: str | None, aug: str, sc: Scale, store: PatchStore, run_dir: Path, seed: int,
-              device: str, progress: bool) -> dict[str, Any]:
-    """Pretrain (unless ``method`` is None) and probe one row with one seed; cached in ``run_dir``."""
+              device: str, progress: bool, report_only: bool = False) -> dict[str, Any] | None:
+    """Pretrain (unless ``method`` is None) and probe one row with one seed; cached in ``run_dir``.
+
+    With ``report_only`` nothing is trained: the cached result, or None when there is none."""
     done = run_dir / "metrics.json"
     probes = {mode: ProbeConfig(mode=mode, arch=sc.pretrain.arch, seed=seed, device=device,
                                 epochs=sc.finetune_epochs if mode == "finetune" else sc.probe_epochs,
@@ -179,25 +181,33 @@ def _run_seed(label: str, method: str | None, aug: str, sc: Scale, store: PatchS
         cached = json.loads(done.read_text())
         if cached.get("settings") == json.loads(json.dumps(settings, default=str)):
             return dict(cached["result"])
-    start = time.perf_counter()
-    backbone = "random"  # the baseline starts from random weights
+    if report_only:
+        return None
+    backbone, pretrain_minutes = "random", 0.0  # the baseline starts from random weights
     if method is not None:
         cfg = replace(sc.pretrain, method=method, augment=aug, seed=seed, device=device)
-        backbone = str(Pretrainer(cfg, [store], run_dir / "pretrain", progress=progress).run(resume=True).backbone)
+        pre = Pretrainer(cfg, [store], run_dir / "pretrain", progress=progress).run(resume=True)
+        backbone = str(pre.backbone)
+        pretrain_minutes = sum(float(m.get("seconds", 0.0)) for m in pre.metrics) / 60  # all epochs, resumed ones too
+    start = time.perf_counter()
     metrics = {}
     for mode, probe_cfg in probes.items():
         model = train_probe(store, replace(probe_cfg, init=backbone), run_dir / f"model_{mode}.safetensors", progress=progress)
         metrics[mode] = evaluate(model, store, "test", device=device)
-    result = {"seed": seed, "metrics": metrics, "minutes": (time.perf_counter() - start) / 60}
+    probe_minutes = (time.perf_counter() - start) / 60
+    result = {"seed": seed, "metrics": metrics, "minutes": pretrain_minutes + probe_minutes,
+              "pretrain_minutes": pretrain_minutes, "probe_minutes": probe_minutes}
     write_json(done, {"settings": settings, "result": result})
     return result
 
 
 def run_experiment(scale: str, out: Path, store_path: Path | None = None, device: str = "auto", seed: int = 0,
-                   only: list[str] | None = None, progress: bool = True, seeds: Sequence[int] | None = None) -> ExperimentResult:
+                   only: list[str] | None = None, progress: bool = True, seeds: Sequence[int] | None = None,
+                   report_only: bool = False) -> ExperimentResult:
     """Every row of ``RUNS`` (or those matching ``only``) for every training seed in ``seeds``.
 
     ``seed`` draws the simulated store; ``seeds`` (default: ``[seed]``) the pretraining and probing.
+    ``report_only`` trains nothing and tables the finished (row, seed) results found in ``out``.
     """
     if scale not in SCALES:
         raise UserError(f"scale {scale!r}: expected one of {sorted(SCALES)}")
@@ -227,9 +237,14 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
         name = f"{method}_{aug}" if method else "random_init"
         per_seed = []
         for s in seeds:
-            per_seed.append(_run_seed(label, method, aug, sc, store, out / name / f"seed{s}", s, device, progress))
-            print(f"{label}, seed {s}: macro-F1 linear {per_seed[-1]['metrics']['linear']['macro_f1']:.3f}, "
-                  f"fine-tuned {per_seed[-1]['metrics']['finetune']['macro_f1']:.3f} ({per_seed[-1]['minutes']:.1f} min)")
+            done = _run_seed(label, method, aug, sc, store, out / name / f"seed{s}", s, device, progress, report_only)
+            if done is None:
+                continue
+            per_seed.append(done)
+            print(f"{label}, seed {s}: macro-F1 linear {done['metrics']['linear']['macro_f1']:.3f}, "
+                  f"fine-tuned {done['metrics']['finetune']['macro_f1']:.3f} ({done['minutes']:.1f} min)")
+        if not per_seed:
+            continue
         row = {"label": label, "method": method or "none", "augment": aug,
                "init": sc.pretrain.init if method is not None else "random", "metrics": summarise(per_seed),
                "per_seed": per_seed, "minutes": statistics.fmean(p["minutes"] for p in per_seed), "models": str(out / name)}
