@@ -153,8 +153,9 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
     start = time.perf_counter()
     if cfg.mode in ("linear", "mlp"):
         feats = _features(model.backbone, x, device, dtype)
-        centre, scale = feats.mean(dim=0), feats.std(dim=0).clamp_min(1e-6)
-        if cfg.standardise:
+        standardise = cfg.standardise and len(feats) > 1  # one sample has no spread to divide by
+        centre, scale = feats.mean(dim=0), (feats.std(dim=0).clamp_min(1e-6) if standardise else torch.ones(feats.shape[1]))
+        if standardise:
             feats = (feats - centre) / scale
         model.backbone.requires_grad_(False)
         head = model.head.to(device)
@@ -172,7 +173,7 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        if cfg.standardise:
+        if standardise:
             fold_standardisation(first_linear(head), centre.to(device), scale.to(device))
     else:
         params = [{"params": model.backbone.parameters(), "lr": cfg.lr * 0.1},
