@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.model import MineClassifier, load_checkpoint
 
@@ -124,19 +123,15 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "mine_jepa_ros"
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
+    max_diff: float | None = None
+    verified = verify and importlib.util.find_spec("onnxruntime") is not None
+    with atomic_file(dst) as tmp:
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))
-        max_diff: float | None = None
-        verified = verify and importlib.util.find_spec("onnxruntime") is not None
         if verified:
             max_diff = _compare_with_torch(tmp, wrapper, meta.window, check_batches)
             if max_diff > MAX_ABS_DIFF:
                 raise UserError(f"{dst}: ONNX Runtime differs from PyTorch by {max_diff:.2e} (> {MAX_ABS_DIFF}); not written")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(path=dst, bytes=dst.stat().st_size, classes=list(meta.class_names), window=meta.window, opset=opset,
                         verified=verified, max_abs_diff=max_diff, checked_batches=check_batches if verified else ())
 

@@ -11,8 +11,6 @@ the problem. Saving writes a temporary file and renames it into place (atomic).
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.errors import CheckpointError
 
 CHECKPOINT_FORMAT = "mine_jepa_ros.checkpoint"
@@ -177,12 +176,8 @@ def save_checkpoint(path: Path | str, model: MineClassifier, extra_provenance: d
         meta = ModelMetadata(**{**asdict(meta), "provenance": {**meta.provenance, **extra_provenance}})
     meta.validate(str(final))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
+    with atomic_file(final) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(asdict(meta), sort_keys=True)})
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
 
 

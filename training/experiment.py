@@ -12,9 +12,10 @@ Everything is scored on the held-out split (other surveys / images) and written 
 ``results.md`` and ``results.json``. With several ``seeds`` every row is pretrained and probed once
 per seed on the same store; the table gives mean ± standard deviation over seeds, and the orderings
 the paper reports are checked seed by seed (paired: same seed, same test patches). Finished
-(row, seed) results are kept in their run directory, so an interrupted run resumes where it stopped. Scales: ``smoke`` (seconds; for tests), ``cpu`` (minutes on
-a 2-core CPU, ViT-Tiny), ``paper`` (the paper's hyper-parameters: ViT-S, ImageNet init from timm,
-4 views, batch 1024, 100 epochs, lr 1.4e-3, projection 16; for a GPU).
+(row, seed) results are kept in their run directory, so an interrupted run resumes where it stopped.
+Scales: ``smoke`` (seconds; for tests), ``cpu`` (minutes on a 2-core CPU, ViT-Tiny), ``paper``
+(the paper's hyper-parameters: ViT-S, ImageNet init from timm, 4 views, batch 1024, 100 epochs,
+lr 1.4e-3, projection 16; for a GPU).
 """
 
 from __future__ import annotations

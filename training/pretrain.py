@@ -19,7 +19,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import queue
 import shutil
 import threading
@@ -37,6 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.detector import autocast_for, resolve_device, resolve_precision
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.model import MineClassifier, ModelMetadata, build_backbone, save_checkpoint
@@ -168,12 +168,8 @@ class Pretrainer:
         groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
         meta = {"epoch": self.epoch, "config": asdict(self.cfg), "param_groups": groups, "metrics": self.metrics}
         path = self.out / STATE_FILE
-        tmp = self.out / f".{STATE_FILE}.{uuid.uuid4().hex[:8]}.partial"
-        try:
+        with atomic_file(path) as tmp:
             save_file(tensors, str(tmp), metadata={"mine_jepa_pretrain": json.dumps(meta, default=str)})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def load_state(self) -> None:
