@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[train,test,export]'
+	$(BIN)/python -m pip install -q -e '.[xtf,export,test]'
 	touch $(STAMP)
 
 # ROS 2 Kilted wheels from PyPI + vision_msgs built from its .msg files (cached; see README).
@@ -21,7 +21,7 @@ ros: $(STAMP)
 	-$(BIN)/python -m mine_jepa_ros.interfaces.build
 
 demo: $(STAMP)
-	$(BIN)/python -m mine_jepa_ros.demo --out $(DEMO_OUT)
+	$(BIN)/python -m mine_jepa_ros.tools.demo --out $(DEMO_OUT)
 
 test: $(STAMP) ros
 	$(BIN)/python -m pytest -q

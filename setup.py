@@ -1,4 +1,8 @@
-"""ament_python package (colcon build) that also installs with plain pip (pip install -e .[train,test])."""
+"""ament_python package (colcon build) that also installs with plain pip (pip install -e .[xtf,export,test]).
+
+One importable package, ``mine_jepa_ros``; nothing else is installed at top level. The training
+recipes (``training/*.yaml``) go to ``share/mine_jepa_ros/training`` beside the launch and config files.
+"""
 
 from glob import glob
 
@@ -8,48 +12,49 @@ PACKAGE = "mine_jepa_ros"
 
 RUNTIME = [
     "numpy>=1.23",
-    "opencv-python-headless>=4.8",
-    "rosbags>=0.10",
-    "safetensors>=0.4",
-    "torch==2.14.1",
-    "torchvision==0.29.1",
-    "timm>=1.0",
-    "tqdm>=4.60",
-    "PyYAML>=6.0",
-    "matplotlib>=3.7",
+    "opencv-python-headless>=4.8",  # image decoding, drawing, PNGs
+    "rosbags>=0.10",  # rosbag2 read/write and message definitions without ROS
+    "safetensors>=0.4",  # checkpoints (never pickle)
+    "torch==2.14.1",  # the model
+    "torchvision==0.29.1",  # not imported here: timm needs it (pinned to the torch build it matches)
+    "timm>=1.0",  # the ViT backbones
+    "tqdm>=4.60",  # progress bars
+    "PyYAML>=6.0",  # training recipes
+    "matplotlib>=3.7",  # metric plots
 ]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     package_data={PACKAGE: ["interfaces/vision_msgs/msg/*.msg", "interfaces/vision_msgs/*.txt", "interfaces/vision_msgs/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/training", [*glob("training/*.yaml"), "training/README.md"]),
     ],
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={
-        "train": ["pyxtf>=1.4"],
-        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8"],
+        # `mine-jepa import-xtf` and `extract --xtf`: raw XTF side-scan recordings.
+        "xtf": ["pyxtf>=1.4"],
         # `mine-jepa export`: ONNX graph (onnx + onnxscript for torch's exporter), checked with onnxruntime.
         "export": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
-        # ROS 2 Kilted wheels from PyPI for machines without a ROS install (see README).
-        "ros": ["ros-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs", "ros-geometry-msgs", "ros-diagnostic-msgs"],
+        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8"],
     },
+    # rclpy: the system's on a ROS 2 machine, else the pinned ROS 2 wheels that
+    # `python -m mine_jepa_ros.interfaces.build --distro kilted|jazzy` installs (see README).
     zip_safe=True,
     maintainer="mine_jepa_ros maintainers",
     maintainer_email="maintainers@mine-jepa-ros.invalid",
     description="Side-scan sonar mine detection with Mine-JEPA ViTs for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "mine-jepa = mine_jepa_ros.cli:main",
-            "mine_jepa_node = mine_jepa_ros.node:main",
+            "mine_jepa_node = mine_jepa_ros.ros.node:main",
         ],
     },
 )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -19,3 +21,16 @@ def atomic_file(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(final: Path, text: str) -> Path:
+    """Write ``text`` to ``final`` through :func:`atomic_file` (parent folders are created)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(final) as tmp:
+        tmp.write_text(text)
+    return final
+
+
+def write_json_atomic(final: Path, obj: Any) -> Path:
+    """``obj`` as indented JSON (non-JSON values via ``str``), written atomically."""
+    return write_text_atomic(final, json.dumps(obj, indent=2, default=str))

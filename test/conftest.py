@@ -23,7 +23,7 @@ def small_survey() -> Survey:
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real ViT-Tiny checkpoint (random init, untrained head) written by the package."""
-    from mine_jepa_ros.model import new_classifier, save_checkpoint
+    from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
 
     path = tmp_path_factory.mktemp("model") / "vit_tiny.safetensors"
     return save_checkpoint(path, new_classifier("vit_tiny", seed=1))
@@ -45,8 +45,8 @@ def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     """
     import torch
 
-    from mine_jepa_ros.model import new_classifier, save_checkpoint
-    from mine_jepa_ros.tiling import WaterfallTiler
+    from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
+    from mine_jepa_ros.detect.tiling import WaterfallTiler
 
     model = new_classifier("vit_tiny", seed=2).eval()
     survey = simulate_survey(SMALL)

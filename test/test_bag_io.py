@@ -7,21 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mine_jepa_ros.bag_io import (
+from mine_jepa_ros.errors import BagError
+from mine_jepa_ros.io.bag import (
     DEFAULT_GT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
     ReadStats,
-    SurveyBagOptions,
     atomic_bag_writer,
     iter_images,
     list_topics,
     read_detections,
-    write_survey_bag,
 )
-from mine_jepa_ros.errors import BagError
-from mine_jepa_ros.image_codec import encode_compressed, encode_image
-from mine_jepa_ros.ros_types import MessageFactory, stamp_ns
+from mine_jepa_ros.io.image_codec import encode_compressed, encode_image
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.sim import Survey
+from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

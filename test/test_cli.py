@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mine_jepa_ros.bag_io import DEFAULT_GT_TOPIC, iter_images, read_detections
 from mine_jepa_ros.cli import build_parser, main
+from mine_jepa_ros.io.bag import DEFAULT_GT_TOPIC, iter_images, read_detections
 
 
 def test_simulate_writes_a_readable_bag_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mine_jepa_ros.detector import PatchClassifier, WindowMerger, resolve_device, thresholds_for, window_labels
-from mine_jepa_ros.model import load_checkpoint
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.device import resolve_device
+from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for, window_labels
+from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.errors import UserError
 
 NAMES = ["background", "MILCO", "NOMBO"]
 
@@ -20,7 +23,7 @@ def test_cuda_request_without_cuda_falls_back_with_one_warning(checkpoint: Path)
     assert device.type == "cpu" and warning and "not available" in warning
     clf = PatchClassifier(load_checkpoint(checkpoint), device="cuda:1")
     assert clf.device.type == "cpu" and len(clf.warnings) == 1
-    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+    with pytest.raises(UserError, match="expected auto, cpu or cuda"):
         resolve_device("tpu")
 
 
@@ -45,11 +48,11 @@ def test_window_labels_apply_per_class_thresholds() -> None:
 
 def test_thresholds_forms_and_errors() -> None:
     assert thresholds_for(NAMES, {"NOMBO": 0.8}) == [1.0, 0.5, 0.8]
-    with pytest.raises(ValueError, match="unknown classes"):
+    with pytest.raises(UserError, match="unknown classes"):
         thresholds_for(NAMES, {"SUB": 0.1})
-    with pytest.raises(ValueError, match="3 thresholds for 2 classes"):
+    with pytest.raises(UserError, match="3 thresholds for 2 classes"):
         thresholds_for(NAMES, [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match="within"):
+    with pytest.raises(UserError, match="within"):
         thresholds_for(NAMES, 1.5)
 
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detector import PatchClassifier
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.model import load_checkpoint
 from mine_jepa_ros.sim.survey import Survey
-from mine_jepa_ros.tiling import WaterfallTiler
 
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install '.[export]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
 
-from mine_jepa_ros.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_onnx_metadata  # noqa: E402
+from mine_jepa_ros.detect.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_onnx_metadata  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_onnx_metadata_and_no_leftovers(exported: Path, busy_checkpoint: Path) -
 
 def test_export_refuses_a_graph_that_disagrees_and_writes_nothing(busy_checkpoint: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import mine_jepa_ros.export as export
+    import mine_jepa_ros.detect.export as export
 
     monkeypatch.setattr(export, "MAX_ABS_DIFF", -1.0)  # any difference at all now counts as a mismatch
     with pytest.raises(UserError, match="differs from PyTorch"):

@@ -17,12 +17,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mine_jepa_ros.detector import PatchClassifier
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.model import load_checkpoint, new_classifier
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.image_codec import ENCODINGS, encode_compressed, encode_image
-from mine_jepa_ros.model import load_checkpoint, new_classifier
-from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig
-from mine_jepa_ros.ros_types import MessageFactory
+from mine_jepa_ros.io.image_codec import ENCODINGS, encode_compressed, encode_image
+from mine_jepa_ros.io.messages import MessageFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORY = MessageFactory.for_rosbags()
@@ -103,7 +103,7 @@ def test_png_claiming_a_huge_image_is_refused_without_allocating(pipelines: dict
 
 
 def test_memory_stays_bounded_over_many_bad_messages(pipelines: dict[str, DetectionPipeline]) -> None:
-    from mine_jepa_ros.soak import rss_mib
+    from mine_jepa_ros.tools.soak import rss_mib
 
     pipe = pipelines["pings"]
     bad = SimpleNamespace(header=HEADER, encoding="mono8", height=1, width=96, step=96, data=b"x" * 95)
@@ -123,7 +123,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def test_bad_files_give_one_line_errors_and_nonzero_exit(tmp_path: Path, checkpoint: Path, narrow_survey) -> None:  # type: ignore[no-untyped-def]
-    from mine_jepa_ros.bag_io import SurveyBagOptions, write_survey_bag
+    from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 
     bag = write_survey_bag(narrow_survey, tmp_path / "bag", SurveyBagOptions(mode="pings"))
     truncated_bag = tmp_path / "truncated"
@@ -138,7 +138,7 @@ def test_bad_files_give_one_line_errors_and_nonzero_exit(tmp_path: Path, checkpo
     truncated_ckpt = tmp_path / "trunc.safetensors"
     truncated_ckpt.write_bytes(checkpoint.read_bytes()[:1000])
     other_window = tmp_path / "w64.safetensors"
-    from mine_jepa_ros.model import save_checkpoint
+    from mine_jepa_ros.detect.model import save_checkpoint
 
     save_checkpoint(other_window, new_classifier("vit_tiny", window=64, stride=32))
     cases = [
@@ -158,9 +158,9 @@ def test_bad_files_give_one_line_errors_and_nonzero_exit(tmp_path: Path, checkpo
         assert "Traceback" not in result.stderr, result.stderr
         assert len(lines) == 1 and name in lines[0], (args, result.stderr)
     # a checkpoint for another window size works on its own windows, and says so where it does not fit
-    from mine_jepa_ros.detector import PatchClassifier as PC
+    from mine_jepa_ros.detect.classifier import PatchClassifier as PC
 
-    with pytest.raises(ValueError, match="does not match the checkpoint's 64-pixel windows"):
+    with pytest.raises(UserError, match="does not match the checkpoint's 64-pixel windows"):
         DetectionPipeline(PC(load_checkpoint(other_window), device="cpu"), window=96)
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
 
@@ -169,7 +169,7 @@ def test_bad_files_give_one_line_errors_and_nonzero_exit(tmp_path: Path, checkpo
 
 
 def test_sigkill_during_pretraining_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    from training.extract import SimExtractConfig, extract_simulator
+    from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator
 
     store = extract_simulator(tmp_path / "store", SimExtractConfig(surveys=3, pings=256, samples_per_side=192,
                                                                    max_range_m=12.0, altitude_m=2.0, objects_per_class=1),
@@ -203,9 +203,9 @@ def test_sigkill_during_pretraining_then_resume_matches_an_uninterrupted_run(tmp
 
 
 def test_unwritable_or_full_output_fails_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.config import PretrainConfig
-    from training.extract import SimExtractConfig, extract_simulator
-    from training.pretrain import Pretrainer
+    from mine_jepa_ros.training.config import PretrainConfig
+    from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator
+    from mine_jepa_ros.training.pretrain import Pretrainer
 
     store = extract_simulator(tmp_path / "store", SimExtractConfig(surveys=2, pings=256, samples_per_side=192,
                                                                    max_range_m=12.0, altitude_m=2.0, objects_per_class=1),
@@ -229,7 +229,7 @@ def test_unwritable_or_full_output_fails_at_start(tmp_path: Path, monkeypatch: p
 
 
 def test_soak_short_mode_memory_flat_and_drops_accounted() -> None:
-    from mine_jepa_ros.soak import SoakConfig, run_soak
+    from mine_jepa_ros.tools.soak import SoakConfig, run_soak
 
     report = run_soak(SoakConfig(seconds=8, warmup_s=3, sample_every_s=0.5, samples_per_side=256, survey_pings=512,
                                  overload_seconds=3, overload_rate_hz=3000, queue_depth=4, device="cpu"))

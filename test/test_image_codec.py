@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mine_jepa_ros.image_codec import ImageDecodeError, decode_image, encode_compressed, encode_image
-from mine_jepa_ros.ros_types import MessageFactory
+from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image, encode_compressed, encode_image
+from mine_jepa_ros.io.messages import MessageFactory
 
 FACTORY = MessageFactory.for_rosbags()
 HEADER = FACTORY.header(5, "sonar")

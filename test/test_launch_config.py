@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from mine_jepa_ros.params import PARAMS, PARAMS_BY_NAME, NodeSettings
+from mine_jepa_ros.errors import ParameterError
+from mine_jepa_ros.ros.params import PARAMS, PARAMS_BY_NAME, NodeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,12 +72,12 @@ def test_setup_installs_launch_and_config() -> None:
 def test_settings_require_a_model_and_name_bad_values() -> None:
     import pytest
 
-    with pytest.raises(ValueError, match="model_path"):
+    with pytest.raises(ParameterError, match="model_path"):
         NodeSettings.from_values({})
-    with pytest.raises(ValueError, match="^batch_size"):
+    with pytest.raises(ParameterError, match="^batch_size"):
         NodeSettings.from_values({"model_path": "m", "batch_size": 0})
-    with pytest.raises(ValueError, match="^input_mode"):
+    with pytest.raises(ParameterError, match="^input_mode"):
         NodeSettings.from_values({"model_path": "m", "input_mode": "video"})
-    with pytest.raises(ValueError, match="^device"):
+    with pytest.raises(ParameterError, match="^device"):
         NodeSettings.from_values({"model_path": "m", "device": "gpu"})
     assert NodeSettings.from_values({"model_path": "m", "slant_resolution_m": 0.03, "altitude_m": 4.0, "ping_spacing_m": 0.05}).geometry()

@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.errors import CheckpointError
-from mine_jepa_ros.model import (
+from mine_jepa_ros.detect.model import (
     METADATA_KEY,
     ModelMetadata,
     build_backbone,
@@ -21,6 +20,7 @@ from mine_jepa_ros.model import (
     read_metadata,
     save_checkpoint,
 )
+from mine_jepa_ros.errors import CheckpointError
 
 
 def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
-from mine_jepa_ros.image_codec import encode_image  # noqa: E402
-from mine_jepa_ros.ros_types import MessageFactory, stamp_ns  # noqa: E402
+from mine_jepa_ros.io.image_codec import encode_image  # noqa: E402
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns  # noqa: E402
 
 DOMAIN = 10 + os.getpid() % 90
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -65,7 +65,7 @@ def start_node(tmp_path: Path, name: str, checkpoint: Path, **params: object) ->
     yaml = tmp_path / f"{name}.yaml"
     yaml.write_text("\n".join(lines) + "\n")
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "mine_jepa_ros.node", "--ros-args", "-r", f"__node:={name}",
+    return subprocess.Popen([sys.executable, "-m", "mine_jepa_ros.ros.node", "--ros-args", "-r", f"__node:={name}",
                              "--params-file", str(yaml)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mine_jepa_ros.detector import PatchClassifier
-from mine_jepa_ros.image_codec import encode_image
-from mine_jepa_ros.model import load_checkpoint
-from mine_jepa_ros.pipeline import DetectionPipeline, PipelineConfig, SonarGeometry
-from mine_jepa_ros.ros_types import MessageFactory, stamp_ns
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, SonarGeometry
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.io.image_codec import encode_image
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.sim import Survey
 
 FACTORY = MessageFactory.for_rosbags()
@@ -75,7 +76,7 @@ def test_bad_messages_are_skipped_counted_and_the_stream_goes_on(classifier: Pat
 
 
 def test_window_must_match_the_checkpoint(classifier: PatchClassifier) -> None:
-    with pytest.raises(ValueError, match="does not match the checkpoint"):
+    with pytest.raises(UserError, match="does not match the checkpoint"):
         DetectionPipeline(classifier, window=64)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mine_jepa_ros.bag_io import ReadStats, iter_images, iter_messages, list_topics, read_detections
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.replay import DETECTIONS_TOPIC, INFO_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, INFO_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.io.bag import ReadStats, iter_images, iter_messages, list_topics, read_detections
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 XTF = SHARED / "xtf" / "scotsman-iver2.xtf"
@@ -94,7 +94,7 @@ def test_bad_xtf_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @needs_sdvd
 def test_sdvd_windows_split_by_tile(tmp_path: Path) -> None:
-    from training.real_eval import extract_mask_folders
+    from mine_jepa_ros.training.real_eval import extract_mask_folders
 
     root = tmp_path / "sdvd"
     for variant in ("SDVD", "CleanedSDVD"):
@@ -114,7 +114,7 @@ def test_sdvd_windows_split_by_tile(tmp_path: Path) -> None:
 
 @needs_sdvd
 def test_real_eval_smoke_on_a_few_tiles(tmp_path: Path) -> None:
-    from training.real_eval import run_real_eval
+    from mine_jepa_ros.training.real_eval import run_real_eval
 
     root = tmp_path / "sdvd" / "SDVD" / "train"
     for kind in ("images", "masks"):
@@ -129,7 +129,7 @@ def test_real_eval_smoke_on_a_few_tiles(tmp_path: Path) -> None:
 
 @needs_xtf
 def test_extract_reads_xtf_and_mask_folders(tmp_path: Path) -> None:
-    from training.patches import PatchStore
+    from mine_jepa_ros.training.patches import PatchStore
 
     assert main(["extract", "--xtf", str(XTF), "--out", str(tmp_path / "xtf_store"), "--test-fraction", "0"]) == 0
     store = PatchStore(tmp_path / "xtf_store")

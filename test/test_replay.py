@@ -8,23 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mine_jepa_ros.bag_io import (
+from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.detect.scoring import Scorer, match_detections, window_truth
+from mine_jepa_ros.io.bag import (
     ReadStats,
-    SurveyBagOptions,
     atomic_bag_writer,
     iter_images,
     iter_messages,
     list_topics,
     read_detections,
-    write_survey_bag,
 )
-from mine_jepa_ros.cli import main
-from mine_jepa_ros.detections import Detection
-from mine_jepa_ros.image_codec import encode_image
-from mine_jepa_ros.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
-from mine_jepa_ros.ros_types import MessageFactory
-from mine_jepa_ros.scoring import Scorer, match_detections, window_truth
+from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.image_codec import encode_image
+from mine_jepa_ros.io.messages import MessageFactory
 from mine_jepa_ros.sim import Survey
+from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 
 
 @pytest.fixture(scope="module")

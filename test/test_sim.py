@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim import ObjectPlacement, SurveyConfig, simulate_survey
 
 FLAT = dict(sand_fraction=0.0, rock_fraction=0.0, swell_height_m=0.0, speckle_looks=1e6, noise_floor=0.0)
@@ -33,7 +34,7 @@ def test_shadow_length_matches_geometry(shape: str, ground_range: float, side: i
     survey = simulate_survey(cfg, placements=[ObjectPlacement("MILCO", shape, 5.0, side * ground_range, heading)])
     obj = survey.objects[0]
     h, tall = cfg.altitude_m, obj.height_m
-    expected_length = tall * ground_range / (h - tall)  # DESIGN §2: H * x / (h - H)
+    expected_length = tall * ground_range / (h - tall)  # shadow length H * x / (h - H) (docs/design.md)
     measured_end = _shadow_end_ground_range(survey.intensity, cfg, int(5.0 / cfg.ping_spacing_m), 1 if side > 0 else 0)
     measured_length = measured_end - ground_range
     assert measured_length == pytest.approx(expected_length, abs=0.06 + 0.03 * expected_length)
@@ -109,7 +110,7 @@ def test_full_size_survey_shape_and_objects() -> None:
 
 
 def test_invalid_config_names_the_field() -> None:
-    with pytest.raises(ValueError, match="altitude_m"):
+    with pytest.raises(UserError, match="altitude_m"):
         SurveyConfig(altitude_m=0.0)
     with pytest.raises(ValueError, match="outside the survey"):
         simulate_survey(SurveyConfig(pings=50, **FLAT), placements=[ObjectPlacement("MILCO", "sphere", 500.0, 5.0)])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mine_jepa_ros.tiling import StreamingTiler, Tiles, WaterfallTiler, window_starts
+from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler, window_starts
 
 
 def test_window_starts_edge_policy() -> None:

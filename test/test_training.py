@@ -13,16 +13,30 @@ import torch
 import torch.nn.functional as F
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.model import MineClassifier, load_checkpoint, new_classifier, save_checkpoint
-from training.augment import AUGMENTATIONS, AugmentConfig, augment, make_views
-from training.config import PretrainConfig
-from training.experiment import run_experiment
-from training.extract import SimExtractConfig, extract_simulator, extract_yolo_folder, read_yolo_labels
-from training.losses import build_method, collapse_value, epps_pulley, invariance_loss, lejepa_loss, sigreg_loss
-from training.patches import PatchBatch, PatchStore, PatchStoreWriter
-from training.pretrain import Pretrainer
-from training.probe import ProbeConfig, ProbeSchedule, classification_metrics, evaluate, fold_standardisation, train_probe
+from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint, new_classifier, save_checkpoint
+from mine_jepa_ros.errors import StoreError, UserError
+from mine_jepa_ros.training.augment import AUGMENTATIONS, AugmentConfig, augment, make_views
+from mine_jepa_ros.training.config import PretrainConfig
+from mine_jepa_ros.training.experiment import run_experiment
+from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator, extract_yolo_folder, read_yolo_labels
+from mine_jepa_ros.training.losses import (
+    build_method,
+    collapse_value,
+    epps_pulley,
+    invariance_loss,
+    lejepa_loss,
+    sigreg_loss,
+)
+from mine_jepa_ros.training.patches import PatchBatch, PatchStore, PatchStoreWriter
+from mine_jepa_ros.training.pretrain import Pretrainer
+from mine_jepa_ros.training.probe import (
+    ProbeConfig,
+    ProbeSchedule,
+    classification_metrics,
+    evaluate,
+    fold_standardisation,
+    train_probe,
+)
 
 TINY_SIM = SimExtractConfig(surveys=4, pings=384, samples_per_side=192, max_range_m=12.0, altitude_m=2.0, objects_per_class=2)
 
@@ -71,7 +85,7 @@ def test_sigreg_gradient_is_finite_and_pushes_towards_gaussian() -> None:
 
 def test_a_few_steps_on_a_tiny_vit_lower_the_loss() -> None:
     torch.manual_seed(0)
-    from mine_jepa_ros.model import build_backbone
+    from mine_jepa_ros.detect.model import build_backbone
 
     backbone = build_backbone("vit_tiny")
     method = build_method("sigreg", 192, backbone, hidden=64, num_slices=64)
@@ -89,7 +103,7 @@ def test_a_few_steps_on_a_tiny_vit_lower_the_loss() -> None:
 
 @pytest.mark.parametrize("name", ["vicreg", "simclr", "byol"])
 def test_baselines_share_the_interface(name: str) -> None:
-    from mine_jepa_ros.model import build_backbone
+    from mine_jepa_ros.detect.model import build_backbone
 
     backbone = build_backbone("vit_tiny")
     method = build_method(name, 192, backbone, hidden=32)
@@ -146,7 +160,7 @@ def test_store_round_trip_and_group_splits(store: PatchStore, tmp_path: Path) ->
     shutil.copytree(store.path, broken)
     with (broken / "patches.u8").open("r+b") as f:
         f.truncate(100)
-    with pytest.raises(UserError, match="truncated"):
+    with pytest.raises(StoreError, match="truncated"):
         PatchStore(broken)
 
 
@@ -154,7 +168,7 @@ def test_store_writer_refuses_bad_batches(tmp_path: Path) -> None:
     w = PatchStoreWriter()
     with pytest.raises(ValueError, match="shape"):
         w.add(PatchBatch(np.zeros((2, 64, 64), np.uint8), np.zeros(2, np.int16), "g"))
-    with pytest.raises(UserError, match="no patches"):
+    with pytest.raises(StoreError, match="no patches"):
         w.write(tmp_path / "empty")
 
 
@@ -197,7 +211,7 @@ def test_yolo_folder_in_the_public_layout(tmp_path: Path) -> None:
 
 
 def test_extract_from_a_bag_with_ground_truth(tmp_path: Path, narrow_survey) -> None:  # type: ignore[no-untyped-def]
-    from mine_jepa_ros.bag_io import SurveyBagOptions, write_survey_bag
+    from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 
     bag = write_survey_bag(narrow_survey, tmp_path / "bag", SurveyBagOptions(frame_height=200))
     assert main(["extract", "--bag", str(bag), "--out", str(tmp_path / "store"), "--test-fraction", "0"]) == 0

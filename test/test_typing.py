@@ -17,6 +17,6 @@ def test_mypy_passes() -> None:
         import rclpy  # noqa: F401
     except ImportError:
         pytest.skip("rclpy not installed: node.py cannot be checked against the real API")
-    result = subprocess.run([sys.executable, "-m", "mypy", "mine_jepa_ros", "training"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "mypy", "mine_jepa_ros"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

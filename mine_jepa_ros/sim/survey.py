@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from mine_jepa_ros.detections import Detection
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.geometry import ground_range_m
+from mine_jepa_ros.io.detections import Detection
 
 CLASS_NAMES: tuple[str, ...] = ("background", "MILCO", "NOMBO")
 """Class names in index order; index 0 is background, as in the detector."""
@@ -122,7 +124,7 @@ class SurveyConfig:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid SurveyConfig field(s): {', '.join(bad)} ({self})")
+            raise UserError(f"invalid SurveyConfig field(s): {', '.join(bad)} ({self})")
 
     @property
     def slant_resolution_m(self) -> float:
@@ -131,7 +133,7 @@ class SurveyConfig:
 
     @property
     def max_ground_range_m(self) -> float:
-        return math.sqrt(self.max_range_m**2 - self.altitude_m**2)
+        return ground_range_m(self.max_range_m, self.altitude_m)
 
     @property
     def track_length_m(self) -> float:

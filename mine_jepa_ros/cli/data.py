@@ -1,0 +1,112 @@
+"""Data commands: ``import-xtf`` (recordings into bags) and ``extract`` (bags, folders, simulator into patch stores)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mine_jepa_ros.cli.args import Subcommands, add_command, positive_int
+from mine_jepa_ros.errors import UserError
+
+
+def add_import_xtf(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "import-xtf",
+        help="convert a raw XTF side-scan recording into a rosbag2",
+        description="Each sonar ping becomes one waterfall row concatenate([flip(port), starboard]) (nadir in the "
+        "centre) stamped with the ping's time; mono16 keeps raw samples, mono8 scales by the file's 99.5th "
+        "percentile. Navigation (NavSatFix, altitude Range, heading) is kept where the file has it, and the sonar "
+        "geometry (slant-range resolution, samples per side) goes on /sonar/sidescan/info for replay.",
+    )
+    p.add_argument("xtf", type=Path, help="input .xtf file")
+    p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
+    p.add_argument("--mode", choices=["pings", "frames"], default="pings", help="one ping per message, or frames")
+    p.add_argument("--encoding", choices=["mono16", "mono8"], default="mono16", help="raw samples or scaled to 8 bits")
+    p.add_argument("--frame-height", type=positive_int, default=256, help="pings per frame (frames mode)")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage")
+    p.add_argument("--topic", default="/sonar/sidescan/image", help="image topic")
+    p.set_defaults(func=run_import_xtf)
+
+
+def run_import_xtf(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.io.xtf import import_xtf
+
+    info = import_xtf(args.xtf, args.out, args.mode, args.encoding, args.frame_height, args.storage, args.topic)
+    print(f"wrote {args.out}: {info['pings']} pings x {2 * info['samples_per_side']} samples ({args.encoding}, {args.mode}), "
+          f"slant resolution {info['slant_resolution_m']:.4f} m")
+    print(info["skip_summary"])
+    return 0
+
+
+def add_extract(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "extract",
+        help="make a patch store from bags, a YOLO image folder or the simulator",
+        description="Cut 96x96 patches (stride 64) into a patch store (uint8 memmaps + JSON index, per-source "
+        "normalisation statistics). Splits are drawn per source image / survey, never per patch.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", type=Path, action="append", help="rosbag2 recording (repeatable)")
+    src.add_argument("--yolo", type=Path, help="folder of images with YOLO .txt labels (Santos et al. layout)")
+    src.add_argument("--sim", type=positive_int, metavar="SURVEYS", help="simulate this many surveys")
+    src.add_argument("--xtf", type=Path, action="append", help="raw XTF recording (repeatable; imported, then windowed)")
+    src.add_argument("--masks", type=Path, action="append",
+                     help="folder with images/ and masks/ (SDVDs layout; repeatable): object vs background windows")
+    p.add_argument("--out", required=True, type=Path, help="output store directory (must not exist)")
+    p.add_argument("--topic", default=None, help="bag image topic (default: every image topic)")
+    p.add_argument("--gt-topic", default=None, help="bag ground-truth topic (default: the only Detection2DArray topic)")
+    p.add_argument("--source", default=None, help="source name for normalisation statistics (default: real or syn)")
+    p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of groups (images / surveys) held out")
+    p.add_argument("--test-years", default="", help="YOLO folders: comma-separated years for the test split (e.g. 2010,2018)")
+    p.add_argument("--pings", type=positive_int, default=1024, help="simulator: pings per survey")
+    p.add_argument("--samples-per-side", type=positive_int, default=512, help="simulator: samples per channel")
+    p.add_argument("--stride", type=positive_int, default=64, help="sliding-window stride")
+    p.add_argument("--seed", type=int, default=0, help="random seed (splits, simulator)")
+    p.set_defaults(func=run_extract)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.training.extract import SimExtractConfig, extract_bags, extract_simulator, extract_yolo_folder
+
+    if args.out.exists():
+        raise UserError(f"{args.out}: exists already; not overwriting")
+    if args.sim:
+        store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings,
+                                                              samples_per_side=args.samples_per_side, seed=args.seed),
+                                  stride=args.stride, test_fraction=args.test_fraction)
+    elif args.xtf:
+        import tempfile
+
+        from mine_jepa_ros.io.xtf import import_xtf
+
+        with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
+            bags = []
+            for i, xtf in enumerate(args.xtf):
+                bag = Path(tmp) / f"{i:03d}_{xtf.stem}"
+                info = import_xtf(xtf, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
+                print(f"{xtf}: {info['pings']} pings; {info['skip_summary']}")
+                bags.append(bag)
+            store = extract_bags(args.out, bags, None, None, stride=args.stride, source=args.source or "xtf",
+                                 test_fraction=args.test_fraction, seed=args.seed)
+    elif args.masks:
+        from mine_jepa_ros.training.real_eval import extract_mask_folders
+
+        store = extract_mask_folders(args.out, args.masks, stride=args.stride, test_fraction=args.test_fraction,
+                                     source=args.source or "real", seed=args.seed)
+    elif args.yolo:
+        years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
+        store = extract_yolo_folder(args.out, args.yolo, stride=args.stride, test_years=years,
+                                    test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed)
+    else:
+        store = extract_bags(args.out, args.bag, args.topic, args.gt_topic, stride=args.stride,
+                             source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed)
+    print(store.summary())
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    """Add this module's subcommands."""
+    add_import_xtf(sub)
+    add_extract(sub)

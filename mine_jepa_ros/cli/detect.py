@@ -1,0 +1,140 @@
+"""Detector commands: ``init-model``, ``replay``, ``export``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mine_jepa_ros.cli.args import (
+    Subcommands,
+    add_command,
+    add_device,
+    add_precision,
+    positive_int,
+    print_json,
+    thresholds_arg,
+)
+from mine_jepa_ros.geometry import SonarGeometry
+
+
+def add_init_model(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "init-model",
+        help="write a valid checkpoint with an untrained head",
+        description="Build a Mine-JEPA classifier (timm ViT at 96 px, one grayscale channel) and save it as a "
+        "self-describing safetensors checkpoint. The head is untrained: use `mine-jepa probe` to train it.",
+    )
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size")
+    p.add_argument("--head", choices=["linear", "mlp"], default="linear", help="classifier head")
+    p.add_argument("--init", default="random",
+                   help="backbone weights: 'random', 'timm' (ImageNet from timm's hub, needs internet) or a local "
+                   ".safetensors/.pth timm state dict (adapted to 1 channel and 96 px)")
+    p.add_argument("--window", type=positive_int, default=96, help="window (= model input) size in pixels")
+    p.add_argument("--stride", type=positive_int, default=64, help="default window stride stored in the checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the head and random backbone")
+    p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=run_init_model)
+
+
+def run_init_model(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
+
+    model = new_classifier(arch=args.arch, head=args.head, init=args.init, window=args.window, stride=args.stride,
+                           seed=args.seed, provenance={"created_by": "mine-jepa init-model"})
+    save_checkpoint(args.out, model)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: {args.arch} ({params / 1e6:.1f}M parameters), head {args.head}, init {args.init}")
+    return 0
+
+
+def add_geometry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slant-resolution", type=float, default=0.0,
+                   help="slant range per sample (m); with --altitude and --ping-spacing, detections carry metric positions")
+    p.add_argument("--altitude", type=float, default=0.0, help="sonar altitude above the seabed (m)")
+    p.add_argument("--ping-spacing", type=float, default=0.0, help="along-track distance between pings (m)")
+
+
+def add_replay(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "replay",
+        help="run the detector over a bag, write detections, score against ground truth",
+        description="Run the node's pipeline over every image in a rosbag2 and write a bag with one "
+        "vision_msgs/Detection2DArray per image (same stamps) and a LabelInfo. Where the bag holds "
+        "ground truth (a Detection2DArray topic), print per-class precision/recall/F1 and the window "
+        "confusion matrix.",
+    )
+    p.add_argument("--bag", required=True, type=Path, help="input rosbag2 (mcap or sqlite3)")
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from init-model or probe")
+    p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
+    p.add_argument("--topic", default=None, help="image topic (default: the bag's only image topic)")
+    p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
+    p.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
+                   help="input layout; auto: height-1 images are pings")
+    add_device(p)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
+    add_precision(p)
+    p.add_argument("--thresholds", type=thresholds_arg, default=[0.5],
+                   help="probability threshold per non-background class (one value for all, or comma-separated)")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
+    p.add_argument("--overlay", action="store_true", help="also write debug overlay images to the output bag")
+    p.add_argument("--report", type=Path, default=None, help="write overlay PNGs, metrics.json and metrics.png here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_geometry_args(p)
+    p.set_defaults(func=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.replay import ReplayOptions, format_metrics, replay
+
+    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device, precision=args.precision,
+                         batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
+                         overlay=args.overlay, report_dir=args.report, geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing),
+                         ping_spacing_m=args.ping_spacing,
+                         progress=not args.json)
+    result = replay(args.bag, args.model, args.out, opts)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"replayed {result.images} images ({result.mode}) in {result.seconds:.1f} s: {result.windows} windows "
+          f"({result.windows_per_second:.0f}/s), {result.detections} detections, {result.skipped} skipped -> {result.out}")
+    for reason, count in result.skip_reasons.items():
+        print(f"  skipped {count} x {reason}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    if result.metrics:
+        print(format_metrics(result.metrics))
+    if args.report:
+        print(f"report: {args.report}")
+    return 0
+
+
+def add_export(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "export",
+        help="export a checkpoint as a self-contained ONNX model (ONNX Runtime, TensorRT)",
+        description="Write the checkpoint as ONNX: input 'patches' float32 (N, window, window) 0..1 intensities, "
+        "output 'probabilities' (N, classes); normalisation and softmax are in the graph, class names and window in "
+        "the metadata. Checked against PyTorch with ONNX Runtime (when installed) before the file is kept.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from probe or init-model")
+    p.add_argument("--out", required=True, type=Path, help="output file (.onnx)")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.export import export_onnx
+
+    print(export_onnx(args.model, args.out, opset=args.opset, verify=not args.no_verify).summary())
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    """Add this module's subcommands."""
+    add_init_model(sub)
+    add_replay(sub)
+    add_export(sub)

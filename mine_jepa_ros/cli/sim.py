@@ -1,0 +1,93 @@
+"""``mine-jepa simulate``: a simulated side-scan survey as a rosbag2."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mine_jepa_ros.cli.args import Subcommands, add_command, positive_int
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.sim.survey import SurveyConfig
+
+
+def add_simulate(sub: Subcommands) -> None:
+    d = SurveyConfig()
+    p = add_command(
+        sub,
+        "simulate",
+        help="simulate a side-scan survey line and write it as a rosbag2",
+        description="Simulate a side-scan sonar survey (towfish over a textured seabed with mine-like "
+        "and non-mine-like objects) and write it as a rosbag2: sensor_msgs/Image waterfall frames or "
+        "one ping per message, plus the ground truth as vision_msgs/Detection2DArray.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage plugin")
+    p.add_argument("--mode", choices=["frames", "pings"], default="frames",
+                   help="'frames': waterfall images of --frame-height pings; 'pings': one height-1 image per ping")
+    p.add_argument("--frame-height", type=positive_int, default=256, help="pings per waterfall frame (frames mode)")
+    p.add_argument("--encoding", choices=["mono8", "mono16"], default="mono8", help="image encoding")
+    p.add_argument("--pings", type=positive_int, default=d.pings, help="number of pings (waterfall rows)")
+    p.add_argument("--samples-per-side", type=positive_int, default=d.samples_per_side,
+                   help="slant-range samples per channel; the waterfall is twice as wide")
+    p.add_argument("--max-range", type=float, default=d.max_range_m, help="maximum slant range per side (m)")
+    p.add_argument("--altitude", type=float, default=d.altitude_m, help="towfish altitude above the seabed (m)")
+    p.add_argument("--ping-spacing", type=float, default=d.ping_spacing_m, help="along-track distance between pings (m)")
+    p.add_argument("--ping-rate", type=float, default=d.ping_rate_hz, help="pings per second (message stamps)")
+    p.add_argument("--milco", type=int, default=d.milco_count, help="number of mine-like objects (MILCO)")
+    p.add_argument("--nombo", type=int, default=d.nombo_count, help="number of non-mine-like bottom objects (NOMBO)")
+    p.add_argument("--speckle-looks", type=float, default=d.speckle_looks,
+                   help="looks of the multiplicative speckle (1 = fully developed, exponential intensity)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (the same seed gives the same survey)")
+    p.add_argument("--image-topic", default="/sonar/sidescan/image", help="topic of the images")
+    p.add_argument("--gt-topic", default="/sonar/sidescan/ground_truth", help="topic of the ground truth")
+    p.add_argument("--frame-id", default="sidescan", help="header frame_id")
+    p.add_argument("--distro", choices=["humble", "jazzy", "kilted"], default="jazzy",
+                   help="ROS 2 distribution whose message definitions go into the bag")
+    p.add_argument("--png", type=Path, default=None, help="also save the waterfall with its boxes as a PNG")
+    p.set_defaults(func=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
+    from mine_jepa_ros.sim.pictures import save_survey_png
+    from mine_jepa_ros.sim.survey import simulate_survey
+
+    if args.out.exists():
+        raise UserError(f"{args.out}: exists already; not overwriting")
+    config = SurveyConfig(
+        pings=args.pings,
+        samples_per_side=args.samples_per_side,
+        max_range_m=args.max_range,
+        altitude_m=args.altitude,
+        ping_spacing_m=args.ping_spacing,
+        ping_rate_hz=args.ping_rate,
+        milco_count=args.milco,
+        nombo_count=args.nombo,
+        speckle_looks=args.speckle_looks,
+        seed=args.seed,
+    )
+    survey = simulate_survey(config)
+    options = SurveyBagOptions(
+        storage=args.storage,
+        mode=args.mode,
+        frame_height=args.frame_height,
+        encoding=args.encoding,
+        image_topic=args.image_topic,
+        gt_topic=args.gt_topic,
+        frame_id=args.frame_id,
+        distro=args.distro,
+    )
+    write_survey_bag(survey, args.out, options)
+    if args.png:
+        save_survey_png(survey, args.png)
+    counts = {name: sum(o.class_name == name for o in survey.objects) for name in ("MILCO", "NOMBO")}
+    print(
+        f"wrote {args.out} ({args.storage}, {args.mode}): {config.pings} pings x {2 * config.samples_per_side} "
+        f"samples, objects {counts}" + (f"; picture {args.png}" if args.png else "")
+    )
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    """Add this module's subcommands."""
+    add_simulate(sub)

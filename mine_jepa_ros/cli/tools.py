@@ -1,0 +1,79 @@
+"""Whole-system measurements: ``bench`` and ``soak``."""
+
+from __future__ import annotations
+
+import argparse
+
+from mine_jepa_ros.cli.args import Subcommands, add_command, add_device, add_precision, positive_int, print_json
+
+
+def add_bench(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "bench",
+        help="measure end-to-end throughput against the bare model and a naive loop",
+        description="Benchmark on a simulated survey, in one run: end-to-end replay windows/s vs the bare model "
+        "forward pass on the same windows at the same batch size (goal >= 0.85) and vs a naive batch-1 loop "
+        "(goal >= 5x); the streaming path's real-time factor for each architecture; peak memory.",
+    )
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="model for the throughput ratios")
+    p.add_argument("--pings", type=positive_int, default=1024, help="pings in the simulated survey")
+    p.add_argument("--samples-per-side", type=positive_int, default=1024, help="samples per channel")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
+    add_device(p)
+    add_precision(p)
+    p.add_argument("--ping-rate", type=float, default=15.0, help="sonar ping rate for the real-time factor")
+    p.add_argument("--stream-pings", type=positive_int, default=384, help="pings pushed through the streaming path")
+    p.add_argument("--repeats", type=positive_int, default=2, help="interleaved repeats (best is kept)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run_bench_cmd)
+
+
+def run_bench_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.tools.bench import BenchConfig, format_bench, run_bench
+
+    cfg = BenchConfig(arch=args.arch, pings=args.pings, samples_per_side=args.samples_per_side, batch_size=args.batch_size,
+                      device=args.device, precision=args.precision, ping_rate_hz=args.ping_rate, stream_pings=args.stream_pings, repeats=args.repeats)
+    results = run_bench(cfg)
+    if args.json:
+        print_json(results)
+    else:
+        print(format_bench(results))
+    return 0
+
+
+def add_soak(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "soak",
+        help="sustained load on the streaming detector: throughput, memory over time, drops under overload",
+        description="Replay a long simulated ping stream through the streaming detector as fast as it can for a "
+        "bounded time, sampling resident memory (must stay within 5%% after warm-up), then offer pings faster "
+        "than inference through the node's drop-oldest queue and report drops and worst latency.",
+    )
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the throughput phase")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds before memory must stay flat")
+    p.add_argument("--samples-per-side", type=positive_int, default=1024, help="samples per channel")
+    p.add_argument("--overload-seconds", type=float, default=10.0, help="length of the overload phase")
+    p.add_argument("--overload-rate", type=float, default=2000.0, help="pings per second offered in the overload phase")
+    p.add_argument("--queue-depth", type=positive_int, default=8, help="node queue depth in the overload phase")
+    add_device(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_soak_cmd)
+
+
+def run_soak_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.tools.soak import SoakConfig, format_soak, run_soak
+
+    cfg = SoakConfig(seconds=args.seconds, warmup_s=args.warmup, sample_every_s=max(0.5, args.seconds / 30),
+                     samples_per_side=args.samples_per_side, overload_seconds=args.overload_seconds,
+                     overload_rate_hz=args.overload_rate, queue_depth=args.queue_depth, device=args.device)
+    report = run_soak(cfg)
+    print_json(report.to_dict()) if args.json else print(format_soak(report))
+    return 0 if report.flat and report.overload["accounted"] else 1
+
+
+def register(sub: Subcommands) -> None:
+    """Add this module's subcommands."""
+    add_bench(sub)
+    add_soak(sub)

@@ -1,0 +1,210 @@
+"""Training commands: ``pretrain``, ``probe``, ``evaluate``, ``experiment``, ``real-eval``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mine_jepa_ros.cli.args import Subcommands, add_command, add_device, add_precision, positive_int, print_json
+from mine_jepa_ros.errors import UserError
+
+
+def add_pretrain(sub: Subcommands) -> None:
+    from mine_jepa_ros.training.config import PretrainConfig
+
+    d = PretrainConfig()
+    p = add_command(
+        sub,
+        "pretrain",
+        help="self-supervised pretraining (SIGReg / VICReg / SimCLR / BYOL) on patch stores",
+        description="In-domain SSL pretraining of a ViT at 96 px on one or more patch stores (Real+Syn: each "
+        "normalised with its own statistics). Writes OUT/state.safetensors every epoch (atomic; --resume "
+        "continues bit for bit), OUT/backbone.safetensors for `probe --init`, metrics.csv, steps.csv, metrics.png.",
+    )
+    p.add_argument("--store", required=True, type=Path, action="append", help="patch store (repeatable: Real+Syn)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default=d.arch, help="ViT size")
+    p.add_argument("--init", default=d.init, help="random, timm (ImageNet via timm's hub) or a local timm weights file")
+    p.add_argument("--augment", choices=["sonar", "natural"], default=d.augment, help="view augmentations")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="patches per step")
+    p.add_argument("--views", type=positive_int, default=d.views, help="augmented views per patch")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up, then cosine")
+    p.add_argument("--lam", type=float, default=d.lam, help="SIGReg weight: (1-lam)*L_inv + lam*L_sig")
+    p.add_argument("--proj-dim", type=int, default=None, help="projection dim (default: 16 for SIGReg, method default otherwise)")
+    p.add_argument("--proj-hidden", type=positive_int, default=d.proj_hidden, help="projector hidden width")
+    p.add_argument("--num-slices", type=positive_int, default=d.num_slices, help="SIGReg random slices per step")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch")
+    add_device(p, d.device)
+    add_precision(p, d.precision)
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.training.config import PretrainConfig
+    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.pretrain import Pretrainer
+
+    cfg = PretrainConfig(method=args.method, arch=args.arch, init=args.init, augment=args.augment, epochs=args.epochs,
+                         batch_size=args.batch_size, views=args.views, lr=args.lr, weight_decay=args.weight_decay,
+                         warmup_epochs=args.warmup_epochs, lam=args.lam, proj_dim=args.proj_dim, proj_hidden=args.proj_hidden,
+                         num_slices=args.num_slices, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                         device=args.device, precision=args.precision)
+    result = Pretrainer(cfg, [PatchStore(s) for s in args.store], args.out).run(resume=args.resume)
+    last = result.metrics[-1]
+    print(f"pretrained {result.epochs_done} epoch(s): loss {last['loss']:.4f}, online probe accuracy {last['probe_acc']:.3f}, "
+          f"{last['patches_per_s']:.0f} patches/s, data wait {100 * last['data_wait_fraction']:.1f}% -> {result.backbone}")
+    return 0
+
+
+def add_probe(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "probe",
+        help="train a classifier head (or fine-tune) and write the deployable checkpoint",
+        description="Train a probe on the labelled training patches of a store: linear / mlp on the frozen "
+        "backbone, finetune / ft_mlp with the backbone trained. Writes a checkpoint the node and replay load, "
+        "and prints the held-out metrics.",
+    )
+    p.add_argument("--store", required=True, type=Path, help="patch store with labels")
+    p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size when --init is not a checkpoint")
+    p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
+    p.add_argument("--epochs", type=positive_int, default=100, help="epochs")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (backbone gets a tenth when trained)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning rate over the run: 5%% linear warm-up then cosine decay to 0, or constant")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size")
+    add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=run_probe)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics, train_probe
+
+    store = PatchStore(args.store)
+    cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule)
+    model = train_probe(store, cfg, args.out)
+    print(f"wrote {args.out}")
+    if len(store.indices("test", labelled=True)):
+        print(format_metrics(evaluate(model, store, "test", device=args.device)))
+    return 0
+
+
+def add_evaluate(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "evaluate",
+        help="score a checkpoint on a patch store's held-out split",
+        description="macro-F1, per-class F1, accuracy, confusion matrix, 2-class MILCO-vs-rest F1 and MILCO recall.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
+    p.add_argument("--store", required=True, type=Path, help="patch store with labels")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split")
+    add_device(p)
+    p.add_argument("--png", type=Path, default=None, help="also write the confusion matrix as a PNG")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.probe import evaluate, format_metrics, plot_confusion
+
+    metrics = evaluate(args.model, PatchStore(args.store), args.split, device=args.device)
+    if args.png:
+        plot_confusion(metrics, args.png)
+    if args.json:
+        print_json(metrics)
+    else:
+        print(format_metrics(metrics))
+    return 0
+
+
+def add_experiment(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "experiment",
+        help="the paper's comparison (supervised, SIGReg sonar/natural aug, VICReg, SimCLR, BYOL) in one table",
+        description="Run every method at a scale on a store (default: simulated surveys, split by survey) and "
+        "write OUT/results.md and OUT/results.json. smoke: seconds; cpu: minutes on 2 cores; paper: the paper's "
+        "hyper-parameters, for a GPU. Reruns resume finished pretraining.",
+    )
+    p.add_argument("--scale", default="cpu",
+                   help="recipe training/SCALE.yaml in the package's share (smoke, cpu, paper, or one you add)")
+    p.add_argument("--recipe", type=Path, default=None, help="a recipe file of your own instead (see training/cpu.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--store", type=Path, default=None, help="patch store to use instead of simulating one")
+    p.add_argument("--only", default="", help="comma-separated substrings of the runs to do (e.g. 'SIGReg,supervised')")
+    add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated store (and the training seed without --seeds)")
+    p.add_argument("--seeds", default="", help="comma-separated training seeds, e.g. 0,1,2: every row runs once per seed, "
+                   "the table shows mean ± std and checks the paper's orderings seed by seed")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: table the finished (row, seed) results already in OUT")
+    p.set_defaults(func=run_experiment_cmd)
+
+
+def run_experiment_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.training.experiment import run_experiment
+
+    only = [o.strip() for o in args.only.split(",") if o.strip()] or None
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    scale = args.recipe.stem if args.recipe else args.scale
+    result = run_experiment(scale, args.out, args.store, args.device, args.seed, only, seeds=seeds or None, recipe=args.recipe,
+                            report_only=args.report_only)
+    print(result.markdown())
+    print(f"table: {args.out / 'results.md'}")
+    return 0
+
+
+def add_real_eval(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "real-eval",
+        help="real-data evaluation: SDVDs object vs background, random vs SIGReg syn / real / Real+Syn",
+        description="Object-vs-background windows from SDVDs (split by tile), linear probe on frozen features of: "
+        "random init, SIGReg on synthetic only, on real only (SDVDs + XTF), on Real+Syn. Writes OUT/results.md/json.",
+    )
+    p.add_argument("--sdvd", type=Path, default=Path("../shared/data/sdvd"), help="SDVDs root (SDVD/, CleanedSDVD/, ...)")
+    p.add_argument("--xtf", type=Path, default=Path("../shared/data/xtf/scotsman-iver2.xtf"),
+                   help="XTF recording added to the real pretraining data ('' for none)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (reruns resume)")
+    p.add_argument("--scale", default="cpu", help="recipe training/real-eval-SCALE.yaml (smoke, cpu, or one you add)")
+    p.add_argument("--recipe", type=Path, default=None, help="a recipe file of your own instead (see training/real-eval-cpu.yaml)")
+    add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(func=run_real_eval_cmd)
+
+
+def run_real_eval_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.training.real_eval import real_markdown, run_real_eval
+
+    xtf = args.xtf if str(args.xtf) else None
+    if xtf is not None and not xtf.is_file():
+        raise UserError(f"{xtf}: no such XTF file (pass --xtf '' to leave it out)")
+    scale = args.recipe.stem if args.recipe else args.scale
+    result = run_real_eval(args.sdvd, xtf, args.out, scale, args.device, args.seed, recipe=args.recipe)
+    print(real_markdown(result))
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    """Add this module's subcommands."""
+    add_pretrain(sub)
+    add_probe(sub)
+    add_evaluate(sub)
+    add_experiment(sub)
+    add_real_eval(sub)

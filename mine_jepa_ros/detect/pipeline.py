@@ -1,0 +1,252 @@
+"""The ROS-free detection pipeline that the node and ``mine-jepa replay`` both run.
+
+``DetectionPipeline.process(msg)`` takes an ``Image`` / ``CompressedImage`` message (rclpy or
+rosbags class alike), decodes it, tiles it, classifies the windows in batches and returns the
+detections for that message. Input modes:
+
+* ``frames``: each message is a waterfall frame; detections are in that frame's pixels.
+* ``pings``: each message adds one or more pings (rows) to a running waterfall; a window is
+  classified once, as soon as its last ping has arrived; a detection is published once no later
+  window can touch it (about one window of pings after its last row), with box rows counted from
+  the start of the stream and its own header stamp set to the time of its centre ping.
+
+A message that cannot be used (:class:`~mine_jepa_ros.errors.InputError`: bad encoding, bad
+field, smaller than a window) is skipped and counted with a reason naming the field; nothing in
+here raises for bad input. Any other exception (from the classifier or the merger) is a bug and
+propagates to the caller: it is not counted as a skipped input.
+
+The classifier is anything with the :class:`WindowClassifier` interface, so this module does not
+import torch (:class:`~mine_jepa_ros.detect.classifier.PatchClassifier` is the torch one).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for, window_labels
+from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
+from mine_jepa_ros.errors import InputError, UserError
+from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.image_codec import decode_image
+from mine_jepa_ros.io.messages import stamp_ns
+from mine_jepa_ros.io.pictures import draw_detections
+
+INPUT_MODES = ("frames", "pings")
+
+
+class WindowClassifier(Protocol):
+    """What the pipeline needs from a model: batched window probabilities and a description."""
+
+    class_names: list[str]
+    window: int
+    stride: int
+    batch_size: int
+    warnings: list[str]
+
+    @property
+    def device_name(self) -> str: ...
+
+    @property
+    def precision_name(self) -> str: ...
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """(N, window, window) float32 intensities in 0..1 -> (N, classes) probabilities."""
+        ...
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the pipeline needs besides the model (the node's parameters map onto this)."""
+
+    input_mode: str = "frames"
+    thresholds: Mapping[str, float] | float | Sequence[float] = 0.5
+    overlay: bool = False
+    overlay_rows: int = 512
+    geometry: SonarGeometry | None = None
+    max_stamp_history: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.input_mode not in INPUT_MODES:
+            raise UserError(f"input_mode {self.input_mode!r}: expected one of {INPUT_MODES}")
+        if self.overlay_rows < 1:
+            raise UserError(f"overlay_rows must be >= 1, got {self.overlay_rows}")
+
+
+@dataclass
+class PipelineStats:
+    received: int = 0
+    processed: int = 0
+    skipped: int = 0
+    windows: int = 0
+    detections: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+
+    def skip(self, kind: str, message: str) -> None:
+        self.skipped += 1
+        self.reasons[kind] += 1
+        self.last_error = message
+
+
+@dataclass
+class PipelineOutput:
+    """What one message produced."""
+
+    header: Any
+    detections: list[Detection]
+    tiles_positions: np.ndarray
+    probabilities: np.ndarray
+    labels: np.ndarray
+    overlay: np.ndarray | None = None
+
+
+class DetectionPipeline:
+    """decode -> tile -> batched classify -> merge -> detections, for frames or ping streams."""
+
+    def __init__(self, classifier: WindowClassifier, config: PipelineConfig | None = None,
+                 window: int | None = None, stride: int | None = None) -> None:
+        self.classifier = classifier
+        self.config = config or PipelineConfig()
+        self.window = window or classifier.window
+        if self.window != classifier.window:
+            raise UserError(f"window {self.window} does not match the checkpoint's {classifier.window}-pixel windows")
+        self.stride = stride or classifier.stride
+        if not 1 <= self.stride <= self.window:
+            raise UserError(f"stride must be within [1, window = {self.window}], got {self.stride}")
+        self.class_names = classifier.class_names
+        self.set_thresholds(self.config.thresholds)
+        self.stats = PipelineStats()
+        self._frame_tiler = WaterfallTiler(self.window, self.stride)
+        self._stream_tiler = StreamingTiler(self.window, self.stride)
+        self._merger = WindowMerger(self.window, self.class_names)
+        self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
+        self._history = np.zeros((0, 0), np.uint8)  # recent pings for the overlay (pings mode)
+        self._recent: list[Detection] = []
+        self._last_header: Any = None
+        self._stream_width = 0
+
+    # -- settings -------------------------------------------------------------------------------
+    @property
+    def thresholds(self) -> list[float]:
+        """Per-class thresholds in force, index-aligned with ``class_names`` (background's unused)."""
+        return thresholds_for(self.class_names, self.config.thresholds)
+
+    def set_thresholds(self, thresholds: Mapping[str, float] | float | Sequence[float]) -> None:
+        """Validate and apply new thresholds (any form :func:`thresholds_for` takes); raises UserError."""
+        self.config.thresholds = thresholds_for(self.class_names, thresholds)[1:]
+
+    def set_overlay(self, on: bool) -> None:
+        """Start or stop drawing overlay images."""
+        self.config.overlay = on
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _classify(self, tiles: Tiles) -> tuple[np.ndarray, np.ndarray]:
+        if len(tiles) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.int64)
+        probs = self.classifier.predict(tiles.patches)
+        self.stats.windows += len(tiles)
+        return probs, window_labels(probs, self.thresholds)
+
+    def _with_positions(self, detections: list[Detection], stream: bool, width: int) -> list[Detection]:
+        geo = self.config.geometry
+        out = []
+        for det in detections:
+            row, col = det.centre
+            stamp = None
+            if stream:
+                r = int(row)
+                if self._stream_tiler.rows_seen - r <= len(self._stamps):
+                    stamp = int(self._stamps[r % len(self._stamps)])
+            pos = geo.position_m(row, col, width) if geo is not None else None
+            out.append(Detection(det.class_name, det.score, det.box, det.id, stamp, pos))
+        self.stats.detections += len(out)
+        return out
+
+    def process(self, msg: Any) -> PipelineOutput | None:
+        """Run one message through the pipeline; ``None`` when the message was skipped."""
+        self.stats.received += 1
+        where = f"message {self.stats.received - 1}"
+        try:
+            decoded = decode_image(msg)
+            header = getattr(msg, "header", None)
+            if header is None:
+                raise InputError("header", "missing")
+            if self.config.input_mode == "frames":
+                out = self._process_frame(decoded.pixels, header)
+            else:
+                out = self._process_pings(decoded.pixels, header)
+        except InputError as exc:
+            self.stats.skip(exc.reason, f"{where}: {exc}")
+            return None
+        if out is not None:
+            self.stats.processed += 1
+        return out
+
+    # -- frames ---------------------------------------------------------------------------------
+    def _process_frame(self, pixels: np.ndarray, header: Any) -> PipelineOutput:
+        h, w = pixels.shape
+        if h < self.window or w < self.window:
+            raise InputError("height/width", f"image {h}x{w} is smaller than the {self.window}x{self.window} window",
+                             reason="size")
+        tiles = self._frame_tiler.tile(pixels)
+        probs, labels = self._classify(tiles)
+        merger = WindowMerger(self.window, self.class_names)
+        merger.add(tiles.positions, labels, probs.max(axis=1))
+        detections = self._with_positions(merger.flush(), stream=False, width=w)
+        overlay = draw_detections(pixels, detections) if self.config.overlay else None
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay)
+
+    # -- pings ----------------------------------------------------------------------------------
+    def _process_pings(self, pixels: np.ndarray, header: Any) -> PipelineOutput:
+        if pixels.shape[1] < self.window:
+            raise InputError("width", f"pings of {pixels.shape[1]} samples are narrower than the {self.window}-pixel window",
+                             reason="size")
+        t = stamp_ns(header)
+        first_row = self._stream_tiler.rows_seen
+        if self._stream_tiler.width not in (None, pixels.shape[1]):
+            self._history = np.zeros((0, 0), np.uint8)
+        tiles = self._stream_tiler.push(pixels)
+        self._stream_width = pixels.shape[1]
+        rows = np.arange(first_row, first_row + pixels.shape[0])
+        self._stamps[rows % len(self._stamps)] = t
+        self._last_header = header
+        if self.config.overlay:
+            self._remember_rows(pixels)
+        return self._stream_output(header, tiles, flushing=False)
+
+    def _stream_output(self, header: Any, tiles: Tiles, flushing: bool) -> PipelineOutput:
+        probs, labels = self._classify(tiles)
+        self._merger.add(tiles.positions, labels, probs.max(axis=1) if len(probs) else np.zeros(0))
+        if flushing:
+            done = self._merger.flush()
+        else:
+            done = self._merger.finalize(self._stream_tiler.rows_seen - self.window)
+        detections = self._with_positions(done, stream=True, width=self._stream_width)
+        overlay = None
+        if self.config.overlay and (len(tiles) or detections):
+            overlay = self._stream_overlay(detections)
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay)
+
+    def flush(self) -> PipelineOutput | None:
+        """End of a ping stream: classify the border-aligned last windows and publish what is open."""
+        if self.config.input_mode != "pings" or self._last_header is None:
+            return None
+        return self._stream_output(self._last_header, self._stream_tiler.flush(), flushing=True)
+
+    def _remember_rows(self, pixels: np.ndarray) -> None:
+        rows = (np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
+        if self._history.shape[1:] != rows.shape[1:]:
+            self._history = np.zeros((0, rows.shape[1]), np.uint8)
+        self._history = np.concatenate([self._history, rows])[-self.config.overlay_rows :]
+
+    def _stream_overlay(self, new: list[Detection]) -> np.ndarray:
+        top = self._stream_tiler.rows_seen - len(self._history)
+        self._recent = [d for d in [*self._recent, *new] if d.box[2] > top]
+        shown = [d.shifted(-top) for d in self._recent]
+        return draw_detections(self._history, shown)

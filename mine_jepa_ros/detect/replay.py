@@ -1,0 +1,285 @@
+"""``mine-jepa replay``: the node's pipeline over every image of a bag, offline.
+
+Writes a rosbag2 with a ``Detection2DArray`` per input image (same header, same timestamp) and a
+``LabelInfo``; where the bag holds ground truth (a ``Detection2DArray`` topic), scores the
+detections and the windows against it (:mod:`mine_jepa_ros.detect.scoring`). ``--report DIR`` adds
+overlay PNGs (detections solid, ground truth cyan) and a metrics plot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
+from mine_jepa_ros.detect.scoring import Scorer
+from mine_jepa_ros.errors import BagError
+from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
+from mine_jepa_ros.io.bag import (
+    DETECTION_TYPE,
+    IMAGE_TYPES,
+    INFO_TOPIC,
+    STRING_TYPE,
+    ReadStats,
+    atomic_bag_writer,
+    iter_messages,
+    list_topics,
+    read_detections,
+    read_sonar_info,
+)
+from mine_jepa_ros.io.detections import Detection, detections_to_msg, label_info_msg
+from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
+from mine_jepa_ros.io.pictures import draw_detections, write_png
+from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
+
+DETECTIONS_TOPIC = "/mine_jepa/detections"
+LABEL_INFO_TOPIC = "/mine_jepa/label_info"
+OVERLAY_TOPIC = "/mine_jepa/overlay"
+
+
+@dataclass
+class ReplayOptions:
+    topic: str | None = None
+    gt_topic: str | None = None  # None: the bag's only Detection2DArray topic, if any
+    mode: str = "auto"  # auto | frames | pings
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 64
+    thresholds: float | list[float] = 0.5
+    storage: str = "mcap"
+    overlay: bool = False
+    report_dir: Path | None = None
+    report_max_images: int = 12
+    geometry: SonarGeometry | None = None
+    ping_spacing_m: float = 0.0  # with a bag's sonar info (import-xtf), enables metric positions
+    distro: str = "jazzy"
+    progress: bool = True
+
+
+@dataclass
+class ReplayResult:
+    out: Path
+    images: int
+    skipped: int
+    windows: int
+    detections: int
+    seconds: float
+    mode: str
+    metrics: dict[str, Any] | None = None
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    detection_list: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def windows_per_second(self) -> float:
+        return self.windows / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out), "images": self.images, "skipped": self.skipped, "windows": self.windows,
+            "detections": self.detections, "seconds": round(self.seconds, 3), "mode": self.mode,
+            "windows_per_second": round(self.windows_per_second, 1), "metrics": self.metrics,
+            "skip_reasons": self.skip_reasons, "warnings": self.warnings, "detection_list": self.detection_list,
+        }
+
+
+def _pick_topic(topics: dict[str, str], wanted: str | None, types: tuple[str, ...], what: str, bag: Path) -> str | None:
+    if wanted:
+        if wanted not in topics:
+            raise BagError(f"{bag}: {what} topic {wanted} not in the bag; it has {sorted(topics)}")
+        return wanted
+    found = sorted(t for t, m in topics.items() if m in types)
+    if len(found) > 1:
+        raise BagError(f"{bag}: several {what} topics {found}; choose one with --{'topic' if what == 'image' else 'gt-topic'}")
+    return found[0] if found else None
+
+
+def _detect_mode(bag: Path, topic: str, distro: str) -> str:
+    stats = ReadStats()
+    for _t, _i, _ts, msg in iter_messages(bag, [topic], IMAGE_TYPES, stats, distro):
+        try:
+            return "pings" if decode_image(msg).pixels.shape[0] == 1 else "frames"
+        except ImageDecodeError:
+            continue
+    return "frames"
+
+
+def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: ReplayOptions | None = None) -> ReplayResult:
+    """Run the pipeline over ``bag`` into a new bag ``out``; ``options`` is not modified."""
+    opts = options or ReplayOptions()
+    bag, out = Path(bag), Path(out)
+    if out.exists():
+        raise BagError(f"{out}: exists already; not overwriting")
+    topics = list_topics(bag)
+    sonar_info = read_sonar_info(bag, opts.distro) if topics.get(INFO_TOPIC) == STRING_TYPE else {}
+    if opts.geometry is None:  # the bag's sonar info (import-xtf) and --ping-spacing, when both are there
+        geometry = SonarGeometry.from_values(float(sonar_info.get("slant_resolution_m") or 0.0),
+                                             float(sonar_info.get("altitude_m_median") or 0.0), opts.ping_spacing_m)
+        opts = replace(opts, geometry=geometry)
+    image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
+    if image_topic is None:
+        raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
+    gt_topic = _pick_topic(topics, opts.gt_topic, (DETECTION_TYPE,), "ground-truth", bag)
+    mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
+
+    model = load_checkpoint(model_path)
+    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    config = PipelineConfig(input_mode=mode, thresholds=opts.thresholds, overlay=opts.overlay, geometry=opts.geometry)
+    pipeline = DetectionPipeline(classifier, config)
+    factory = MessageFactory.for_rosbags(opts.distro)
+    store = factory.typestore
+    assert store is not None
+
+    truth_by_stamp: dict[int, list[Detection]] = {}
+    if gt_topic:
+        for stamp, dets in read_detections(bag, gt_topic, distro=opts.distro):
+            truth_by_stamp.setdefault(stamp, []).extend(dets)
+    scorer = Scorer(pipeline.class_names, pipeline.window) if gt_topic else None
+    stream_dets: list[Detection] = []
+    stream_windows: list[tuple[np.ndarray, np.ndarray]] = []
+    report_frames: list[tuple[np.ndarray, list[Detection], list[Detection]]] = []
+    report_rows: list[np.ndarray] = []
+    max_report_rows = 4096
+
+    read_stats = ReadStats()
+    start = time.perf_counter()
+    images = 0
+    with atomic_bag_writer(out, opts.storage) as writer:  # type: ignore[arg-type]
+        det_conn = writer.add_connection(DETECTIONS_TOPIC, DETECTION_TYPE, typestore=store)
+        label_conn = writer.add_connection(LABEL_INFO_TOPIC, "vision_msgs/msg/LabelInfo", typestore=store)
+        overlay_conn = writer.add_connection(OVERLAY_TOPIC, IMAGE_TYPES[0], typestore=store) if opts.overlay else None
+        wrote_labels = False
+        last_t = 0
+
+        def emit(output: PipelineOutput, timestamp: int) -> None:
+            msg = detections_to_msg(factory, output.detections, output.header)
+            writer.write(det_conn, timestamp, store.serialize_cdr(msg, DETECTION_TYPE))
+            if overlay_conn is not None and output.overlay is not None:
+                ov = encode_image(factory, output.overlay, output.header, "bgr8")
+                writer.write(overlay_conn, timestamp, store.serialize_cdr(ov, IMAGE_TYPES[0]))
+
+        stream = iter_messages(bag, [image_topic], IMAGE_TYPES, read_stats, opts.distro)
+        for _topic, _index, timestamp, msg in tqdm(stream, desc="replay", unit="img", disable=not opts.progress):
+            images += 1
+            last_t = timestamp
+            if not wrote_labels:
+                label = label_info_msg(factory, pipeline.class_names, msg.header, min(pipeline.thresholds[1:]))
+                writer.write(label_conn, timestamp, store.serialize_cdr(label, "vision_msgs/msg/LabelInfo"))
+                wrote_labels = True
+            output = pipeline.process(msg)
+            if output is None:
+                continue
+            emit(output, timestamp)
+            if mode == "frames":
+                truth = truth_by_stamp.get(stamp_ns(msg.header), [])
+                if scorer is not None:
+                    scorer.add_detections(output.detections, truth)
+                    scorer.add_windows(output.tiles_positions, output.labels, truth)
+                if opts.report_dir is not None and len(report_frames) < opts.report_max_images:
+                    report_frames.append((decode_image(msg).pixels, output.detections, truth))
+            else:
+                stream_dets.extend(output.detections)
+                stream_windows.append((output.tiles_positions, output.labels))
+                if opts.report_dir is not None and sum(len(r) for r in report_rows) < max_report_rows:
+                    report_rows.append(decode_image(msg).pixels)
+        final = pipeline.flush()
+        if final is not None:
+            emit(final, last_t)
+            stream_dets.extend(final.detections)
+            stream_windows.append((final.tiles_positions, final.labels))
+    seconds = time.perf_counter() - start
+
+    if mode == "pings" and scorer is not None:
+        truth = [d for dets in truth_by_stamp.values() for d in dets]
+        scorer.add_detections(stream_dets, truth)
+        for positions, labels in stream_windows:
+            scorer.add_windows(positions, labels, truth)
+    metrics = scorer.metrics() if scorer is not None else None
+    if mode == "pings":
+        detection_list = [locate(d, sonar_info) for d in stream_dets]
+    else:
+        detection_list = []
+    skip_reasons = dict(pipeline.stats.reasons) | {f"bag {k}": v for k, v in read_stats.reasons.items()}
+    result = ReplayResult(
+        out=out, images=images, skipped=pipeline.stats.skipped + read_stats.skipped, windows=pipeline.stats.windows,
+        detections=pipeline.stats.detections, seconds=seconds, mode=mode, metrics=metrics, skip_reasons=skip_reasons,
+        warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list,
+    )
+    if opts.report_dir is not None:
+        truth_all = [d for dets in truth_by_stamp.values() for d in dets]
+        if mode == "pings" and report_rows:
+            waterfall = np.concatenate(report_rows)[:max_report_rows]
+            report_frames = [(waterfall, stream_dets, truth_all)]
+        write_report(opts.report_dir, result, report_frames)
+    return result
+
+
+def locate(det: Detection, info: dict[str, Any]) -> dict[str, Any]:
+    """A ping-mode detection as ping index and slant / signed ground range (port negative) where known."""
+    row, col = det.centre
+    out: dict[str, Any] = {"id": det.id, "class": det.class_name, "score": round(det.score, 4), "ping_index": int(row),
+                           "pings": [int(det.box[0]), int(det.box[2])], "column": round(col, 1), "stamp_ns": det.stamp_ns}
+    res, half = info.get("slant_resolution_m"), info.get("samples_per_side")
+    if res and half:
+        slant = (col - half) * res
+        out["slant_range_m"] = round(slant, 2)  # signed: port negative
+        alt = info.get("altitude_m_median")
+        if alt:
+            out["ground_range_m"] = round(ground_range_m(slant, alt), 2)
+    if det.position_m is not None:
+        out["position_m"] = [round(v, 2) for v in det.position_m]
+    return out
+
+
+def format_metrics(metrics: dict[str, object]) -> str:
+    """The replay metrics as a small text table (per-class detections, window confusion)."""
+    lines = ["class    precision  recall  f1     detections  objects"]
+    per_class = metrics["detections"]
+    assert isinstance(per_class, dict)
+    for name, m in per_class.items():
+        lines.append(f"{name:8s} {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:.3f}  {m['detections']:10d}  {m['objects']:7d}")
+    conf = metrics["window_confusion"]
+    assert isinstance(conf, dict)
+    lines.append(f"window confusion (rows true, cols predicted: {', '.join(conf['classes'])}):")
+    lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in conf["matrix"])
+    lines.append(f"window accuracy {metrics['window_accuracy']:.3f}, macro-F1 {metrics['window_macro_f1']:.3f}")
+    return "\n".join(lines)
+
+
+def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.ndarray, list[Detection], list[Detection]]]) -> None:
+    """Overlay PNGs (detections, ground truth dashed cyan), metrics.json and metrics.png."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for i, (pixels, dets, truth) in enumerate(frames):
+        rows = pixels.shape[0]
+        canvas = draw_detections(pixels, [t for t in truth if t.box[0] < rows], dashed=True)
+        canvas = draw_detections(canvas, [d for d in dets if d.box[0] < rows])
+        write_png(report_dir / f"overlay_{i:03d}.png", canvas)
+    write_json_atomic(report_dir / "metrics.json", result.to_dict())
+    if result.metrics:
+        plot_metrics(result.metrics, report_dir / "metrics.png")
+
+
+def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    per_class = metrics["detections"]
+    names = list(per_class)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(names))
+    for k, key in enumerate(("precision", "recall", "f1")):
+        ax1.bar(x + (k - 1) * 0.25, [per_class[n][key] for n in names], 0.25, label=key)
+    ax1.set_xticks(x, names)
+    ax1.set_ylim(0, 1)
+    ax1.set_title("detections vs ground truth")
+    ax1.legend()
+    conf = metrics["window_confusion"]
+    draw_confusion(ax2, conf["matrix"], conf["classes"], f"windows (macro-F1 {metrics['window_macro_f1']:.3f})")
+    save_figure(fig, path)

@@ -1,0 +1,46 @@
+"""Matplotlib helpers shared by the reports (headless, atomic PNG writes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mine_jepa_ros.atomic import atomic_file
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_confusion(ax: Any, matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> None:
+    """A confusion matrix (rows true, columns predicted) with its counts written in."""
+    cm = np.asarray(matrix)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center")
+    ax.set_title(title)
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Save ``fig`` as a PNG atomically (:func:`~mine_jepa_ros.atomic.atomic_file`) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        pyplot().close(fig)
+    return path

@@ -1,0 +1,207 @@
+"""``mine_jepa_node``: the ROS 2 adapter (the only module that imports rclpy).
+
+Everything it does lives in ROS-free modules: parameters (:mod:`mine_jepa_ros.ros.params`), the
+pipeline (:mod:`mine_jepa_ros.detect.pipeline`), the queue, worker and health
+(:mod:`mine_jepa_ros.ros.worker`) and message building (:mod:`mine_jepa_ros.io.detections`,
+duck-typed over rclpy classes here).
+
+Topics: input (sensor-data QoS: best effort, small depth) -> ``~/detections``
+(``vision_msgs/Detection2DArray``, reliable), ``~/label_info`` (``vision_msgs/LabelInfo``,
+transient local), ``~/overlay`` (``sensor_msgs/Image``, when ``publish_overlay``) and
+``/diagnostics``.
+
+Shutdown: SIGINT / SIGTERM end the spin loop while the ROS context is still valid; the worker then
+stops, the open ping stream is flushed, its last detections are published and acknowledged by the
+subscribers (up to a timeout), and only then is the context shut down, so nothing is lost and
+nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from functools import partial
+from types import FrameType
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.merging import thresholds_for
+from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
+from mine_jepa_ros.errors import MineJepaError, ParameterError
+from mine_jepa_ros.io.detections import detections_to_msg, label_info_msg
+from mine_jepa_ros.io.image_codec import encode_image
+from mine_jepa_ros.io.messages import MessageFactory
+from mine_jepa_ros.ros.params import PARAMS, NodeSettings, check_value
+from mine_jepa_ros.ros.worker import DetectionWorker, DropOldestQueue, HealthMonitor
+
+
+def _descriptor(spec: Any) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = f"one of {list(spec.choices)}"
+    if isinstance(spec.default, bool):
+        return desc
+    if isinstance(spec.default, int) and spec.min_value is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value or 2**31 - 1), step=1)]
+    elif isinstance(spec.default, float) and spec.min_value is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value or 1e12), step=0.0)]
+    return desc
+
+
+ACK_TIMEOUT_S = 2.0
+"""How long the shutdown waits for subscribers to acknowledge the last detections."""
+
+
+class MineJepaNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("mine_jepa_node", **kwargs)
+        values = {}
+        for spec in PARAMS:
+            default = [float(v) for v in spec.default] if isinstance(spec.default, list) else spec.default
+            try:
+                values[spec.name] = self.declare_parameter(spec.name, default, _descriptor(spec)).value
+            except ParameterException as exc:  # e.g. an override of the wrong type
+                raise ParameterError(f"{spec.name}: {exc}") from exc
+        values["thresholds"] = list(values["thresholds"])
+        self.settings = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
+        s = self.settings
+        model = load_checkpoint(s.model_path)
+        classifier = PatchClassifier(model, device=s.device, batch_size=s.batch_size, precision=s.precision)
+        for warning in classifier.warnings:
+            self.get_logger().warning(warning)
+        self.pipeline = DetectionPipeline(classifier, s.pipeline_config(classifier.class_names),
+                                          window=s.window or None, stride=s.stride or None)
+        self.factory = MessageFactory.for_rclpy()
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        from vision_msgs.msg import Detection2DArray, LabelInfo
+
+        self.det_pub = self.create_publisher(Detection2DArray, s.detections_topic, reliable)
+        self.label_pub = self.create_publisher(LabelInfo, s.label_info_topic, latched)
+        self.overlay_pub = self.create_publisher(Image, s.overlay_topic, reliable)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._publish_label_info()
+
+        self.queue = DropOldestQueue(s.effective_queue_depth)
+        self.worker = DetectionWorker(self.pipeline, self.queue, self._publish)
+        self.health = HealthMonitor(window_s=max(10.0, 5 * s.diagnostics_period))
+        self.worker.start()
+        msg_type = Image if s.input_type == "image" else CompressedImage
+        sensor_qos = QoSProfile(depth=max(s.effective_queue_depth, qos_profile_sensor_data.depth),
+                                reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.sub = self.create_subscription(msg_type, s.input_topic, self._on_image, sensor_qos)
+        self.diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._dropped_logged = 0
+        self.get_logger().info(
+            f"listening on {s.input_topic} ({s.input_type}, {s.input_mode}); model {s.model_path} "
+            f"({model.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name}"
+        )
+
+    # -- callbacks ------------------------------------------------------------------------------
+    def _on_image(self, msg: Any) -> None:
+        if self.queue.put(msg):
+            dropped = self.queue.dropped
+            if dropped >= 2 * max(self._dropped_logged, 1) or self._dropped_logged == 0:
+                self.get_logger().warning(f"inference is slower than the input: {dropped} message(s) dropped so far")
+                self._dropped_logged = dropped
+
+    def _publish(self, out: PipelineOutput) -> None:
+        self.det_pub.publish(detections_to_msg(self.factory, out.detections, out.header))
+        if out.overlay is not None and self.pipeline.config.overlay:
+            self.overlay_pub.publish(encode_image(self.factory, out.overlay, out.header, "bgr8"))
+
+    def _publish_label_info(self) -> None:
+        header = self.factory.header(self.get_clock().now().nanoseconds, "")
+        self.label_pub.publish(label_info_msg(self.factory, self.pipeline.class_names, header,
+                                              min(self.pipeline.thresholds[1:])))
+
+    def _publish_diagnostics(self) -> None:
+        level, summary, values = self.health.assess(self.pipeline, self.queue, self.worker)
+        status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: detector", message=summary,
+                                  hardware_id=self.pipeline.classifier.device_name,
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        try:
+            for p in params:
+                value = list(p.value) if p.name == "thresholds" else p.value
+                check_value(p.name, value)
+                if p.name == "thresholds":
+                    thresholds_for(self.pipeline.class_names, value)
+        except MineJepaError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        for p in params:
+            if p.name == "thresholds":
+                self.worker.update(partial(DetectionPipeline.set_thresholds, thresholds=list(p.value)))
+                self._publish_label_info()
+            elif p.name == "publish_overlay":
+                self.worker.update(partial(DetectionPipeline.set_overlay, on=bool(p.value)))
+        return SetParametersResult(successful=True)
+
+    def shutdown(self) -> None:
+        """Stop the worker; while the context is valid, publish what the open ping stream still holds
+        and wait for it to be acknowledged."""
+        publishing = self.context.ok()
+        self.worker.stop(flush=publishing)
+        if not publishing:
+            return
+        if not self.det_pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+            self.get_logger().warning(f"the last detections were not acknowledged within {ACK_TIMEOUT_S} s")
+        d = self.pipeline.stats
+        self.get_logger().info(f"stopped: {d.received} received, {d.processed} processed, {d.skipped} skipped, "
+                               f"{self.queue.dropped} dropped, {d.detections} detections")
+
+
+def main(args: list[str] | None = None) -> int:
+    # rclpy's own signal handler shuts the context down at once, before the final flush could be
+    # published: handle SIGINT / SIGTERM here and shut down in order instead.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    node: MineJepaNode | None = None
+    try:
+        node = MineJepaNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    except (MineJepaError, OSError) as exc:
+        print(f"mine_jepa_node: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The node's parameters, without ROS: one typed record, :class:`NodeSettings`.
+
+Each field of :class:`NodeSettings` is one ROS parameter: its default, description and limits sit
+in the field's metadata. :data:`PARAMS` lists them in declaration order for the node (which
+declares them with descriptors), and the tests check ``config/mine_jepa.yaml``, the launch files
+and the README against it. :meth:`NodeSettings.from_values` validates a whole set of values and
+raises :class:`~mine_jepa_ros.errors.ParameterError` naming the first bad parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from mine_jepa_ros.detect.merging import thresholds_for
+from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
+from mine_jepa_ros.errors import ParameterError, UserError
+from mine_jepa_ros.geometry import SonarGeometry
+
+
+def _param(default: Any, description: str, read_only: bool = True, choices: tuple[str, ...] = (),
+           min_value: float | None = None, max_value: float | None = None) -> Any:
+    spec = {"description": description, "read_only": read_only, "choices": choices, "min_value": min_value,
+            "max_value": max_value}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=spec)
+    return field(default=default, metadata=spec)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: name, default and what the node's ``ParameterDescriptor`` says of it."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    choices: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameter values of ``mine_jepa_node`` (one attribute per ROS parameter)."""
+
+    model_path: str = _param("", "Checkpoint (.safetensors) written by `mine-jepa init-model` or `mine-jepa probe`.")
+    device: str = _param("auto", "Inference device: auto, cpu or cuda[:N]; CUDA absent -> CPU with one warning.")
+    precision: str = _param("auto", "Inference precision: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or "
+                            "bf16.", choices=("auto", "fp32", "bf16"))
+    input_topic: str = _param("/sonar/sidescan/image", "Side-scan image topic (sensor_msgs/Image or CompressedImage).")
+    input_type: str = _param("image", "Message type of input_topic.", choices=("image", "compressed"))
+    input_mode: str = _param("frames", "frames: each message is a waterfall frame; pings: each message adds pings "
+                             "(height-1 images) to a running waterfall.", choices=INPUT_MODES)
+    window: int = _param(0, "Window size in pixels; 0 = the checkpoint's (another value must match it).", min_value=0)
+    stride: int = _param(0, "Window stride in pixels; 0 = the checkpoint's (64 by default).", min_value=0)
+    batch_size: int = _param(64, "Windows per forward pass.", min_value=1, max_value=65536)
+    thresholds: list[float] = _param([0.5], "Probability threshold per non-background class (one value for all, or "
+                                     "one per class in the checkpoint's order, e.g. [MILCO, NOMBO]).", read_only=False)
+    publish_overlay: bool = _param(False, "Publish a debug image with the detections drawn.", read_only=False)
+    overlay_rows: int = _param(512, "Pings shown in the overlay in pings mode.", min_value=1, max_value=65536)
+    queue_depth: int = _param(0, "Messages waiting for inference; when full the oldest is dropped (counted). 0 = auto: "
+                              "2 frames, or 256 pings (about one window row of a sonar, so bursts of window rows drop "
+                              "nothing).", min_value=0, max_value=100000)
+    detections_topic: str = _param("~/detections", "Output vision_msgs/Detection2DArray topic (reliable).")
+    label_info_topic: str = _param("~/label_info", "Output vision_msgs/LabelInfo topic (transient local, latched).")
+    overlay_topic: str = _param("~/overlay", "Output debug overlay sensor_msgs/Image topic.")
+    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.", min_value=0.05, max_value=3600.0)
+    slant_resolution_m: float = _param(0.0, "Slant range per sample (m); > 0 together with altitude_m and "
+                                       "ping_spacing_m puts metric positions in the hypothesis pose.", min_value=0.0)
+    altitude_m: float = _param(0.0, "Sonar altitude above the seabed (m), for metric positions.", min_value=0.0)
+    ping_spacing_m: float = _param(0.0, "Along-track distance between pings (m), for metric positions.", min_value=0.0)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
+        """Defaults overridden by ``values``, every value checked; raises ParameterError naming the parameter."""
+        merged = {p.name: p.default for p in PARAMS}
+        merged.update(values)
+        for name, value in merged.items():
+            check_value(name, value)
+        if not merged["model_path"]:
+            raise ParameterError("model_path: required (a checkpoint from `mine-jepa init-model` or `mine-jepa probe`)")
+        merged["thresholds"] = [float(v) for v in merged["thresholds"]]
+        for name in ("diagnostics_period", "slant_resolution_m", "altitude_m", "ping_spacing_m"):
+            merged[name] = float(merged[name])
+        return cls(**merged)
+
+    @property
+    def effective_queue_depth(self) -> int:
+        """``queue_depth``, or its automatic value (2 frames, 256 pings) when it is 0."""
+        if self.queue_depth > 0:
+            return self.queue_depth
+        return 256 if self.input_mode == "pings" else 2
+
+    def geometry(self) -> SonarGeometry | None:
+        return SonarGeometry.from_values(self.slant_resolution_m, self.altitude_m, self.ping_spacing_m)
+
+    def pipeline_config(self, class_names: list[str]) -> PipelineConfig:
+        """The pipeline's configuration; raises ParameterError when the thresholds do not fit the classes."""
+        try:
+            thresholds = thresholds_for(class_names, self.thresholds)[1:]
+        except UserError as exc:
+            raise ParameterError(f"thresholds: {exc}") from exc
+        return PipelineConfig(input_mode=self.input_mode, thresholds=thresholds, overlay=self.publish_overlay,
+                              overlay_rows=self.overlay_rows, geometry=self.geometry())
+
+
+PARAMS: tuple[ParamSpec, ...] = tuple(
+    ParamSpec(f.name, f.default_factory() if callable(f.default_factory) else f.default, **f.metadata)
+    for f in fields(NodeSettings)
+)
+"""Every parameter in declaration order (the order of ``config/mine_jepa.yaml``)."""
+
+PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise :class:`ParameterError` when ``value`` is not acceptable for parameter ``name``."""
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is None:
+        raise ParameterError(f"{name}: unknown parameter")
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value) or not value:
+            raise ParameterError(f"{name}: expected a non-empty list of numbers, got {value!r}")
+        if any(not 0.0 <= float(v) <= 1.0 for v in value):
+            raise ParameterError(f"{name}: values must be within [0, 1], got {list(value)}")
+        return
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ParameterError(f"{name}: expected {expected.__name__}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ParameterError(f"{name}: {value!r} is not one of {list(spec.choices)}")
+    if spec.min_value is not None and value < spec.min_value:
+        raise ParameterError(f"{name}: {value} is below the minimum {spec.min_value}")
+    if spec.max_value is not None and value > spec.max_value:
+        raise ParameterError(f"{name}: {value} is above the maximum {spec.max_value}")
+    if name == "device" and not (value in ("auto", "cpu") or value.startswith("cuda")):
+        raise ParameterError(f"{name}: {value!r} is not auto, cpu or cuda[:N]")

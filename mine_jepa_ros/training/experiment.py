@@ -1,0 +1,225 @@
+"""``mine-jepa experiment``: the paper's comparison at a chosen scale, in one command, one table.
+
+Runs on a patch store (default: one simulated from scratch, split by survey):
+
+* no pretraining (random init): a linear probe on its frozen features, and supervised training of
+  the whole network (``finetune``) on the labelled training patches;
+* SIGReg with sonar augmentations, SIGReg with natural-image augmentations, VICReg, SimCLR and
+  BYOL (sonar augmentations), each pretrained on the training split's patches, then the same
+  two probes (linear on frozen features; fine-tuned with the same budget as the supervised run).
+
+Everything is scored on the held-out split (other surveys / images) and written as
+``results.md`` and ``results.json``. With several ``seeds`` every row is pretrained and probed once
+per seed on the same store; the table gives mean ± standard deviation over seeds, and the orderings
+the paper reports are checked seed by seed (paired: same seed, same test patches). Finished
+(row, seed) results are kept in their run directory, so an interrupted run resumes where it stopped.
+Scales: ``smoke`` (seconds; for tests), ``cpu`` (minutes on a 2-core CPU, ViT-Tiny), ``paper``
+(the paper's hyper-parameters: ViT-S, ImageNet init from timm, 4 views, batch 1024, 100 epochs,
+lr 1.4e-3, projection 16; for a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.training.extract import extract_simulator
+from mine_jepa_ros.training.patches import PatchStore
+from mine_jepa_ros.training.pretrain import Pretrainer
+from mine_jepa_ros.training.probe import ProbeConfig, evaluate, train_probe
+from mine_jepa_ros.training.recipes import ExperimentRecipe, experiment_recipe
+
+# (label, pretraining method or None, augmentation)
+RUNS: list[tuple[str, str | None, str]] = [
+    ("no pretraining (random init)", None, ""),
+    ("SIGReg, sonar aug", "sigreg", "sonar"),
+    ("SIGReg, natural aug", "sigreg", "natural"),
+    ("VICReg, sonar aug", "vicreg", "sonar"),
+    ("SimCLR, sonar aug", "simclr", "sonar"),
+    ("BYOL, sonar aug", "byol", "sonar"),
+]
+PROBES = ("linear", "finetune")
+# The paper's orderings, checked on every table: (better row, worse row, probe compared).
+ORDERINGS: list[tuple[str, str, str]] = [
+    ("SIGReg, sonar aug", "no pretraining (random init)", "finetune"),
+    ("SIGReg, sonar aug", "no pretraining (random init)", "linear"),
+    ("SIGReg, sonar aug", "SIGReg, natural aug", "finetune"),
+    ("SIGReg, sonar aug", "SIGReg, natural aug", "linear"),
+]
+SUMMARY_KEYS = ("macro_f1", "accuracy", "milco_vs_rest_f1", "milco_recall")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and standard deviation over seeds of the headline metrics, per probe."""
+    out: dict[str, dict[str, Any]] = {}
+    for probe in PROBES:
+        ms = [s["metrics"][probe] for s in per_seed]
+        entry: dict[str, Any] = {}
+        for key in SUMMARY_KEYS:
+            entry[key], entry[f"{key}_std"] = _mean_std([float(m.get(key, 0.0)) for m in ms])
+        entry["per_class_f1"] = {c: _mean_std([m["per_class_f1"][c] for m in ms])[0] for c in ms[0]["per_class_f1"]}
+        entry["samples"] = ms[0]["samples"]
+        out[probe] = entry
+    return out
+
+
+@dataclass
+class ExperimentResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    store: str = ""
+    scale: str = ""
+    seeds: list[int] = field(default_factory=list)
+
+    def row(self, label: str) -> dict[str, Any] | None:
+        return next((r for r in self.rows if r["label"] == label), None)
+
+    def orderings(self) -> list[dict[str, Any]]:
+        """The paper's orderings as measured here: mean difference and how many seeds agree."""
+        found = []
+        for better, worse, probe in ORDERINGS:
+            a, b = self.row(better), self.row(worse)
+            if a is None or b is None:
+                continue
+            fa = {s["seed"]: s["metrics"][probe]["macro_f1"] for s in a["per_seed"]}
+            fb = {s["seed"]: s["metrics"][probe]["macro_f1"] for s in b["per_seed"]}
+            common = sorted(set(fa) & set(fb))
+            if not common:
+                continue
+            diffs = [fa[s] - fb[s] for s in common]
+            mean, std = _mean_std(diffs)
+            wins = sum(d > 0 for d in diffs)
+            verdict = "holds on every seed" if wins == len(common) else "holds on average only" if mean > 0 else "does NOT hold"
+            found.append({"better": better, "worse": worse, "probe": probe, "mean_diff": mean, "std_diff": std,
+                          "wins": wins, "seeds": len(common), "verdict": verdict})
+        return found
+
+    def markdown(self) -> str:
+        def cell(entry: dict[str, Any], key: str, n: int) -> str:
+            return f"{entry[key]:.3f} ± {entry[key + '_std']:.3f}" if n > 1 else f"{entry[key]:.3f}"
+
+        seeds = f"seeds {', '.join(map(str, self.seeds))} (mean ± std where a row has several)"
+        samples = self.rows[0]["metrics"]["finetune"]["samples"] if self.rows else 0
+        lines = [
+            f"Scale `{self.scale}`, store `{self.store}`, {samples} labelled test patches from held-out surveys, {seeds}. "
+            "Linear: frozen backbone + linear head. Fine-tuned: backbone and head trained on the labelled "
+            "patches with the same budget for every row (for the first row this is supervised training from "
+            "random init). The columns after the fine-tuned macro-F1 are for the fine-tuned model; minutes per seed.",
+            "",
+            "| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall | minutes |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            lin, ft = r["metrics"]["linear"], r["metrics"]["finetune"]
+            n = len(r["per_seed"])
+            lines.append(
+                f"| {r['label']} | {r['init']} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
+                f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | {ft['milco_vs_rest_f1']:.3f} | "
+                f"{ft['milco_recall']:.3f} | {r['minutes']:.1f} |"
+            )
+        checks = self.orderings()
+        if checks:
+            lines += ["", "Orderings the paper reports, measured here (macro-F1 difference, paired by seed):", ""]
+            for c in checks:
+                lines.append(f"- {c['better']} > {c['worse']} ({'fine-tuned' if c['probe'] == 'finetune' else 'linear'}): "
+                             f"{c['verdict']}, {c['mean_diff']:+.3f} ± {c['std_diff']:.3f}, better on {c['wins']} of {c['seeds']} seeds")
+        return "\n".join(lines) + "\n"
+
+
+def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int,
+              device: str, progress: bool, report_only: bool = False) -> dict[str, Any] | None:
+    """Pretrain (unless ``method`` is None) and probe one row with one seed; cached in ``run_dir``.
+
+    With ``report_only`` nothing is trained: the cached result, or None when there is none."""
+    done = run_dir / "metrics.json"
+    probes = {mode: ProbeConfig(mode=mode, arch=sc.pretrain.arch, seed=seed, device=device,
+                                epochs=sc.finetune_epochs if mode == "finetune" else sc.probe_epochs,
+                                lr=sc.finetune_lr if mode == "finetune" else 1e-3) for mode in PROBES}
+    settings = {"label": label, "scale": asdict(sc), "store": str(store.path), "seed": seed,
+                "probes": {mode: asdict(cfg) for mode, cfg in probes.items()}}
+    if done.is_file():
+        cached = json.loads(done.read_text())
+        if cached.get("settings") == json.loads(json.dumps(settings, default=str)):
+            return dict(cached["result"])
+    if report_only:
+        return None
+    backbone, pretrain_minutes = "random", 0.0  # the baseline starts from random weights
+    if method is not None:
+        cfg = replace(sc.pretrain, method=method, augment=aug, seed=seed, device=device)
+        pre = Pretrainer(cfg, [store], run_dir / "pretrain", progress=progress).run(resume=True)
+        backbone = str(pre.backbone)
+        pretrain_minutes = sum(float(m.get("seconds", 0.0)) for m in pre.metrics) / 60  # all epochs, resumed ones too
+    start = time.perf_counter()
+    metrics = {}
+    for mode, probe_cfg in probes.items():
+        model = train_probe(store, replace(probe_cfg, init=backbone), run_dir / f"model_{mode}.safetensors", progress=progress)
+        metrics[mode] = evaluate(model, store, "test", device=device)
+    probe_minutes = (time.perf_counter() - start) / 60
+    result = {"seed": seed, "metrics": metrics, "minutes": pretrain_minutes + probe_minutes,
+              "pretrain_minutes": pretrain_minutes, "probe_minutes": probe_minutes}
+    write_json_atomic(done, {"settings": settings, "result": result})
+    return result
+
+
+def run_experiment(scale: str, out: Path, store_path: Path | None = None, device: str = "auto", seed: int = 0,
+                   only: list[str] | None = None, progress: bool = True, seeds: Sequence[int] | None = None,
+                   report_only: bool = False, recipe: Path | None = None) -> ExperimentResult:
+    """Every row of ``RUNS`` (or those matching ``only``) for every training seed in ``seeds``.
+
+    The sizes come from the recipe ``training/SCALE.yaml`` (or the file ``recipe``; ``scale`` then
+    only names the table). ``seed`` draws the simulated store; ``seeds`` (default: ``[seed]``) the
+    pretraining and probing. ``report_only`` trains nothing and tables the finished (row, seed)
+    results found in ``out``.
+    """
+    sc = experiment_recipe(scale, recipe)
+    seeds = list(seeds) if seeds else [seed]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds {seeds}: each seed once")
+    out.mkdir(parents=True, exist_ok=True)
+    if store_path is None:
+        store_path = out / "store"
+        sim = replace(sc.sim, seed=seed)
+        if (store_path / "meta.json").is_file():
+            store = PatchStore(store_path)
+            made = store.meta.get("provenance", {})
+            if made.get("config") != asdict(sim) or made.get("test_fraction") != sc.test_fraction:
+                raise UserError(f"{store_path}: simulated with other settings than scale {scale!r}, seed {seed} "
+                                f"({made.get('config')}, test_fraction {made.get('test_fraction')}); use another --out")
+        else:
+            store = extract_simulator(store_path, sim, test_fraction=sc.test_fraction, progress=progress)
+    else:
+        store = PatchStore(store_path)
+    print(store.summary())
+    result = ExperimentResult(store=str(store_path), scale=scale, seeds=seeds)
+    for label, method, aug in RUNS:
+        if only and not any(o.lower() in label.lower() for o in only):
+            continue
+        name = f"{method}_{aug}" if method else "random_init"
+        per_seed = []
+        for s in seeds:
+            done = _run_seed(label, method, aug, sc, store, out / name / f"seed{s}", s, device, progress, report_only)
+            if done is None:
+                continue
+            per_seed.append(done)
+            print(f"{label}, seed {s}: macro-F1 linear {done['metrics']['linear']['macro_f1']:.3f}, "
+                  f"fine-tuned {done['metrics']['finetune']['macro_f1']:.3f} ({done['minutes']:.1f} min)")
+        if not per_seed:
+            continue
+        row = {"label": label, "method": method or "none", "augment": aug,
+               "init": sc.pretrain.init if method is not None else "random", "metrics": summarise(per_seed),
+               "per_seed": per_seed, "minutes": statistics.fmean(p["minutes"] for p in per_seed), "models": str(out / name)}
+        result.rows.append(row)
+        write_json_atomic(out / "results.json", {"scale": scale, "config": asdict(sc), "seeds": seeds, "rows": result.rows,
+                                          "orderings": result.orderings()})
+        (out / "results.md").write_text(result.markdown())
+    return result

@@ -1,0 +1,197 @@
+"""``mine-jepa extract``: patch stores from rosbag2 recordings, YOLO image folders or the simulator.
+
+* Bags: every sliding window (stride 64) of every image is an unlabelled patch; with a
+  ground-truth topic, windows get the scoring module's window labels (class of the object whose
+  box centre they hold, background when they touch no box, unlabelled otherwise). Group = bag.
+* YOLO folders (the Santos et al. layout, ``NNNN_YYYY.jpg`` + ``NNNN_YYYY.txt`` with
+  ``class cx cy w h`` normalised, class 0 = MILCO, 1 = NOMBO, empty = background): a crop centred
+  on each object, background crops from windows that overlap no object, and every sliding window as
+  unlabelled data. Group = image; ``--test-years`` puts whole years into the test split.
+* Simulator: surveys (one group each) with object-centred crops, background crops and all windows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mine_jepa_ros.detect.scoring import window_truth
+from mine_jepa_ros.detect.tiling import WaterfallTiler
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_images, list_topics, read_detections
+from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.messages import stamp_ns
+from mine_jepa_ros.sim.survey import Survey, SurveyConfig, simulate_survey
+from mine_jepa_ros.training.patches import DEFAULT_CLASSES, PatchBatch, PatchStore, PatchStoreWriter
+
+YOLO_CLASSES = {0: "MILCO", 1: "NOMBO"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def _to_u8(pixels: np.ndarray) -> np.ndarray:
+    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def centred_crop(image: np.ndarray, row: float, col: float, window: int) -> np.ndarray:
+    """``window`` x ``window`` crop centred on (row, col); the image is reflected at its borders."""
+    half = window // 2
+    padded = np.pad(image, half, mode="reflect") if min(image.shape) > half else np.pad(image, half, mode="edge")
+    r, c = int(round(row)) + half, int(round(col)) + half
+    return np.ascontiguousarray(padded[r - half : r - half + window, c - half : c - half + window])
+
+
+def labelled_patches(image_u8: np.ndarray, objects: list[Detection], window: int, stride: int,
+                     rng: np.random.Generator, background_per_object: float = 1.0, min_background: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Object-centred crops (their class) + background crops from windows touching no object."""
+    crops, labels = [], []
+    for obj in objects:
+        if obj.class_name not in DEFAULT_CLASSES:
+            continue
+        crops.append(centred_crop(image_u8, *obj.centre, window))
+        labels.append(DEFAULT_CLASSES.index(obj.class_name))
+    tiles = WaterfallTiler(window, stride).tile(image_u8)
+    truth = window_truth(tiles.positions, window, objects, list(DEFAULT_CLASSES))
+    clean = np.nonzero(truth == 0)[0]
+    n_bg = min(len(clean), max(min_background, int(round(background_per_object * len(crops)))))
+    for i in rng.choice(clean, size=n_bg, replace=False) if n_bg else []:
+        crops.append(tiles.patches[i])
+        labels.append(0)
+    if not crops:
+        return np.zeros((0, window, window), np.uint8), np.zeros(0, np.int16)
+    return np.stack(crops).astype(np.uint8), np.array(labels, np.int16)
+
+
+def unlabelled_windows(image_u8: np.ndarray, window: int, stride: int) -> np.ndarray:
+    return WaterfallTiler(window, stride).tile(image_u8).patches
+
+
+# -- simulator ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimExtractConfig:
+    surveys: int = 8
+    pings: int = 1024
+    samples_per_side: int = 512
+    max_range_m: float = 20.0
+    altitude_m: float = 3.0
+    objects_per_class: int = 5
+    seed: int = 0
+
+
+def simulated_surveys(cfg: SimExtractConfig) -> Iterator[tuple[str, Survey]]:
+    for k in range(cfg.surveys):
+        sc = SurveyConfig(pings=cfg.pings, samples_per_side=cfg.samples_per_side, max_range_m=cfg.max_range_m,
+                          altitude_m=cfg.altitude_m, milco_count=cfg.objects_per_class, nombo_count=cfg.objects_per_class,
+                          object_ground_range_m=(3.0, cfg.max_range_m * 0.75), object_min_spacing_m=5.0,
+                          seed=cfg.seed * 1000 + k)
+        yield f"sim-{cfg.seed}-{k:03d}", simulate_survey(sc)
+
+
+def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride: int = 64, test_fraction: float = 0.25,
+                      unlabelled: bool = True, progress: bool = True) -> PatchStore:
+    writer = PatchStoreWriter(window=window, source_kinds={"syn": "syn"},
+                              provenance={"from": "simulator", "config": cfg.__dict__, "stride": stride,
+                                          "test_fraction": test_fraction})
+    rng = np.random.default_rng(cfg.seed)
+    for group, survey in tqdm(simulated_surveys(cfg), total=cfg.surveys, desc="simulate", disable=not progress):
+        image = survey.to_uint8()
+        crops, labels = labelled_patches(image, survey.ground_truth(), window, stride, rng)
+        writer.add(PatchBatch(crops, labels, group, "syn"))
+        if unlabelled:
+            windows = unlabelled_windows(image, window, stride)
+            writer.add(PatchBatch(windows, np.full(len(windows), -1, np.int16), group, "syn"))
+    return writer.write(out, test_fraction=test_fraction, seed=cfg.seed)
+
+
+# -- rosbag2 --------------------------------------------------------------------------------------
+
+
+def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str | None, window: int = 96, stride: int = 64,
+                 source: str = "real", kind: str = "real", test_fraction: float = 0.25, seed: int = 0,
+                 progress: bool = True) -> PatchStore:
+    """Sliding windows of every image in the bags (one group per bag), labelled where ground truth exists."""
+    writer = PatchStoreWriter(window=window, source_kinds={source: kind},
+                              provenance={"from": "rosbag2", "bags": [str(b) for b in bags], "stride": stride})
+    for bag in bags:
+        topics = list_topics(bag)
+        gt = gt_topic
+        if gt is None:
+            found = [t for t, m in topics.items() if m == DETECTION_TYPE]
+            gt = found[0] if len(found) == 1 else None
+        truth: dict[int, list[Detection]] = {}
+        if gt:
+            for stamp, dets in read_detections(bag, gt):
+                truth.setdefault(stamp, []).extend(dets)
+        stats = ReadStats()
+        for rec in tqdm(iter_images(bag, topic, stats), desc=f"extract {bag.name}", unit="img", disable=not progress):
+            if min(rec.pixels.shape) < window:
+                continue
+            image = _to_u8(rec.pixels)
+            tiles = WaterfallTiler(window, stride).tile(image)
+            labels = np.full(len(tiles), -1, np.int16)
+            if gt:
+                labels = window_truth(tiles.positions, window, truth.get(stamp_ns(rec.header), []), list(DEFAULT_CLASSES)).astype(np.int16)
+            writer.add(PatchBatch(tiles.patches, labels, bag.name, source))
+        if stats.skipped:
+            print(f"{bag}: skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}")
+    return writer.write(out, test_fraction=test_fraction, seed=seed)
+
+
+# -- YOLO folders (Santos et al. 2024 layout) --------------------------------------------------------
+
+YEAR = re.compile(r"_(\d{4})$")
+
+
+def read_yolo_labels(txt: Path, height: int, width: int) -> list[Detection]:
+    """YOLO ``class cx cy w h`` (normalised) -> detections in pixels; a bad line raises naming the file."""
+    out: list[Detection] = []
+    if not txt.exists():
+        return out
+    for n, line in enumerate(txt.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+        except (ValueError, IndexError) as exc:
+            raise UserError(f"{txt}:{n}: expected 'class cx cy w h', got {line!r}") from exc
+        if cls not in YOLO_CLASSES or not (0 <= cx <= 1 and 0 <= cy <= 1 and 0 <= w <= 1 and 0 <= h <= 1):
+            raise UserError(f"{txt}:{n}: class must be 0 (MILCO) or 1 (NOMBO) and coordinates in [0, 1]: {line!r}")
+        box = ((cy - h / 2) * height, (cx - w / 2) * width, (cy + h / 2) * height, (cx + w / 2) * width)
+        out.append(Detection(YOLO_CLASSES[cls], 1.0, box, id=f"{txt.stem}-{n}"))
+    return out
+
+
+def extract_yolo_folder(out: Path, folder: Path, window: int = 96, stride: int = 64, test_years: tuple[str, ...] = (),
+                        test_fraction: float = 0.25, source: str = "real", seed: int = 0, unlabelled: bool = True,
+                        progress: bool = True) -> PatchStore:
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    writer = PatchStoreWriter(window=window, source_kinds={source: "real"},
+                              provenance={"from": "yolo-folder", "folder": str(folder), "stride": stride})
+    rng = np.random.default_rng(seed)
+    split_of_group: dict[str, str] | None = {} if test_years else None
+    for path in tqdm(images, desc="extract", unit="img", disable=not progress):
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            print(f"{path}: unreadable image, skipped")
+            continue
+        objects = read_yolo_labels(path.with_suffix(".txt"), *image.shape)
+        group = path.stem
+        crops, labels = labelled_patches(image, objects, window, stride, rng)
+        writer.add(PatchBatch(crops, labels, group, source))
+        if unlabelled and min(image.shape) >= window:
+            windows = unlabelled_windows(image, window, stride)
+            writer.add(PatchBatch(windows, np.full(len(windows), -1, np.int16), group, source))
+        if split_of_group is not None:
+            year = YEAR.search(group)
+            split_of_group[group] = "test" if year and year.group(1) in test_years else "train"
+    return writer.write(out, split_of_group=split_of_group, test_fraction=test_fraction, seed=seed)

@@ -1,0 +1,196 @@
+"""Patch stores: many 96x96 uint8 patches in a few files, with labels, groups and splits.
+
+A store is a directory::
+
+    patches.u8    (N, W, W) uint8, raw, read as a numpy memmap (no per-patch files)
+    labels.i16    (N,) int16: -1 unlabelled, else an index into ``classes``
+    groups.i32    (N,) int32: the source image / survey each patch came from
+    splits.u8     (N,) uint8: 0 train, 1 val, 2 test - assigned per group, never per patch
+    sources.u8    (N,) uint8: index into ``sources`` (per-source normalisation statistics)
+    meta.json     window, count, classes, sources [{name, kind, mean, std}], group names, provenance
+
+Overlapping windows of one image share its group, and splits are drawn per group, so no test patch
+overlaps a training patch. Stores are written into a temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mine_jepa_ros.errors import StoreError
+
+SPLITS = ("train", "val", "test")
+DEFAULT_CLASSES = ("background", "MILCO", "NOMBO")
+FILES = {"patches": ("patches.u8", np.uint8), "labels": ("labels.i16", np.int16), "groups": ("groups.i32", np.int32),
+         "splits": ("splits.u8", np.uint8), "sources": ("sources.u8", np.uint8)}
+
+
+@dataclass
+class PatchBatch:
+    """Patches of one group (image / survey) on their way into a store."""
+
+    patches: np.ndarray  # (n, W, W) uint8
+    labels: np.ndarray  # (n,) int
+    group: str
+    source: str = "syn"
+
+
+@dataclass
+class PatchStoreWriter:
+    """Collects :class:`PatchBatch` es and writes one store, assigning splits per group."""
+
+    window: int = 96
+    classes: Sequence[str] = DEFAULT_CLASSES
+    source_kinds: dict[str, str] = field(default_factory=dict)  # source name -> "real" | "syn"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    batches: list[PatchBatch] = field(default_factory=list)
+
+    def add(self, batch: PatchBatch) -> None:
+        if batch.patches.ndim != 3 or batch.patches.shape[1:] != (self.window, self.window):
+            raise ValueError(f"group {batch.group}: patches of shape {batch.patches.shape}, expected (n, {self.window}, {self.window})")
+        if batch.patches.dtype != np.uint8:
+            raise ValueError(f"group {batch.group}: patches must be uint8, got {batch.patches.dtype}")
+        if len(batch.labels) != len(batch.patches):
+            raise ValueError(f"group {batch.group}: {len(batch.labels)} labels for {len(batch.patches)} patches")
+        if len(batch.patches):
+            self.batches.append(batch)
+
+    def write(self, path: Path | str, split_of_group: dict[str, str] | None = None, test_fraction: float = 0.25,
+              val_fraction: float = 0.0, seed: int = 0) -> PatchStore:
+        """Write the store; groups go to splits by ``split_of_group`` or at random (by group)."""
+        final = Path(path)
+        if final.exists():
+            raise StoreError(f"{final}: exists already; not overwriting")
+        if not self.batches:
+            raise StoreError(f"{final}: no patches to write")
+        groups = sorted({b.group for b in self.batches})
+        if split_of_group is None:
+            rng = np.random.default_rng(seed)
+            order = rng.permutation(len(groups))
+            n_test = max(1, int(round(test_fraction * len(groups)))) if test_fraction > 0 and len(groups) > 1 else 0
+            n_val = int(round(val_fraction * len(groups)))
+            split_of_group = {}
+            for rank, gi in enumerate(order):
+                split_of_group[groups[gi]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+        sources = sorted({b.source for b in self.batches})
+        n = sum(len(b.patches) for b in self.batches)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            mm = {key: np.memmap(tmp / name, dtype=dt, mode="w+", shape=((n, self.window, self.window) if key == "patches" else (n,)))
+                  for key, (name, dt) in FILES.items()}
+            i = 0
+            sums = np.zeros(len(sources)), np.zeros(len(sources)), np.zeros(len(sources))
+            for b in self.batches:
+                k = len(b.patches)
+                src = sources.index(b.source)
+                mm["patches"][i : i + k] = b.patches
+                mm["labels"][i : i + k] = b.labels
+                mm["groups"][i : i + k] = groups.index(b.group)
+                mm["splits"][i : i + k] = SPLITS.index(split_of_group.get(b.group, "train"))
+                mm["sources"][i : i + k] = src
+                x = b.patches.astype(np.float64) / 255.0
+                sums[0][src] += x.size
+                sums[1][src] += x.sum()
+                sums[2][src] += (x * x).sum()
+                i += k
+            for m in mm.values():
+                m.flush()
+            del mm
+            stats = []
+            for s, name in enumerate(sources):
+                mean = sums[1][s] / sums[0][s]
+                std = float(np.sqrt(max(sums[2][s] / sums[0][s] - mean * mean, 1e-12)))
+                stats.append({"name": name, "kind": self.source_kinds.get(name, "syn"), "mean": float(mean), "std": std})
+            meta = {"version": 1, "window": self.window, "count": n, "classes": list(self.classes), "sources": stats,
+                    "groups": groups, "split_of_group": split_of_group, "provenance": self.provenance}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return PatchStore(final)
+
+
+class PatchStore:
+    """Read side of a store: memory-mapped arrays and metadata; cheap to open."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise StoreError(f"{self.path}: not a patch store (no meta.json); make one with `mine-jepa extract`")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{meta_path}: not valid JSON ({exc})") from exc
+        try:
+            self.window = int(self.meta["window"])
+            n = int(self.meta["count"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{meta_path}: no valid 'window' and 'count' ({exc!r})") from exc
+        self.arrays: dict[str, np.ndarray] = {}
+        for key, (name, dt) in FILES.items():
+            file = self.path / name
+            shape = (n, self.window, self.window) if key == "patches" else (n,)
+            expected = int(np.prod(shape)) * np.dtype(dt).itemsize
+            if not file.is_file() or file.stat().st_size != expected:
+                raise StoreError(f"{file}: missing or truncated (expected {expected} bytes)")
+            self.arrays[key] = np.memmap(file, dtype=dt, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    @property
+    def patches(self) -> np.ndarray:
+        return self.arrays["patches"]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.arrays["labels"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        return list(self.meta["sources"])
+
+    def indices(self, split: str | None = None, labelled: bool | None = None) -> np.ndarray:
+        mask = np.ones(len(self), bool)
+        if split is not None:
+            mask &= self.arrays["splits"] == SPLITS.index(split)
+        if labelled is not None:
+            mask &= (self.arrays["labels"] >= 0) == labelled
+        return np.nonzero(mask)[0]
+
+    def norm_stats(self, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-patch (mean, std) from each patch's source statistics."""
+        src = self.arrays["sources"] if idx is None else self.arrays["sources"][idx]
+        means = np.array([s["mean"] for s in self.sources], np.float32)
+        stds = np.array([s["std"] for s in self.sources], np.float32)
+        return means[src], stds[src]
+
+    def mean_std(self, idx: np.ndarray) -> tuple[float, float]:
+        """Patch-weighted average of the source statistics of ``idx`` (for a deployable checkpoint)."""
+        m, s = self.norm_stats(idx)
+        return float(m.mean()), float(s.mean())
+
+    def summary(self) -> str:
+        counts = {split: len(self.indices(split)) for split in SPLITS}
+        labelled = {split: np.bincount(self.labels[self.indices(split, True)], minlength=len(self.classes)).tolist()
+                    for split in SPLITS}
+        return (f"{self.path}: {len(self)} patches of {self.window}px in {len(self.meta['groups'])} groups; "
+                f"splits {counts}; labelled per class {self.classes}: {labelled}; sources "
+                + ", ".join(f"{s['name']} ({s['kind']}, mean {s['mean']:.3f}, std {s['std']:.3f})" for s in self.sources))
+

@@ -1,0 +1,265 @@
+"""``mine-jepa probe`` and ``mine-jepa evaluate``: from a backbone to a deployable, scored classifier.
+
+Probe modes (docs/design.md, *Method*): ``linear`` and ``mlp`` train a head on the frozen backbone (features are
+computed once, so many epochs are cheap, and standardised per dimension with the training
+statistics, as MAE's BatchNorm probe does; the scaling is folded into the head's first layer, so
+the checkpoint takes the backbone's raw features); ``finetune`` (linear head) and ``ft_mlp`` (MLP head)
+train the backbone too, with light flip augmentation and a 10x smaller backbone learning rate.
+AdamW with a 5 % linear warm-up then cosine decay to zero (``schedule="cosine"``, the default):
+the weights at the end do not depend on where in a noisy constant-rate walk the last epoch stopped.
+The result is a checkpoint the node and ``replay`` load, normalised with the training patches'
+statistics. Evaluation reports macro-F1, per-class F1, accuracy, the confusion matrix (also as a
+PNG), the 2-class MILCO-vs-rest F1 and MILCO recall.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from tqdm import tqdm
+
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision
+from mine_jepa_ros.detect.model import (
+    METADATA_KEY,
+    PROBE_MODES,
+    MineClassifier,
+    ModelMetadata,
+    build_backbone,
+    load_checkpoint,
+    save_checkpoint,
+)
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
+from mine_jepa_ros.training.augment import AUGMENTATIONS, augment
+from mine_jepa_ros.training.patches import PatchStore
+from mine_jepa_ros.training.schedule import warmup_cosine_lr
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class ProbeConfig:
+    mode: str = "linear"
+    init: str = "random"  # a checkpoint (e.g. pretrain's backbone.safetensors), 'random', 'timm' or timm weights
+    arch: str = "vit_tiny"  # used when init is not a mine_jepa checkpoint
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    balanced: bool = True  # weight the loss by inverse class frequency (rare objects are not ignored)
+    schedule: str = "cosine"  # 'cosine': 5 % linear warm-up then cosine decay to 0; 'constant'
+    standardise: bool = True  # frozen probes: train on features scaled to zero mean / unit variance (folded in after)
+
+
+def is_mine_jepa_checkpoint(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except Exception:
+        return False
+
+
+def _backbone_from(init: str, arch: str, window: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A mine_jepa checkpoint's backbone (e.g. pretrain's backbone.safetensors), or a timm init."""
+    path = Path(init)
+    if init not in ("random", "timm") and path.is_file() and is_mine_jepa_checkpoint(path):
+        model = load_checkpoint(path)
+        return model.backbone, {"init": str(path), "arch": model.metadata.arch, "pretrain": model.metadata.provenance}
+    return build_backbone(arch, window, init), {"init": init, "arch": arch}
+
+
+def _to_tensor(store: PatchStore, idx: np.ndarray, mean: float, std: float) -> torch.Tensor:
+    x = torch.from_numpy(np.asarray(store.patches[np.sort(idx)])).float().div_(255.0)
+    return ((x - mean) / std).unsqueeze(1)
+
+
+@torch.no_grad()
+def _features(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None, batch: int = 128) -> torch.Tensor:
+    backbone.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        with autocast_for(device, dtype):
+            out.append(backbone(x[i : i + batch].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def first_linear(head: torch.nn.Module) -> torch.nn.Linear:
+    layer = next((m for m in head.modules() if isinstance(m, torch.nn.Linear)), None)
+    if layer is None:
+        raise ValueError("head has no Linear layer")
+    return layer
+
+
+@torch.no_grad()
+def fold_standardisation(layer: torch.nn.Linear, centre: torch.Tensor, scale: torch.Tensor) -> None:
+    """Make ``layer(x)`` equal what it computed on ``(x - centre) / scale``, so the checkpoint takes raw features."""
+    layer.weight.div_(scale[None, :])
+    layer.bias.sub_(layer.weight @ centre)
+
+
+class ProbeSchedule:
+    """Sets every parameter group's learning rate before each step: warm-up + cosine, or constant."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: ProbeConfig, samples: int) -> None:
+        self.opt, self.cfg = opt, cfg
+        self.base = [float(group["lr"]) for group in opt.param_groups]
+        self.total = cfg.epochs * -(-samples // cfg.batch_size)
+        self.warmup = max(1, self.total // 20)
+        self.steps = 0
+
+    def step(self) -> None:
+        if self.cfg.schedule == "cosine":
+            for group, base in zip(self.opt.param_groups, self.base):
+                group["lr"] = warmup_cosine_lr(self.steps, self.total, self.warmup, base)
+        self.steps += 1
+
+
+def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = None, progress: bool = True) -> MineClassifier:
+    if cfg.mode not in PROBE_MODES:
+        raise UserError(f"probe mode {cfg.mode!r}: expected one of {sorted(PROBE_MODES)}")
+    if cfg.schedule not in SCHEDULES:
+        raise UserError(f"probe schedule {cfg.schedule!r}: expected one of {list(SCHEDULES)}")
+    train_idx = np.sort(store.indices("train", labelled=True))
+    if len(train_idx) == 0:
+        raise UserError(f"{store.path}: no labelled training patches")
+    device, warning = resolve_device(cfg.device)
+    if warning:
+        print(f"warning: {warning}")
+    dtype = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    backbone, provenance = _backbone_from(cfg.init, cfg.arch, store.window)
+    mean, std = store.mean_std(train_idx)
+    meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
+                         probe_mode=cfg.mode, class_names=store.classes, norm_mean=mean, norm_std=std,
+                         provenance={**provenance, "probe": asdict(cfg), "store": str(store.path),
+                                     "train_patches": int(len(train_idx))})
+    model = MineClassifier(meta, backbone).to(device)
+    x = _to_tensor(store, train_idx, mean, std)
+    y = torch.from_numpy(store.labels[train_idx].astype(np.int64))
+    g = torch.Generator().manual_seed(cfg.seed)
+    counts = torch.bincount(y, minlength=len(store.classes)).float()
+    weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).to(device) if cfg.balanced else None
+    start = time.perf_counter()
+    if cfg.mode in ("linear", "mlp"):
+        feats = _features(model.backbone, x, device, dtype)
+        standardise = cfg.standardise and len(feats) > 1  # one sample has no spread to divide by
+        centre, scale = feats.mean(dim=0), (feats.std(dim=0).clamp_min(1e-6) if standardise else torch.ones(feats.shape[1]))
+        if standardise:
+            feats = (feats - centre) / scale
+        model.backbone.requires_grad_(False)
+        head = model.head.to(device)
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = ProbeSchedule(opt, cfg, len(feats))
+        head.train()
+        for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode}", disable=not progress):
+            order = torch.randperm(len(feats), generator=g)
+            for i in range(0, len(order), cfg.batch_size):
+                sel = order[i : i + cfg.batch_size]
+                schedule.step()
+                if len(sel) < 2 and cfg.mode == "mlp":
+                    continue  # BatchNorm needs two samples
+                loss = F.cross_entropy(head(feats[sel].to(device)), y[sel].to(device), weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        if standardise:
+            fold_standardisation(first_linear(head), centre.to(device), scale.to(device))
+    else:
+        params = [{"params": model.backbone.parameters(), "lr": cfg.lr * 0.1},
+                  {"params": model.head.parameters(), "lr": cfg.lr}]
+        opt = torch.optim.AdamW(params, weight_decay=max(cfg.weight_decay, 0.05))
+        schedule = ProbeSchedule(opt, cfg, len(x))
+        model.train()
+        aug = AUGMENTATIONS["flips"]
+        aug_g = torch.Generator(device=device).manual_seed(cfg.seed)
+        for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode}", disable=not progress):
+            order = torch.randperm(len(x), generator=g)
+            for i in range(0, len(order), cfg.batch_size):
+                sel = order[i : i + cfg.batch_size]
+                schedule.step()
+                if len(sel) < 2:
+                    continue
+                xb = augment(x[sel].to(device) * std + mean, aug, aug_g)
+                xb = (xb - mean) / std
+                with autocast_for(device, dtype):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), y[sel].to(device), weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    model.eval()
+    model.metadata.provenance["probe_seconds"] = round(time.perf_counter() - start, 1)
+    if out is not None:
+        save_checkpoint(out, model)
+    return model
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    k = len(class_names)
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+
+    def f1_of(tp: float, fp: float, fn: float) -> float:
+        return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+    per_class = {name: f1_of(cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]) for i, name in enumerate(class_names)}
+    out: dict[str, Any] = {
+        "macro_f1": float(np.mean(list(per_class.values()))),
+        "per_class_f1": per_class,
+        "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+        "confusion": {"classes": class_names, "matrix": cm.tolist()},
+        "samples": int(cm.sum()),
+    }
+    if "MILCO" in class_names:
+        m = class_names.index("MILCO")
+        t, p = y_true == m, y_pred == m
+        tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
+        out["milco_vs_rest_f1"] = f1_of(tp, fp, fn)
+        out["milco_recall"] = tp / max(1, tp + fn)
+    return out
+
+
+def evaluate(model: MineClassifier | Path | str, store: PatchStore, split: str = "test", device: str = "auto",
+             precision: str = "auto") -> dict[str, Any]:
+    clf_model = load_checkpoint(model) if not isinstance(model, MineClassifier) else model
+    if list(clf_model.metadata.class_names) != store.classes:
+        raise UserError(f"model classes {clf_model.metadata.class_names} differ from the store's {store.classes}")
+    idx = np.sort(store.indices(split, labelled=True))
+    if len(idx) == 0:
+        raise UserError(f"{store.path}: no labelled {split} patches")
+    clf = PatchClassifier(clf_model, device=device, batch_size=128, precision=precision)
+    probs = clf.predict(np.asarray(store.patches[idx]).astype(np.float32) / 255.0)
+    metrics = classification_metrics(store.labels[idx].astype(np.int64), probs.argmax(1), store.classes)
+    metrics["split"] = split
+    return metrics
+
+
+def format_metrics(m: dict[str, Any]) -> str:
+    lines = [f"{m['samples']} {m['split']} patches: macro-F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f}"]
+    lines.append("per-class F1: " + ", ".join(f"{k} {v:.3f}" for k, v in m["per_class_f1"].items()))
+    if "milco_vs_rest_f1" in m:
+        lines.append(f"MILCO vs rest F1 {m['milco_vs_rest_f1']:.3f}, MILCO recall {m['milco_recall']:.3f}")
+    lines.append("confusion (rows true, cols predicted: " + ", ".join(m["confusion"]["classes"]) + "):")
+    lines.extend("  " + " ".join(f"{v:6d}" for v in row) for row in m["confusion"]["matrix"])
+    return "\n".join(lines)
+
+
+def plot_confusion(m: dict[str, Any], path: Path) -> Path:
+    fig, ax = pyplot().subplots(figsize=(4.8, 4.2))
+    draw_confusion(ax, m["confusion"]["matrix"], m["confusion"]["classes"],
+                   f"macro-F1 {m['macro_f1']:.3f}, acc {m['accuracy']:.3f}")
+    return save_figure(fig, path)

@@ -1,1 +1,0 @@
-"""Training tools: patch datasets, sonar augmentations, SIGReg and baselines, pretraining, probing."""
