@@ -148,6 +148,9 @@ def test_the_wheel_installs_one_package_and_the_recipes(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"mine_jepa_ros"}, top
+    packaged = {str(Path(n).parent) for n in names if n.endswith(".py")}
+    on_disk = {str(p.parent.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
+    assert on_disk <= packaged, f"not in the wheel: {on_disk - packaged}"
     shared = {n.split("/data/", 1)[1] for n in names if ".data/data/" in n}
     for recipe in ("smoke", "cpu", "paper", "real-eval-smoke", "real-eval-cpu"):
         assert f"share/mine_jepa_ros/training/{recipe}.yaml" in shared

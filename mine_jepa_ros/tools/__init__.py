@@ -1,0 +1,1 @@
+"""Whole-system runs: benchmark, soak test, demo."""

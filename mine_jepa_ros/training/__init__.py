@@ -1,0 +1,1 @@
+"""Training: patch stores, extraction, augmentations, SSL objectives, pretraining, probes, experiments."""
