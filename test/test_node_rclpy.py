@@ -234,6 +234,63 @@ def test_ping_rows_make_detections_stamped_like_their_pings(tmp_path: Path, busy
     assert code == 0, out
 
 
+def test_sigint_while_streaming_publishes_the_last_windows_without_a_traceback(
+        tmp_path: Path, busy_checkpoint: Path, ros_node: rclpy.node.Node, narrow_survey) -> None:  # type: ignore[no-untyped-def]
+    """The final flush (the border-aligned last windows and every open detection) is published and
+    acknowledged before the context shuts down: the node's output equals the offline pipeline's."""
+    from mine_jepa_ros.detect.classifier import PatchClassifier
+    from mine_jepa_ros.detect.model import load_checkpoint
+    from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
+
+    proc = start_node(tmp_path, "sss_stop", busy_checkpoint, input_mode="pings", thresholds=[0.34], precision="fp32",
+                      queue_depth=1000, input_topic="/t/stop")
+    deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    arrays: list = []  # type: ignore[type-arg]
+    diag: list = []  # type: ignore[type-arg]
+    subs = [ros_node.create_subscription(Detection2DArray, "/sss_stop/detections", arrays.append, deep),
+            ros_node.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 100)]
+    pub = ros_node.create_publisher(Image, "/t/stop", deep)
+    rows, stamps = narrow_survey.to_uint8()[:200], narrow_survey.ping_stamps_ns()[:200]
+    pings = [image(row[None], int(t)) for row, t in zip(rows, stamps)]
+
+    def received(n: int) -> bool:
+        for array in diag:
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if "sss_stop" in status.name and values.get("received") == str(n):
+                    return True
+        return False
+
+    try:
+        assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 60)
+        time.sleep(0.5)
+        for msg in pings:
+            pub.publish(msg)
+        assert spin_until(ros_node, lambda: received(len(pings)), 60), "the node did not receive every ping"
+    finally:
+        code, out = stop(proc)  # at once: pings still queued, the stream's last windows not yet out
+    spin_until(ros_node, lambda: False, 1.5)
+    for sub in subs:
+        ros_node.destroy_subscription(sub)
+    assert code == 0, out
+    assert "Traceback" not in out and "Failed to publish" not in out, out
+    assert "stopped: 200 received, 200 processed" in out, out
+
+    offline = DetectionPipeline(PatchClassifier(load_checkpoint(busy_checkpoint), device="cpu", precision="fp32"),
+                                PipelineConfig("pings", thresholds=0.34))
+    expected = [d for msg in pings for d in offline.process(msg).detections]  # type: ignore[union-attr]
+    flushed = offline.flush()
+    assert flushed is not None and flushed.detections, "nothing left for the final flush: the test would not bite"
+    expected += flushed.detections
+
+    def key(d) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+        return (d.results[0].hypothesis.class_id, round(d.bbox.center.position.x, 3), round(d.bbox.center.position.y, 3))
+
+    got = sorted(key(d) for a in arrays for d in a.detections)
+    want = sorted((e.class_name, round((e.box[1] + e.box[3]) / 2, 3), round((e.box[0] + e.box[2]) / 2, 3)) for e in expected)
+    assert got == want
+
+
 def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
     proc = start_node(tmp_path, "sss_bad", tmp_path / "absent.safetensors")
     out, _ = proc.communicate(timeout=60)

@@ -10,7 +10,8 @@ import pytest
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.model import load_checkpoint
-from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, SonarGeometry
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
+from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
@@ -105,3 +106,29 @@ def test_pings_overlay_shows_recent_history(classifier: PatchClassifier, narrow_
     overlays = [out.overlay for row in narrow_survey.to_uint8()[:300]
                 if (out := pipe.process(_frame(row[None]))) is not None and out.overlay is not None]
     assert overlays and overlays[-1].shape == (200, narrow_survey.width, 3)
+
+
+def test_thresholds_live_in_one_place(classifier: PatchClassifier, narrow_survey: Survey) -> None:
+    frame = _frame(narrow_survey.to_uint8()[:200])
+    pipe = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=0.99))
+    pipe.set_thresholds([LOW, LOW])
+    assert pipe.thresholds == [1.0, LOW, LOW] and list(pipe.config.thresholds) == [LOW, LOW]
+    fresh = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW))
+    changed, expected = pipe.process(frame), fresh.process(frame)
+    assert changed is not None and expected is not None and expected.detections
+    assert changed.detections == expected.detections
+    with pytest.raises(UserError, match="within"):
+        pipe.set_thresholds([2.0])
+    assert pipe.thresholds == [1.0, LOW, LOW]  # a refused change changes nothing
+
+
+def test_ground_range_and_geometry_from_values() -> None:
+    from mine_jepa_ros.geometry import ground_range_m
+
+    assert ground_range_m(5.0, 3.0) == pytest.approx(4.0)
+    assert ground_range_m(-5.0, 3.0) == pytest.approx(-4.0)  # the sign of the slant range is kept
+    assert ground_range_m(2.0, 3.0) == 0.0  # inside the water column
+    assert SonarGeometry.from_values(0.05, 3.0, 0.1) == SonarGeometry(0.05, 3.0, 0.1)
+    assert SonarGeometry.from_values(0.05, 0.0, 0.1) is None and SonarGeometry.from_values(0.0, 3.0, 0.1) is None
+    g = SonarGeometry(0.05, 3.0, 0.1)
+    assert g.position_m(10, 200 + 100, 400) == (pytest.approx(1.0), pytest.approx(4.0))

@@ -142,3 +142,40 @@ def test_extract_reads_xtf_and_mask_folders(tmp_path: Path) -> None:
                 shutil.copy(f, root / kind / f.name)
         assert main(["extract", "--masks", str(tmp_path / "sdvd"), "--out", str(tmp_path / "m_store")]) == 0
         assert PatchStore(tmp_path / "m_store").classes == ["background", "object"]
+
+
+@needs_xtf
+def test_xtf_skips_are_counted_by_reason_and_summarised_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyxtf
+
+    from mine_jepa_ros.io.xtf import SKIP_REASONS, read_xtf
+
+    real_read = pyxtf.xtf_read
+
+    def damaged(path: str):  # type: ignore[no-untyped-def]
+        header, packets = real_read(path)
+        sonar = packets[pyxtf.XTFHeaderType.sonar]
+        sonar[3].data = sonar[3].data[:1]
+        sonar[5].data = None
+        sonar[7].data = [sonar[7].data[0], sonar[7].data[1][:-10]]
+        sonar[9].data = [d[:512] for d in sonar[9].data]
+        return header, packets
+
+    monkeypatch.setattr(pyxtf, "xtf_read", damaged)
+    rec = read_xtf(XTF)
+    assert dict(rec.reasons) == {"channels missing": 2, "channel lengths differ": 1, "width changed": 1}
+    assert set(rec.reasons) <= set(SKIP_REASONS) and len(rec.pings) == 461 - 4
+    assert "ping 3 (number" in rec.skip_summary()
+    assert main(["import-xtf", str(XTF), "--out", str(tmp_path / "bag")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 1, out  # one summary line, not one line per ping
+    assert "4 ping(s) skipped: 2 x channels missing" in out
+
+
+@needs_xtf
+def test_replay_leaves_the_callers_options_alone(xtf_bag: Path, busy_checkpoint: Path, tmp_path: Path) -> None:
+    options = ReplayOptions(ping_spacing_m=0.1, thresholds=0.34, progress=False)
+    result = replay(xtf_bag, busy_checkpoint, tmp_path / "out", options)
+    assert options.geometry is None  # the geometry it derived from the bag's sonar info stays inside replay
+    assert result.detection_list and all("position_m" in d for d in result.detection_list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -241,6 +242,24 @@ def test_resume_reproduces_the_uninterrupted_run(store: PatchStore, tmp_path: Pa
         assert (tmp_path / "split" / name).stat().st_size > 0
     with pytest.raises(UserError, match="not empty"):
         Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "split", progress=False).run()
+
+
+def test_a_crash_between_the_step_log_and_the_state_repeats_no_step_after_resume(
+        store: PatchStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "crashed"
+    Pretrainer(SMALL_PRETRAIN, [store], out, progress=False).run(stop_after_epochs=1)
+
+    def crash(self: Pretrainer) -> Path:
+        raise OSError("disk gone")  # epoch 2's steps are in steps.csv, its state is not saved
+
+    with monkeypatch.context() as m:
+        m.setattr(Pretrainer, "save_state", crash)
+        with pytest.raises(OSError, match="disk gone"):
+            Pretrainer(SMALL_PRETRAIN, [store], out, progress=False).run(resume=True)
+    resumed = Pretrainer(SMALL_PRETRAIN, [store], out, progress=False).run(resume=True)
+    steps = [int(row["step"]) for row in csv.DictReader((out / "steps.csv").open())]
+    assert steps == list(range(len(steps))), "a step is logged twice or missing"
+    assert len(steps) == resumed.epochs_done * Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "n", progress=False).steps_per_epoch
 
 
 @pytest.mark.parametrize("mode", ["linear", "mlp", "finetune", "ft_mlp"])
