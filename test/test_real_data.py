@@ -112,6 +112,7 @@ def test_sdvd_windows_split_by_tile(tmp_path: Path) -> None:
                                             | {p.name for p in (root / "CleanedSDVD" / "train" / "images").iterdir()})
 
 
+@pytest.mark.slow
 @needs_sdvd
 def test_real_eval_smoke_on_a_few_tiles(tmp_path: Path) -> None:
     from mine_jepa_ros.training.real_eval import run_real_eval
@@ -122,9 +123,11 @@ def test_real_eval_smoke_on_a_few_tiles(tmp_path: Path) -> None:
         for f in sorted((SDVD / "SDVD" / "train" / kind).iterdir())[:8]:
             shutil.copy(f, root / kind / f.name)
     result = run_real_eval(tmp_path / "sdvd", None, tmp_path / "out", scale="smoke", device="cpu", progress=False)
-    assert [r["label"] for r in result["rows"]] == ["random init (no pretraining)", "SIGReg, synthetic only",
+    assert [r.label for r in result.rows] == ["random init (no pretraining)", "SIGReg, synthetic only",
                                                     "SIGReg, real only (SDVDs + XTF)", "SIGReg, Real+Syn"]
     assert "| SIGReg, Real+Syn |" in (tmp_path / "out" / "results.md").read_text()
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written == json.loads(json.dumps(result.to_dict())) and written["rows"][0]["metrics"]["samples"] > 0
 
 
 @needs_xtf

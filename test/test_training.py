@@ -31,6 +31,7 @@ from mine_jepa_ros.training.losses import (
 from mine_jepa_ros.training.patches import PatchBatch, PatchStore, PatchStoreWriter
 from mine_jepa_ros.training.pretrain import Pretrainer
 from mine_jepa_ros.training.probe import (
+    ClassificationMetrics,
     ProbeConfig,
     ProbeSchedule,
     classification_metrics,
@@ -84,6 +85,7 @@ def test_sigreg_gradient_is_finite_and_pushes_towards_gaussian() -> None:
     assert invariance_loss(torch.ones(3, 5, 4)).item() == 0.0
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_a_tiny_vit_lower_the_loss() -> None:
     torch.manual_seed(0)
     from mine_jepa_ros.detect.model import build_backbone
@@ -227,6 +229,7 @@ SMALL_PRETRAIN = PretrainConfig(epochs=2, batch_size=8, views=2, proj_hidden=32,
                                 warmup_epochs=0.5, device="cpu", precision="fp32")
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(store: PatchStore, tmp_path: Path) -> None:
     straight = Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "straight", progress=False).run()
     Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "split", progress=False).run(stop_after_epochs=1)
@@ -244,6 +247,7 @@ def test_resume_reproduces_the_uninterrupted_run(store: PatchStore, tmp_path: Pa
         Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "split", progress=False).run()
 
 
+@pytest.mark.slow
 def test_a_crash_between_the_step_log_and_the_state_repeats_no_step_after_resume(
         store: PatchStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "crashed"
@@ -269,7 +273,7 @@ def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStor
     model = load_checkpoint(out)
     assert model.metadata.probe_mode == mode and model.metadata.class_names == store.classes
     metrics = evaluate(out, store, "test", device="cpu")
-    assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["samples"] == len(store.indices("test", True))
+    assert 0.0 <= metrics.macro_f1 <= 1.0 and metrics.samples == len(store.indices("test", True))
 
 
 def test_standardisation_folds_exactly_into_the_head() -> None:
@@ -333,10 +337,11 @@ def test_classification_metrics_by_hand() -> None:
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_pred = np.array([0, 1, 1, 1, 2, 0])
     m = classification_metrics(y_true, y_pred, ["background", "MILCO", "NOMBO"])
-    assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["per_class_f1"]["MILCO"] == pytest.approx(0.8) and m["per_class_f1"]["NOMBO"] == pytest.approx(2 / 3)
-    assert m["milco_recall"] == 1.0 and m["milco_vs_rest_f1"] == pytest.approx(0.8)
-    assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m.accuracy == pytest.approx(4 / 6)
+    assert m.per_class_f1["MILCO"] == pytest.approx(0.8) and m.per_class_f1["NOMBO"] == pytest.approx(2 / 3)
+    assert m.milco_recall == 1.0 and m.milco_vs_rest_f1 == pytest.approx(0.8)
+    assert m.confusion["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert ClassificationMetrics.from_dict(json.loads(json.dumps(m.to_dict()))) == m  # what is written reads back
 
 
 def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -354,6 +359,7 @@ def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, ca
     assert load_checkpoint(tmp_path / "model.safetensors").metadata.provenance["pretrain"]["pretrain"]["method"] == "sigreg"
 
 
+@pytest.mark.slow
 def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--only", "random init,SIGReg",
             "--device", "cpu", "--seeds", "0,1"]

@@ -124,7 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.png:
         plot_confusion(metrics, args.png)
     if args.json:
-        print_json(metrics)
+        print_json(metrics.to_dict())
     else:
         print(format_metrics(metrics))
     return 0
@@ -190,14 +190,14 @@ def add_real_eval(sub: Subcommands) -> None:
 
 
 def run_real_eval_cmd(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.training.real_eval import real_markdown, run_real_eval
+    from mine_jepa_ros.training.real_eval import run_real_eval
 
     xtf = args.xtf if str(args.xtf) else None
     if xtf is not None and not xtf.is_file():
         raise UserError(f"{xtf}: no such XTF file (pass --xtf '' to leave it out)")
     scale = args.recipe.stem if args.recipe else args.scale
     result = run_real_eval(args.sdvd, xtf, args.out, scale, args.device, args.seed, recipe=args.recipe)
-    print(real_markdown(result))
+    print(result.markdown())
     return 0
 
 

@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.training.extract import extract_simulator
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.pretrain import Pretrainer
-from mine_jepa_ros.training.probe import ProbeConfig, evaluate, train_probe
+from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
 from mine_jepa_ros.training.recipes import ExperimentRecipe, experiment_recipe
 
 # (label, pretraining method or None, augmentation)
@@ -60,56 +60,125 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+@dataclass
+class SeedResult:
+    """One row's result with one training seed (cached as ``RUN/seedK/metrics.json``)."""
+
+    seed: int
+    metrics: dict[str, ClassificationMetrics]  # probe mode -> held-out scores
+    minutes: float
+    pretrain_minutes: float
+    probe_minutes: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "metrics": {k: m.to_dict() for k, m in self.metrics.items()}, "minutes": self.minutes,
+                "pretrain_minutes": self.pretrain_minutes, "probe_minutes": self.probe_minutes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeedResult:
+        return cls(seed=int(data["seed"]), metrics={k: ClassificationMetrics.from_dict(m) for k, m in data["metrics"].items()},
+                   minutes=float(data["minutes"]), pretrain_minutes=float(data["pretrain_minutes"]),
+                   probe_minutes=float(data["probe_minutes"]))
+
+
+def summarise(per_seed: list[SeedResult]) -> dict[str, dict[str, Any]]:
     """Mean and standard deviation over seeds of the headline metrics, per probe."""
     out: dict[str, dict[str, Any]] = {}
     for probe in PROBES:
-        ms = [s["metrics"][probe] for s in per_seed]
+        ms = [s.metrics[probe] for s in per_seed]
         entry: dict[str, Any] = {}
         for key in SUMMARY_KEYS:
-            entry[key], entry[f"{key}_std"] = _mean_std([float(m.get(key, 0.0)) for m in ms])
-        entry["per_class_f1"] = {c: _mean_std([m["per_class_f1"][c] for m in ms])[0] for c in ms[0]["per_class_f1"]}
-        entry["samples"] = ms[0]["samples"]
+            entry[key], entry[f"{key}_std"] = _mean_std([float(getattr(m, key) or 0.0) for m in ms])
+        entry["per_class_f1"] = {c: _mean_std([m.per_class_f1[c] for m in ms])[0] for c in ms[0].per_class_f1}
+        entry["samples"] = ms[0].samples
         out[probe] = entry
     return out
 
 
 @dataclass
+class ExperimentRow:
+    """One line of the table: a pretraining method, its seeds and their summary."""
+
+    label: str
+    method: str
+    augment: str
+    init: str
+    per_seed: list[SeedResult]
+    models: str
+
+    @property
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        return summarise(self.per_seed)
+
+    @property
+    def minutes(self) -> float:
+        return statistics.fmean(p.minutes for p in self.per_seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "method": self.method, "augment": self.augment, "init": self.init,
+                "metrics": self.metrics, "per_seed": [p.to_dict() for p in self.per_seed], "minutes": self.minutes,
+                "models": self.models}
+
+
+@dataclass
+class Ordering:
+    """One of the paper's orderings as measured here, paired by seed."""
+
+    better: str
+    worse: str
+    probe: str
+    mean_diff: float
+    std_diff: float
+    wins: int
+    seeds: int
+
+    @property
+    def verdict(self) -> str:
+        if self.wins == self.seeds:
+            return "holds on every seed"
+        return "holds on average only" if self.mean_diff > 0 else "does NOT hold"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+@dataclass
 class ExperimentResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[ExperimentRow] = field(default_factory=list)
     store: str = ""
     scale: str = ""
     seeds: list[int] = field(default_factory=list)
 
-    def row(self, label: str) -> dict[str, Any] | None:
-        return next((r for r in self.rows if r["label"] == label), None)
+    def row(self, label: str) -> ExperimentRow | None:
+        return next((r for r in self.rows if r.label == label), None)
 
-    def orderings(self) -> list[dict[str, Any]]:
+    def orderings(self) -> list[Ordering]:
         """The paper's orderings as measured here: mean difference and how many seeds agree."""
         found = []
         for better, worse, probe in ORDERINGS:
             a, b = self.row(better), self.row(worse)
             if a is None or b is None:
                 continue
-            fa = {s["seed"]: s["metrics"][probe]["macro_f1"] for s in a["per_seed"]}
-            fb = {s["seed"]: s["metrics"][probe]["macro_f1"] for s in b["per_seed"]}
+            fa = {s.seed: s.metrics[probe].macro_f1 for s in a.per_seed}
+            fb = {s.seed: s.metrics[probe].macro_f1 for s in b.per_seed}
             common = sorted(set(fa) & set(fb))
             if not common:
                 continue
             diffs = [fa[s] - fb[s] for s in common]
             mean, std = _mean_std(diffs)
-            wins = sum(d > 0 for d in diffs)
-            verdict = "holds on every seed" if wins == len(common) else "holds on average only" if mean > 0 else "does NOT hold"
-            found.append({"better": better, "worse": worse, "probe": probe, "mean_diff": mean, "std_diff": std,
-                          "wins": wins, "seeds": len(common), "verdict": verdict})
+            found.append(Ordering(better, worse, probe, mean, std, sum(d > 0 for d in diffs), len(common)))
         return found
+
+    def to_dict(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"scale": self.scale, "config": config, "seeds": self.seeds, "rows": [r.to_dict() for r in self.rows],
+                "orderings": [o.to_dict() for o in self.orderings()]}
 
     def markdown(self) -> str:
         def cell(entry: dict[str, Any], key: str, n: int) -> str:
             return f"{entry[key]:.3f} ± {entry[key + '_std']:.3f}" if n > 1 else f"{entry[key]:.3f}"
 
         seeds = f"seeds {', '.join(map(str, self.seeds))} (mean ± std where a row has several)"
-        samples = self.rows[0]["metrics"]["finetune"]["samples"] if self.rows else 0
+        samples = self.rows[0].per_seed[0].metrics["finetune"].samples if self.rows else 0
         lines = [
             f"Scale `{self.scale}`, store `{self.store}`, {samples} labelled test patches from held-out surveys, {seeds}. "
             "Linear: frozen backbone + linear head. Fine-tuned: backbone and head trained on the labelled "
@@ -120,24 +189,25 @@ class ExperimentResult:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
-            lin, ft = r["metrics"]["linear"], r["metrics"]["finetune"]
-            n = len(r["per_seed"])
+            summary = r.metrics
+            lin, ft = summary["linear"], summary["finetune"]
+            n = len(r.per_seed)
             lines.append(
-                f"| {r['label']} | {r['init']} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
+                f"| {r.label} | {r.init} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
                 f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | {ft['milco_vs_rest_f1']:.3f} | "
-                f"{ft['milco_recall']:.3f} | {r['minutes']:.1f} |"
+                f"{ft['milco_recall']:.3f} | {r.minutes:.1f} |"
             )
         checks = self.orderings()
         if checks:
             lines += ["", "Orderings the paper reports, measured here (macro-F1 difference, paired by seed):", ""]
             for c in checks:
-                lines.append(f"- {c['better']} > {c['worse']} ({'fine-tuned' if c['probe'] == 'finetune' else 'linear'}): "
-                             f"{c['verdict']}, {c['mean_diff']:+.3f} ± {c['std_diff']:.3f}, better on {c['wins']} of {c['seeds']} seeds")
+                lines.append(f"- {c.better} > {c.worse} ({'fine-tuned' if c.probe == 'finetune' else 'linear'}): "
+                             f"{c.verdict}, {c.mean_diff:+.3f} ± {c.std_diff:.3f}, better on {c.wins} of {c.seeds} seeds")
         return "\n".join(lines) + "\n"
 
 
 def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int,
-              device: str, progress: bool, report_only: bool = False) -> dict[str, Any] | None:
+              device: str, progress: bool, report_only: bool = False) -> SeedResult | None:
     """Pretrain (unless ``method`` is None) and probe one row with one seed; cached in ``run_dir``.
 
     With ``report_only`` nothing is trained: the cached result, or None when there is none."""
@@ -150,7 +220,7 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
     if done.is_file():
         cached = json.loads(done.read_text())
         if cached.get("settings") == json.loads(json.dumps(settings, default=str)):
-            return dict(cached["result"])
+            return SeedResult.from_dict(cached["result"])
     if report_only:
         return None
     backbone, pretrain_minutes = "random", 0.0  # the baseline starts from random weights
@@ -165,9 +235,8 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
         model = train_probe(store, replace(probe_cfg, init=backbone), run_dir / f"model_{mode}.safetensors", progress=progress)
         metrics[mode] = evaluate(model, store, "test", device=device)
     probe_minutes = (time.perf_counter() - start) / 60
-    result = {"seed": seed, "metrics": metrics, "minutes": pretrain_minutes + probe_minutes,
-              "pretrain_minutes": pretrain_minutes, "probe_minutes": probe_minutes}
-    write_json_atomic(done, {"settings": settings, "result": result})
+    result = SeedResult(seed, metrics, pretrain_minutes + probe_minutes, pretrain_minutes, probe_minutes)
+    write_json_atomic(done, {"settings": settings, "result": result.to_dict()})
     return result
 
 
@@ -211,15 +280,12 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
             if done is None:
                 continue
             per_seed.append(done)
-            print(f"{label}, seed {s}: macro-F1 linear {done['metrics']['linear']['macro_f1']:.3f}, "
-                  f"fine-tuned {done['metrics']['finetune']['macro_f1']:.3f} ({done['minutes']:.1f} min)")
+            print(f"{label}, seed {s}: macro-F1 linear {done.metrics['linear'].macro_f1:.3f}, "
+                  f"fine-tuned {done.metrics['finetune'].macro_f1:.3f} ({done.minutes:.1f} min)")
         if not per_seed:
             continue
-        row = {"label": label, "method": method or "none", "augment": aug,
-               "init": sc.pretrain.init if method is not None else "random", "metrics": summarise(per_seed),
-               "per_seed": per_seed, "minutes": statistics.fmean(p["minutes"] for p in per_seed), "models": str(out / name)}
-        result.rows.append(row)
-        write_json_atomic(out / "results.json", {"scale": scale, "config": asdict(sc), "seeds": seeds, "rows": result.rows,
-                                          "orderings": result.orderings()})
-        (out / "results.md").write_text(result.markdown())
+        result.rows.append(ExperimentRow(label, method or "none", aug, sc.pretrain.init if method is not None else "random",
+                                         per_seed, str(out / name)))
+        write_json_atomic(out / "results.json", result.to_dict(asdict(sc)))
+        write_text_atomic(out / "results.md", result.markdown())
     return result

@@ -36,7 +36,7 @@ from mine_jepa_ros.detect.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, augment
 from mine_jepa_ros.training.patches import PatchStore
@@ -208,7 +208,28 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
 # -- evaluation -----------------------------------------------------------------------------------
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+@dataclass
+class ClassificationMetrics:
+    """Scores of a classifier on labelled patches; ``to_dict`` is its JSON form (``from_dict`` reads it back)."""
+
+    macro_f1: float
+    per_class_f1: dict[str, float]
+    accuracy: float
+    confusion: dict[str, Any]  # {"classes": [...], "matrix": rows true, columns predicted}
+    samples: int
+    milco_vs_rest_f1: float | None = None  # where a class is called MILCO
+    milco_recall: float | None = None
+    split: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassificationMetrics:
+        return cls(**data)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> ClassificationMetrics:
     k = len(class_names)
     cm = np.zeros((k, k), np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
@@ -217,49 +238,46 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
         return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
     per_class = {name: f1_of(cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]) for i, name in enumerate(class_names)}
-    out: dict[str, Any] = {
-        "macro_f1": float(np.mean(list(per_class.values()))),
-        "per_class_f1": per_class,
-        "accuracy": float(np.trace(cm) / max(1, cm.sum())),
-        "confusion": {"classes": class_names, "matrix": cm.tolist()},
-        "samples": int(cm.sum()),
-    }
+    out = ClassificationMetrics(
+        macro_f1=float(np.mean(list(per_class.values()))), per_class_f1=per_class,
+        accuracy=float(np.trace(cm) / max(1, cm.sum())), confusion={"classes": class_names, "matrix": cm.tolist()},
+        samples=int(cm.sum()),
+    )
     if "MILCO" in class_names:
         m = class_names.index("MILCO")
         t, p = y_true == m, y_pred == m
         tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
-        out["milco_vs_rest_f1"] = f1_of(tp, fp, fn)
-        out["milco_recall"] = tp / max(1, tp + fn)
+        out.milco_vs_rest_f1 = f1_of(tp, fp, fn)
+        out.milco_recall = tp / max(1, tp + fn)
     return out
 
 
 def evaluate(model: MineClassifier | Path | str, store: PatchStore, split: str = "test", device: str = "auto",
-             precision: str = "auto") -> dict[str, Any]:
+             precision: str = "auto") -> ClassificationMetrics:
     clf_model = load_checkpoint(model) if not isinstance(model, MineClassifier) else model
     if list(clf_model.metadata.class_names) != store.classes:
         raise UserError(f"model classes {clf_model.metadata.class_names} differ from the store's {store.classes}")
     idx = np.sort(store.indices(split, labelled=True))
     if len(idx) == 0:
-        raise UserError(f"{store.path}: no labelled {split} patches")
+        raise StoreError(f"{store.path}: no labelled {split} patches")
     clf = PatchClassifier(clf_model, device=device, batch_size=128, precision=precision)
     probs = clf.predict(np.asarray(store.patches[idx]).astype(np.float32) / 255.0)
     metrics = classification_metrics(store.labels[idx].astype(np.int64), probs.argmax(1), store.classes)
-    metrics["split"] = split
+    metrics.split = split
     return metrics
 
 
-def format_metrics(m: dict[str, Any]) -> str:
-    lines = [f"{m['samples']} {m['split']} patches: macro-F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f}"]
-    lines.append("per-class F1: " + ", ".join(f"{k} {v:.3f}" for k, v in m["per_class_f1"].items()))
-    if "milco_vs_rest_f1" in m:
-        lines.append(f"MILCO vs rest F1 {m['milco_vs_rest_f1']:.3f}, MILCO recall {m['milco_recall']:.3f}")
-    lines.append("confusion (rows true, cols predicted: " + ", ".join(m["confusion"]["classes"]) + "):")
-    lines.extend("  " + " ".join(f"{v:6d}" for v in row) for row in m["confusion"]["matrix"])
+def format_metrics(m: ClassificationMetrics) -> str:
+    lines = [f"{m.samples} {m.split} patches: macro-F1 {m.macro_f1:.3f}, accuracy {m.accuracy:.3f}"]
+    lines.append("per-class F1: " + ", ".join(f"{k} {v:.3f}" for k, v in m.per_class_f1.items()))
+    if m.milco_vs_rest_f1 is not None and m.milco_recall is not None:
+        lines.append(f"MILCO vs rest F1 {m.milco_vs_rest_f1:.3f}, MILCO recall {m.milco_recall:.3f}")
+    lines.append("confusion (rows true, cols predicted: " + ", ".join(m.confusion["classes"]) + "):")
+    lines.extend("  " + " ".join(f"{v:6d}" for v in row) for row in m.confusion["matrix"])
     return "\n".join(lines)
 
 
-def plot_confusion(m: dict[str, Any], path: Path) -> Path:
+def plot_confusion(m: ClassificationMetrics, path: Path) -> Path:
     fig, ax = pyplot().subplots(figsize=(4.8, 4.2))
-    draw_confusion(ax, m["confusion"]["matrix"], m["confusion"]["classes"],
-                   f"macro-F1 {m['macro_f1']:.3f}, acc {m['accuracy']:.3f}")
+    draw_confusion(ax, m.confusion["matrix"], m.confusion["classes"], f"macro-F1 {m.macro_f1:.3f}, acc {m.accuracy:.3f}")
     return save_figure(fig, path)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
 from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.training.extract import extract_bags, extract_simulator
 from mine_jepa_ros.training.patches import PatchBatch, PatchStore, PatchStoreWriter
 from mine_jepa_ros.training.pretrain import Pretrainer
-from mine_jepa_ros.training.probe import ProbeConfig, evaluate, train_probe
+from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
 from mine_jepa_ros.training.recipes import real_eval_recipe
 
 MASK_CLASSES = ("background", "object")
@@ -67,7 +67,7 @@ def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride:
 
 
 def run_real_eval(sdvd_root: Path, xtf: Path | None, out: Path, scale: str = "cpu", device: str = "auto", seed: int = 0,
-                  progress: bool = True, recipe: Path | None = None) -> dict[str, Any]:
+                  progress: bool = True, recipe: Path | None = None) -> RealEvalResult:
     """Every row on the SDVDs test split, sized by ``training/real-eval-SCALE.yaml`` (or ``recipe``)."""
     sc = real_eval_recipe(scale, recipe)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,12 +105,12 @@ def run_real_eval(sdvd_root: Path, xtf: Path | None, out: Path, scale: str = "cp
         model = train_probe(sdvd, ProbeConfig(mode="linear", init=init, epochs=sc.probe_epochs, seed=seed, device=device),
                             progress=progress)
         metrics = evaluate(model, sdvd, "test", device=device)
-        rows.append({"label": label, "metrics": metrics, "minutes": (time.perf_counter() - start) / 60,
-                     "pretrain_patches": sum(len(s.indices("train")) for s in stores) if stores else 0})
-        print(f"{label}: object F1 {metrics['per_class_f1']['object']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
-    result = {"scale": scale, "config": asdict(sc), "rows": rows, "test_windows": int(len(sdvd.indices("test", True)))}
-    write_json_atomic(out / "results.json", result)
-    (out / "results.md").write_text(real_markdown(result))
+        rows.append(RealEvalRow(label, metrics, (time.perf_counter() - start) / 60,
+                                sum(len(s.indices("train")) for s in stores) if stores else 0))
+        print(f"{label}: object F1 {metrics.per_class_f1['object']:.3f}, macro-F1 {metrics.macro_f1:.3f}")
+    result = RealEvalResult(scale, asdict(sc), rows, int(len(sdvd.indices("test", True))))
+    write_json_atomic(out / "results.json", result.to_dict())
+    write_text_atomic(out / "results.md", result.markdown())
     return result
 
 
@@ -118,12 +118,35 @@ def _cached(path: Path, make: Any) -> PatchStore:
     return PatchStore(path) if (path / "meta.json").is_file() else make(path)
 
 
-def real_markdown(result: dict[str, Any]) -> str:
-    lines = [f"Object vs background on {result['test_windows']} held-out SDVDs windows (split by tile), linear probe on "
-             f"frozen features, scale `{result['scale']}` (same pretraining budget for every SIGReg row).", "",
-             "| backbone | pretraining patches | object F1 | macro-F1 | accuracy | minutes |", "|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        m = r["metrics"]
-        lines.append(f"| {r['label']} | {r['pretrain_patches']} | {m['per_class_f1']['object']:.3f} | {m['macro_f1']:.3f} | "
-                     f"{m['accuracy']:.3f} | {r['minutes']:.1f} |")
-    return "\n".join(lines) + "\n"
+@dataclass
+class RealEvalRow:
+    label: str
+    metrics: ClassificationMetrics
+    minutes: float
+    pretrain_patches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "metrics": self.metrics.to_dict(), "minutes": self.minutes,
+                "pretrain_patches": self.pretrain_patches}
+
+
+@dataclass
+class RealEvalResult:
+    scale: str
+    config: dict[str, Any]
+    rows: list[RealEvalRow]
+    test_windows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "config": self.config, "rows": [r.to_dict() for r in self.rows],
+                "test_windows": self.test_windows}
+
+    def markdown(self) -> str:
+        lines = [f"Object vs background on {self.test_windows} held-out SDVDs windows (split by tile), linear probe on "
+                 f"frozen features, scale `{self.scale}` (same pretraining budget for every SIGReg row).", "",
+                 "| backbone | pretraining patches | object F1 | macro-F1 | accuracy | minutes |", "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            m = r.metrics
+            lines.append(f"| {r.label} | {r.pretrain_patches} | {m.per_class_f1['object']:.3f} | {m.macro_f1:.3f} | "
+                         f"{m.accuracy:.3f} | {r.minutes:.1f} |")
+        return "\n".join(lines) + "\n"
