@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A second environment with the ROS 2 Jazzy wheels (one distro per environment: both wheel sets
+# install the same module names); `make test` runs the real-rclpy tests in it too.
+JAZZY_VENV := .venv-jazzy
+JAZZY_BIN := $(JAZZY_VENV)/bin
+JAZZY_STAMP := $(JAZZY_VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test ros bench venv clean
+.PHONY: demo test test-quick ros ros-jazzy bench venv clean
 
 venv: $(STAMP)
 
@@ -15,16 +20,32 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install -q -e '.[xtf,export,test]'
 	touch $(STAMP)
 
-# ROS 2 Kilted wheels from PyPI + vision_msgs built from its .msg files (cached; see README).
-# A failed build does not stop the tests: the real-rclpy tests then skip and say why.
+$(JAZZY_STAMP): setup.py
+	test -x $(JAZZY_BIN)/python || $(PYTHON) -m venv $(JAZZY_VENV)
+	$(JAZZY_BIN)/python -m pip install -q --upgrade pip
+	$(JAZZY_BIN)/python -m pip install -q -e '.[xtf,test]'
+	touch $(JAZZY_STAMP)
+
+# ROS 2 wheels from PyPI + vision_msgs built from its .msg files (cached; see README): Kilted into
+# .venv, Jazzy into .venv-jazzy. A failed build does not stop the tests: the real-rclpy tests then
+# skip and say why.
 ros: $(STAMP)
-	-$(BIN)/python -m mine_jepa_ros.interfaces.build
+	-$(BIN)/python -m mine_jepa_ros.interfaces.build --distro kilted
+
+ros-jazzy: $(JAZZY_STAMP)
+	-$(JAZZY_BIN)/python -m mine_jepa_ros.interfaces.build --distro jazzy
 
 demo: $(STAMP)
 	$(BIN)/python -m mine_jepa_ros.tools.demo --out $(DEMO_OUT)
 
-test: $(STAMP) ros
+test: $(STAMP) ros ros-jazzy
 	$(BIN)/python -m pytest -q
+	@echo "== the real-rclpy tests (marker ros) again, under ROS 2 Jazzy in $(JAZZY_VENV) =="
+	$(JAZZY_BIN)/python -m pytest -q -m ros
+
+# The quick subset (no slow tests; about half a minute).
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/mine-jepa bench

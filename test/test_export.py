@@ -15,6 +15,8 @@ from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim.survey import Survey
 
+pytestmark = pytest.mark.slow  # builds and checks ONNX graphs
+
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install '.[export]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
 

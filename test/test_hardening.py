@@ -122,6 +122,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mine_jepa_ros.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_bad_files_give_one_line_errors_and_nonzero_exit(tmp_path: Path, checkpoint: Path, narrow_survey) -> None:  # type: ignore[no-untyped-def]
     from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 
@@ -168,6 +169,7 @@ def test_bad_files_give_one_line_errors_and_nonzero_exit(tmp_path: Path, checkpo
 # -- training faults ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_during_pretraining_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator
 
@@ -228,6 +230,7 @@ def test_unwritable_or_full_output_fails_at_start(tmp_path: Path, monkeypatch: p
 # -- sustained load ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_soak_short_mode_memory_flat_and_drops_accounted() -> None:
     from mine_jepa_ros.tools.soak import SoakConfig, run_soak
 

@@ -30,6 +30,8 @@ from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 from mine_jepa_ros.io.image_codec import encode_image  # noqa: E402
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]  # subprocess nodes talking DDS
+
 DOMAIN = 10 + os.getpid() % 90
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

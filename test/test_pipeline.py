@@ -11,8 +11,8 @@ import pytest
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
-from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.sim import Survey

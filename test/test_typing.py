@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_mypy_passes() -> None:
     pytest.importorskip("mypy", reason="mypy not installed")
     try:

