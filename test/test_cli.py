@@ -16,11 +16,16 @@ def test_simulate_writes_a_readable_bag_and_png(tmp_path: Path, capsys: pytest.C
     out = tmp_path / "bag"
     png = tmp_path / "scene.png"
     code = main(["simulate", "--out", str(out), "--storage", "sqlite3", "--mode", "pings", "--pings", "200",
-                 "--samples-per-side", "128", "--max-range", "15", "--altitude", "2", "--seed", "4", "--png", str(png)])
+                 "--samples-per-side", "128", "--max-range", "15", "--altitude", "2", "--seed", "4", "--png", str(png),
+                 "--objects-png", str(tmp_path / "objects.png")])
     assert code == 0
     assert "wrote" in capsys.readouterr().out
     assert sum(1 for _ in iter_images(out)) == 200
     assert png.stat().st_size > 1000
+    import cv2
+
+    gallery = cv2.imread(str(tmp_path / "objects.png"))
+    assert gallery.shape[0] == 192 and gallery.shape[1] % 192 == 0  # one 96x96 crop per object, zoomed 2x
     read_detections(out, DEFAULT_GT_TOPIC)
 
 

@@ -44,12 +44,13 @@ def add_simulate(sub: Subcommands) -> None:
     p.add_argument("--distro", choices=["humble", "jazzy", "kilted"], default="jazzy",
                    help="ROS 2 distribution whose message definitions go into the bag")
     p.add_argument("--png", type=Path, default=None, help="also save the waterfall with its boxes as a PNG")
+    p.add_argument("--objects-png", type=Path, default=None, help="also save 96x96 crops centred on each object as a PNG")
     p.set_defaults(func=run_simulate)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
-    from mine_jepa_ros.sim.pictures import save_survey_png
+    from mine_jepa_ros.sim.pictures import save_object_gallery, save_survey_png
     from mine_jepa_ros.sim.survey import simulate_survey
 
     if args.out.exists():
@@ -80,10 +81,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     write_survey_bag(survey, args.out, options)
     if args.png:
         save_survey_png(survey, args.png)
+    if args.objects_png:
+        save_object_gallery(survey, args.objects_png)
     counts = {name: sum(o.class_name == name for o in survey.objects) for name in ("MILCO", "NOMBO")}
     print(
         f"wrote {args.out} ({args.storage}, {args.mode}): {config.pings} pings x {2 * config.samples_per_side} "
-        f"samples, objects {counts}" + (f"; picture {args.png}" if args.png else "")
+        f"samples, objects {counts}" + "".join(f"; picture {p}" for p in (args.png, args.objects_png) if p)
     )
     return 0
 

@@ -205,7 +205,7 @@ class HealthMonitor:
             "dropped": str(queue.dropped), "queued": str(len(queue)), "windows": str(s.windows),
             "detections": str(s.detections), "published": str(w.published), "gaps": str(w.gaps),
             "internal_errors": str(w.errors), "last_latency_s": f"{w.last_latency_s:.3f}",
-            "max_latency_s": f"{w.max_latency_s:.3f}", "device": clf.device_name,
+            "max_latency_s": f"{w.max_latency_s:.3f}", "busy_s": f"{w.busy_s:.1f}", "device": clf.device_name,
             "batch_size": str(clf.batch_size), "input_mode": pipeline.config.input_mode,
             "precision": clf.precision_name, "last_error": s.last_error, "health_window_s": f"{self.window_s:g}",
         }

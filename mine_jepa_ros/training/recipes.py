@@ -72,7 +72,9 @@ def find_recipe(file_name: str) -> Path:
         if (folder / file_name).is_file():
             return folder / file_name
     looked = ", ".join(str(d) for d in recipe_dirs())
-    raise RecipeError(f"{file_name}: no such recipe (looked in {looked}); pass --recipe FILE for your own")
+    prefix = "real-eval-" if file_name.startswith("real-eval-") else ""
+    raise RecipeError(f"{file_name}: no such recipe (looked in {looked}; scales there: {', '.join(scale_names(prefix))}); "
+                      "pass --recipe FILE for your own")
 
 
 def scale_names(prefix: str = "") -> list[str]:
