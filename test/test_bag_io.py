@@ -11,11 +11,13 @@ from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.io.bag import (
     DEFAULT_GT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
+    INFO_TOPIC,
     ReadStats,
     atomic_bag_writer,
     iter_images,
     list_topics,
     read_detections,
+    read_sonar_info,
 )
 from mine_jepa_ros.io.image_codec import encode_compressed, encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
@@ -114,7 +116,12 @@ def test_missing_topic_names_it_and_lists_the_bag(tmp_path: Path, small_survey: 
         list(iter_images(bag, "/no/such/topic"))
     with pytest.raises(BagError, match="is vision_msgs/msg/Detection2DArray"):
         list(iter_images(bag, DEFAULT_GT_TOPIC))
-    assert list_topics(bag) == {DEFAULT_IMAGE_TOPIC: "sensor_msgs/msg/Image", DEFAULT_GT_TOPIC: "vision_msgs/msg/Detection2DArray"}
+    assert list_topics(bag) == {DEFAULT_IMAGE_TOPIC: "sensor_msgs/msg/Image", DEFAULT_GT_TOPIC: "vision_msgs/msg/Detection2DArray",
+                                INFO_TOPIC: "std_msgs/msg/String"}
+    info = read_sonar_info(bag)  # the geometry replay needs for metric scoring
+    cfg = small_survey.config
+    assert (info["slant_resolution_m"], info["altitude_m_median"], info["ping_spacing_m"]) == (
+        cfg.slant_resolution_m, cfg.altitude_m, cfg.ping_spacing_m)
 
 
 def test_missing_and_foreign_bags(tmp_path: Path) -> None:

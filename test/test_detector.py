@@ -56,20 +56,40 @@ def test_thresholds_forms_and_errors() -> None:
         thresholds_for(NAMES, 1.5)
 
 
-def _merge(positions: list[tuple[int, int]], labels: list[int], scores: list[float]) -> list:  # type: ignore[type-arg]
+def _probs(labels: list[int], scores: list[float]) -> np.ndarray:
+    """Class probabilities whose arg-max is ``label`` with probability ``score`` (> 1/3)."""
+    probs = np.array([[(1 - s) / 2] * 3 for s in scores], np.float32)
+    probs[np.arange(len(labels)), labels] = scores
+    return probs
+
+
+def _merge(positions: list[tuple[int, int]], labels: list[int], scores: list[float], thr: float = 0.34) -> list:  # type: ignore[type-arg]
     merger = WindowMerger(96, NAMES)
-    merger.add(np.array(positions).reshape(-1, 2), np.array(labels), np.array(scores))
+    merger.add(np.array(positions).reshape(-1, 2), _probs(labels, scores), thresholds_for(NAMES, thr))
     return merger.flush()
 
 
-def test_overlapping_windows_of_one_class_merge() -> None:
+def test_overlapping_windows_of_one_class_make_one_localised_detection() -> None:
     dets = _merge([(0, 0), (0, 64), (64, 64), (0, 500), (300, 0)], [1, 1, 1, 1, 2], [0.6, 0.9, 0.7, 0.8, 0.95])
-    boxes = {(d.class_name, d.box, round(d.score, 2)) for d in dets}
-    assert boxes == {
-        ("MILCO", (0.0, 0.0, 160.0, 160.0), 0.9),
-        ("MILCO", (0.0, 500.0, 96.0, 596.0), 0.8),
-        ("NOMBO", (300.0, 0.0, 396.0, 96.0), 0.95),
-    }
+    assert sorted((d.class_name, round(d.score, 2)) for d in dets) == [("MILCO", 0.8), ("MILCO", 0.9), ("NOMBO", 0.95)]
+    single = {d.class_name: d.box for d in dets if d.score != pytest.approx(0.9)}
+    assert single == {"MILCO": (0.0, 500.0, 96.0, 596.0), "NOMBO": (300.0, 0.0, 396.0, 96.0)}  # one window: itself
+    merged = next(d for d in dets if d.score == pytest.approx(0.9))
+    # centre: window centres (48, 48), (48, 112), (112, 112) weighted by p - 0.34 + 0.01
+    w = np.array([0.27, 0.57, 0.37])
+    expected = (w @ [48, 48, 112] / w.sum(), w @ [48, 112, 112] / w.sum())
+    assert merged.centre == pytest.approx(expected)
+    r0, c0, r1, c1 = merged.box  # covers where the windows holding the centre agree, inside their union
+    assert 0 <= r0 <= 64 and 96 <= r1 <= 160 and 0 <= c0 <= 64 and c1 == pytest.approx(160)
+    assert (r1 - r0) * (c1 - c0) < 160 * 160  # tighter than the union of the windows
+
+
+def test_a_component_with_two_separate_peaks_is_two_detections() -> None:
+    dets = _merge([(0, 0), (0, 64), (0, 128)], [1, 1, 1], [0.9, 0.5, 0.85])
+    assert len(dets) == 2
+    centres = sorted(d.centre[1] for d in dets)
+    assert centres[0] < 64 < 128 < centres[1]  # each near its own peak window (centres 48 and 176)
+    assert _merge([(0, 0), (0, 64)], [1, 1], [0.9, 0.5])[0].centre[1] < 80  # one peak: one detection
 
 
 def test_windows_of_different_classes_or_background_do_not_merge() -> None:
@@ -81,7 +101,7 @@ def test_merging_is_independent_of_order_and_streaming() -> None:
     rng = np.random.default_rng(3)
     positions = np.array([(r, c) for r in range(0, 2000, 64) for c in range(0, 640, 64)])
     labels = rng.choice([0, 0, 0, 1, 2], size=len(positions))
-    scores = rng.random(len(positions))
+    scores = rng.uniform(0.34, 1.0, len(positions))
     reference = _merge(positions.tolist(), labels.tolist(), scores.tolist())
     order = rng.permutation(len(positions))
     shuffled = _merge(positions[order].tolist(), labels[order].tolist(), scores[order].tolist())
@@ -91,7 +111,7 @@ def test_merging_is_independent_of_order_and_streaming() -> None:
     streamed = []
     for row in range(0, 2000, 64):
         sel = positions[:, 0] == row
-        merger.add(positions[sel], labels[sel], scores[sel])
+        merger.add(positions[sel], _probs(labels[sel].tolist(), scores[sel].tolist()), thresholds_for(NAMES, 0.34))
         streamed += merger.finalize(row + 96 - 96)  # rows seen = row + 96; future windows start >= rows seen - 96
     streamed += merger.flush()
     assert sorted(streamed, key=lambda d: d.box) == sorted(reference, key=lambda d: d.box)

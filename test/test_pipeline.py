@@ -49,9 +49,12 @@ def test_streaming_and_frame_paths_give_identical_detections(classifier: PatchCl
     streamed += final.detections
     windows += len(final.tiles_positions)
 
-    key = lambda d: (d.box, d.class_name)  # noqa: E731
+    # The same windows make the same detections; the two paths batch windows differently, so the
+    # probabilities (and the centres weighted by them) agree to float precision, not bit for bit.
+    key = lambda d: (d.class_name, round(d.box[0]), round(d.box[1]))  # noqa: E731
     a, b = sorted(streamed, key=key), sorted(whole.detections, key=key)
-    assert [(d.box, d.class_name) for d in a] == [(d.box, d.class_name) for d in b]
+    assert [d.class_name for d in a] == [d.class_name for d in b]
+    assert np.allclose([d.box for d in a], [d.box for d in b], atol=0.01)
     assert [d.score for d in a] == pytest.approx([d.score for d in b], abs=1e-5)
     assert windows == len(whole.tiles_positions)  # every window classified exactly once
     for det in streamed:  # each detection is stamped with the time of its centre ping

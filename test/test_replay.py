@@ -10,7 +10,6 @@ import pytest
 
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
-from mine_jepa_ros.detect.scoring import Scorer, match_detections, window_truth
 from mine_jepa_ros.io.bag import (
     ReadStats,
     atomic_bag_writer,
@@ -19,7 +18,6 @@ from mine_jepa_ros.io.bag import (
     list_topics,
     read_detections,
 )
-from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory
 from mine_jepa_ros.sim import Survey
@@ -63,7 +61,17 @@ def test_replay_pings_json(tmp_path: Path, narrow_survey: Survey, busy_checkpoin
                  "--thresholds", "0.34", "--json", "--slant-resolution", "0.1", "--altitude", "2", "--ping-spacing", "0.05"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["mode"] == "pings" and result["images"] == narrow_survey.config.pings
-    assert result["metrics"]["detections"]["MILCO"]["objects"] == sum(o.class_name == "MILCO" for o in narrow_survey.objects)
+    metrics = result["metrics"]
+    milco = metrics["detections"]["MILCO"]
+    assert milco["objects"] == sum(o.class_name == "MILCO" for o in narrow_survey.objects)
+    assert {"pd", "precision", "false_alarms", "false_alarms_per_km2", "localisation_error_m"} <= set(milco)
+    assert milco["false_alarms"] == milco["detections"] - milco["matched"] and 0 <= milco["pd"] <= 1
+    assert metrics["area_km2"] > 0 and milco["false_alarms_per_km2"] == pytest.approx(milco["false_alarms"] / metrics["area_km2"])
+    froc = metrics["froc"]["MILCO"]
+    assert len(froc) > 10 and {"threshold", "pd", "false_alarms_per_km2"} <= set(froc[0])
+    at_op = next(p for p in froc if p["threshold"] == 0.34)  # the sweep re-makes exactly what was published
+    assert (at_op["pd"], at_op["false_alarms"]) == (milco["pd"], milco["false_alarms"])
+    assert metrics["window_confusion"]["matrix"]  # window-level metrics kept beside them
     outputs = read_detections(tmp_path / "out", DETECTIONS_TOPIC)
     assert len(outputs) == narrow_survey.config.pings + 1  # one per ping + the end-of-stream flush
     dets = [d for _, ds in outputs for d in ds]
@@ -96,17 +104,3 @@ def test_replay_without_ground_truth(tmp_path: Path, narrow_survey: Survey, chec
     result = replay(tmp_path / "bag", checkpoint, tmp_path / "out", ReplayOptions(progress=False))
     assert result.metrics is None and result.images == 3 and result.skipped == 0
     assert len(read_detections(tmp_path / "out", DETECTIONS_TOPIC)) == 3
-
-
-def test_scoring_rules() -> None:
-    gt = [Detection("MILCO", 1.0, (10, 10, 20, 30)), Detection("NOMBO", 1.0, (200, 200, 210, 220))]
-    dets = [Detection("MILCO", 0.9, (0, 0, 96, 96)), Detection("MILCO", 0.8, (0, 0, 96, 96)), Detection("NOMBO", 0.7, (0, 0, 50, 50))]
-    assert match_detections(dets, gt) == ([True, False, False], [True, False])
-    positions = np.array([[0, 0], [0, 150], [150, 150], [180, 150]])
-    assert window_truth(positions, 96, gt, ["background", "MILCO", "NOMBO"]).tolist() == [1, 0, 2, 2]
-    partial = np.array([[0, 25]])  # overlaps the MILCO box without its centre (15, 20)
-    assert window_truth(partial, 96, gt, ["background", "MILCO", "NOMBO"]).tolist() == [-1]
-    scorer = Scorer(["background", "MILCO", "NOMBO"], 96)
-    scorer.add_detections(dets, gt)
-    m = scorer.metrics()["detections"]
-    assert m["MILCO"]["precision"] == 0.5 and m["MILCO"]["recall"] == 1.0 and m["NOMBO"]["recall"] == 0.0

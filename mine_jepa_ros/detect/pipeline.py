@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for, window_labels
+from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geometry import SonarGeometry
@@ -146,12 +146,12 @@ class DetectionPipeline:
         self.config.overlay = on
 
     # -- shared ---------------------------------------------------------------------------------
-    def _classify(self, tiles: Tiles) -> tuple[np.ndarray, np.ndarray]:
+    def _classify(self, tiles: Tiles) -> np.ndarray:
         if len(tiles) == 0:
-            return np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.int64)
+            return np.zeros((0, len(self.class_names)), np.float32)
         probs = self.classifier.predict(tiles.patches)
         self.stats.windows += len(tiles)
-        return probs, window_labels(probs, self.thresholds)
+        return probs
 
     def _with_positions(self, detections: list[Detection], stream: bool, width: int) -> list[Detection]:
         geo = self.config.geometry
@@ -195,9 +195,9 @@ class DetectionPipeline:
             raise InputError("height/width", f"image {h}x{w} is smaller than the {self.window}x{self.window} window",
                              reason="size")
         tiles = self._frame_tiler.tile(pixels)
-        probs, labels = self._classify(tiles)
+        probs = self._classify(tiles)
         merger = WindowMerger(self.window, self.class_names)
-        merger.add(tiles.positions, labels, probs.max(axis=1))
+        labels = merger.add(tiles.positions, probs, self.thresholds)
         detections = self._with_positions(merger.flush(), stream=False, width=w)
         overlay = draw_detections(pixels, detections) if self.config.overlay else None
         return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay)
@@ -221,8 +221,8 @@ class DetectionPipeline:
         return self._stream_output(header, tiles, flushing=False)
 
     def _stream_output(self, header: Any, tiles: Tiles, flushing: bool) -> PipelineOutput:
-        probs, labels = self._classify(tiles)
-        self._merger.add(tiles.positions, labels, probs.max(axis=1) if len(probs) else np.zeros(0))
+        probs = self._classify(tiles)
+        labels = self._merger.add(tiles.positions, probs, self.thresholds)
         if flushing:
             done = self._merger.flush()
         else:
@@ -232,6 +232,16 @@ class DetectionPipeline:
         if self.config.overlay and (len(tiles) or detections):
             overlay = self._stream_overlay(detections)
         return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay)
+
+    @property
+    def stream_width(self) -> int:
+        """Samples per ping of the current ping stream (0 before the first ping)."""
+        return self._stream_width
+
+    @property
+    def stream_rows(self) -> int:
+        """Pings seen since the stream started."""
+        return self._stream_tiler.rows_seen
 
     def flush(self) -> PipelineOutput | None:
         """End of a ping stream: classify the border-aligned last windows and publish what is open."""

@@ -20,7 +20,7 @@ from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
-from mine_jepa_ros.detect.scoring import Scorer
+from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.bag import (
@@ -61,6 +61,8 @@ class ReplayOptions:
     report_max_images: int = 12
     geometry: SonarGeometry | None = None
     ping_spacing_m: float = 0.0  # with a bag's sonar info (import-xtf), enables metric positions
+    match_distance_m: float = 2.0  # a detection matches an object whose centre is this close (geometry known)
+    match_pixels: float = 48.0  # the same without geometry, in pixels
     distro: str = "jazzy"
     progress: bool = True
 
@@ -121,9 +123,10 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         raise BagError(f"{out}: exists already; not overwriting")
     topics = list_topics(bag)
     sonar_info = read_sonar_info(bag, opts.distro) if topics.get(INFO_TOPIC) == STRING_TYPE else {}
-    if opts.geometry is None:  # the bag's sonar info (import-xtf) and --ping-spacing, when both are there
+    if opts.geometry is None:  # the bag's sonar info (import-xtf, simulate) and --ping-spacing where it has none
+        spacing = opts.ping_spacing_m or float(sonar_info.get("ping_spacing_m") or 0.0)
         geometry = SonarGeometry.from_values(float(sonar_info.get("slant_resolution_m") or 0.0),
-                                             float(sonar_info.get("altitude_m_median") or 0.0), opts.ping_spacing_m)
+                                             float(sonar_info.get("altitude_m_median") or 0.0), spacing)
         opts = replace(opts, geometry=geometry)
     image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
     if image_topic is None:
@@ -143,9 +146,11 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     if gt_topic:
         for stamp, dets in read_detections(bag, gt_topic, distro=opts.distro):
             truth_by_stamp.setdefault(stamp, []).extend(dets)
-    scorer = Scorer(pipeline.class_names, pipeline.window) if gt_topic else None
+    scorer = Scorer(pipeline.class_names, pipeline.window, opts.geometry,
+                    MatchGate(opts.match_distance_m, opts.match_pixels)) if gt_topic else None
     stream_dets: list[Detection] = []
-    stream_windows: list[tuple[np.ndarray, np.ndarray]] = []
+    stream_windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # positions, probabilities, labels
+    frame_row = 0  # pings before the current frame
     report_frames: list[tuple[np.ndarray, list[Detection], list[Detection]]] = []
     report_rows: list[np.ndarray] = []
     max_report_rows = 4096
@@ -181,29 +186,32 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             emit(output, timestamp)
             if mode == "frames":
                 truth = truth_by_stamp.get(stamp_ns(msg.header), [])
+                pixels = decode_image(msg).pixels
                 if scorer is not None:
-                    scorer.add_detections(output.detections, truth)
-                    scorer.add_windows(output.tiles_positions, output.labels, truth)
+                    scene = Scene(output.tiles_positions, output.probabilities, truth, pixels.shape[1], pixels.shape[0],
+                                  frame_row)
+                    scorer.add(scene, output.detections, output.labels)
+                frame_row += pixels.shape[0]
                 if opts.report_dir is not None and len(report_frames) < opts.report_max_images:
-                    report_frames.append((decode_image(msg).pixels, output.detections, truth))
+                    report_frames.append((pixels, output.detections, truth))
             else:
                 stream_dets.extend(output.detections)
-                stream_windows.append((output.tiles_positions, output.labels))
+                stream_windows.append((output.tiles_positions, output.probabilities, output.labels))
                 if opts.report_dir is not None and sum(len(r) for r in report_rows) < max_report_rows:
                     report_rows.append(decode_image(msg).pixels)
         final = pipeline.flush()
         if final is not None:
             emit(final, last_t)
             stream_dets.extend(final.detections)
-            stream_windows.append((final.tiles_positions, final.labels))
+            stream_windows.append((final.tiles_positions, final.probabilities, final.labels))
     seconds = time.perf_counter() - start
 
-    if mode == "pings" and scorer is not None:
+    if mode == "pings" and scorer is not None and stream_windows:
         truth = [d for dets in truth_by_stamp.values() for d in dets]
-        scorer.add_detections(stream_dets, truth)
-        for positions, labels in stream_windows:
-            scorer.add_windows(positions, labels, truth)
-    metrics = scorer.metrics() if scorer is not None else None
+        positions, probs, labels = (np.concatenate([w[k] for w in stream_windows]) for k in range(3))
+        scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows)
+        scorer.add(scene, stream_dets, labels)
+    metrics = scorer.metrics(pipeline.thresholds) if scorer is not None else None
     if mode == "pings":
         detection_list = [locate(d, sonar_info) for d in stream_dets]
     else:
@@ -240,15 +248,23 @@ def locate(det: Detection, info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def format_metrics(metrics: dict[str, object]) -> str:
+def _num(value: object, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
     """The replay metrics as a small text table (per-class detections, window confusion)."""
-    lines = ["class    precision  recall  f1     detections  objects"]
-    per_class = metrics["detections"]
-    assert isinstance(per_class, dict)
-    for name, m in per_class.items():
-        lines.append(f"{name:8s} {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:.3f}  {m['detections']:10d}  {m['objects']:7d}")
+    match = metrics["match"]
+    area = metrics["area_km2"]
+    unit = match["unit"]
+    lines = [f"detections matched to objects within {match['gate']:g} {unit}, one to one; seabed covered "
+             + (f"{area:.4f} km2" if area else "unknown (no sonar geometry: no false alarms per km2)"),
+             f"class    threshold  Pd     precision  false alarms  per km2   loc. error ({unit})  detections  objects"]
+    for name, m in metrics["detections"].items():
+        lines.append(f"{name:8s} {_num(m.get('threshold'), '9.2f')}  {m['pd']:.3f}  {m['precision']:9.3f}  "
+                     f"{m['false_alarms']:12d}  {_num(m['false_alarms_per_km2'], '8.0f')}  "
+                     f"{_num(m[f'localisation_error_{unit}'], '15.2f')}  {m['detections']:10d}  {m['objects']:7d}")
     conf = metrics["window_confusion"]
-    assert isinstance(conf, dict)
     lines.append(f"window confusion (rows true, cols predicted: {', '.join(conf['classes'])}):")
     lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in conf["matrix"])
     lines.append(f"window accuracy {metrics['window_accuracy']:.3f}, macro-F1 {metrics['window_macro_f1']:.3f}")
@@ -256,7 +272,7 @@ def format_metrics(metrics: dict[str, object]) -> str:
 
 
 def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.ndarray, list[Detection], list[Detection]]]) -> None:
-    """Overlay PNGs (detections, ground truth dashed cyan), metrics.json and metrics.png."""
+    """Overlay PNGs (detections, ground truth dashed cyan), metrics.json, metrics.png and froc.png."""
     report_dir.mkdir(parents=True, exist_ok=True)
     for i, (pixels, dets, truth) in enumerate(frames):
         rows = pixels.shape[0]
@@ -266,20 +282,45 @@ def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.n
     write_json_atomic(report_dir / "metrics.json", result.to_dict())
     if result.metrics:
         plot_metrics(result.metrics, report_dir / "metrics.png")
+        plot_froc(result.metrics, report_dir / "froc.png")
 
 
 def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
+    """Per-class Pd / precision at the thresholds in force, and the window confusion matrix."""
     plt = pyplot()
     per_class = metrics["detections"]
     names = list(per_class)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     x = np.arange(len(names))
-    for k, key in enumerate(("precision", "recall", "f1")):
+    for k, key in enumerate(("pd", "precision", "f1")):
         ax1.bar(x + (k - 1) * 0.25, [per_class[n][key] for n in names], 0.25, label=key)
     ax1.set_xticks(x, names)
     ax1.set_ylim(0, 1)
-    ax1.set_title("detections vs ground truth")
+    ax1.set_title(f"detections vs ground truth (gate {metrics['match']['gate']:g} {metrics['match']['unit']})")
     ax1.legend()
     conf = metrics["window_confusion"]
     draw_confusion(ax2, conf["matrix"], conf["classes"], f"windows (macro-F1 {metrics['window_macro_f1']:.3f})")
+    save_figure(fig, path)
+
+
+def plot_froc(metrics: dict[str, Any], path: Path) -> None:
+    """Pd against false alarms per km² (or false alarms, without geometry) as the threshold sweeps,
+    with the operating point in force marked on each curve."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    per_km2 = metrics["area_km2"] is not None
+    key = "false_alarms_per_km2" if per_km2 else "false_alarms"
+    for name, points in metrics["froc"].items():
+        line, = ax.plot([p[key] for p in points], [p["pd"] for p in points], marker=".", label=name)
+        op = metrics["detections"][name]
+        ax.plot([op[key]], [op["pd"]], marker="o", ms=10, mfc="none", color=line.get_color())
+        if op.get("threshold") is not None:
+            ax.annotate(f"t={op['threshold']:.2f}", (op[key], op["pd"]), textcoords="offset points", xytext=(6, -12))
+    ax.set_xlabel("false alarms per km²" if per_km2 else "false alarms")
+    ax.set_ylabel("probability of detection (Pd)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"FROC (match within {metrics['match']['gate']:g} {metrics['match']['unit']}; circle = operating point)")
+    ax.legend()
     save_figure(fig, path)

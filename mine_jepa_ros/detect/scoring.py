@@ -1,42 +1,143 @@
-"""Scoring detections and windows against ground truth.
+"""Scoring a detector as mine countermeasures judge one, and its windows as the paper does.
 
-Detections: a detection matches a ground-truth object of the same class when the object's box
-centre lies inside the detection's box; matching is greedy by descending score and each object
-is matched at most once. Precision = matched detections / detections, recall = matched objects /
-objects, per class.
+**Detections.** A detection matches a ground-truth object of its class when their centres lie
+within a gate: ``MatchGate.metres`` (2 m) where the sonar geometry is known, else
+``MatchGate.pixels``; matching is one-to-one, greedy by descending score, each detection taking
+the nearest free object in its gate. Per class: Pd = matched objects / objects, precision =
+matched detections / detections, false alarms = unmatched detections, false alarms per km² of
+seabed covered (area = track length × ground-range swath on both sides, the nadir gap excluded),
+the localisation error of matched detections (m, or pixels without geometry) and the FROC curve:
+Pd against false alarms per km² as the threshold sweeps, the detections re-made from the stored
+window probabilities at each threshold exactly as the pipeline makes them
+(:func:`~mine_jepa_ros.detect.merging.detections_from_windows`).
 
-Windows: a window's true label is the class of a ground-truth object whose box centre lies inside
-the window (the nearest centre if several), background when the window overlaps no ground-truth
-box, and it is left out when it overlaps a box without holding its centre (partly seen objects
-are neither clean positives nor clean background).
+Metric centres: a detection's from its pixel centre and the geometry, with its rows counted from
+the survey's first ping (``Scene.row_offset`` for frames); a ground-truth object's from its
+metric position when the message carries one (the object itself, not the centre of its box,
+which also covers the shadow), else from its box centre.
+
+**Windows.** A window's true label is the class of a ground-truth object whose box centre lies in
+the window (the nearest if several), background when it overlaps no ground-truth box, and it is
+left out when it overlaps a box without holding its centre.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from mine_jepa_ros.detect.merging import detections_from_windows
+from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.detections import Detection
+
+FROC_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.34, 0.99, 27), 3))
+"""Thresholds swept for the FROC curve (below 1/3 every arg-max of three classes passes)."""
 
 
 def f1(precision: float, recall: float) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def match_detections(detections: Sequence[Detection], truth: Sequence[Detection]) -> tuple[list[bool], list[bool]]:
-    """(detection matched?, truth matched?) flags, greedy by score, same class, centre inside box."""
-    det_ok = [False] * len(detections)
-    gt_ok = [False] * len(truth)
-    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
-    for i in order:
-        det = detections[i]
-        for j, gt in enumerate(truth):
-            if not gt_ok[j] and gt.class_name == det.class_name and det.contains(*gt.centre):
-                det_ok[i] = gt_ok[j] = True
-                break
-    return det_ok, gt_ok
+@dataclass(frozen=True)
+class MatchGate:
+    """How close a detection's centre must be to an object's: metres with geometry, else pixels."""
+
+    metres: float = 2.0
+    pixels: float = 48.0
+
+
+@dataclass
+class Scene:
+    """One scored image: a waterfall frame, or a whole ping stream, with its windows and truth."""
+
+    positions: np.ndarray  # (N, 2) window top-left rows, cols
+    probabilities: np.ndarray  # (N, classes)
+    truth: list[Detection]
+    width: int
+    rows: int  # pings in the scene
+    row_offset: int = 0  # pings before it in the survey (frames), for absolute along-track positions
+
+
+def swath_area_km2(rows: int, width: int, geometry: SonarGeometry) -> float:
+    """Seabed covered by ``rows`` pings of ``width`` samples: track length x both sides' ground range."""
+    ground = ground_range_m((width / 2) * geometry.slant_resolution_m, geometry.altitude_m)
+    return rows * geometry.ping_spacing_m * 2 * ground / 1e6
+
+
+@dataclass
+class ClassScore:
+    objects: int = 0
+    detections: int = 0
+    matched: int = 0
+    errors: list[float] = field(default_factory=list)
+
+    @property
+    def pd(self) -> float:
+        return self.matched / self.objects if self.objects else 0.0
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.detections if self.detections else 0.0
+
+    @property
+    def false_alarms(self) -> int:
+        return self.detections - self.matched
+
+
+class DetectionMatcher:
+    """Centres in metres (with geometry) or pixels, and the one-to-one greedy match within the gate."""
+
+    def __init__(self, geometry: SonarGeometry | None, gate: MatchGate) -> None:
+        self.geometry = geometry
+        self.gate = gate.metres if geometry is not None else gate.pixels
+        self.unit = "m" if geometry is not None else "px"
+
+    def centre(self, det: Detection, scene: Scene, truth: bool) -> tuple[float, float]:
+        row, col = det.centre
+        if self.geometry is None:
+            return row, col
+        if truth and det.position_m is not None:
+            return det.position_m
+        return self.geometry.position_m(row + scene.row_offset, col, scene.width)
+
+    def match(self, detections: Sequence[Detection], scene: Scene) -> list[tuple[int, int, float]]:
+        """``(detection index, truth index, distance)`` of every match."""
+        truth_xy = [self.centre(t, scene, truth=True) for t in scene.truth]
+        taken = [False] * len(scene.truth)
+        pairs = []
+        for i in sorted(range(len(detections)), key=lambda k: -detections[k].score):
+            det = detections[i]
+            x, y = self.centre(det, scene, truth=False)
+            best, best_d = -1, math.inf
+            for j, gt in enumerate(scene.truth):
+                if taken[j] or gt.class_name != det.class_name:
+                    continue
+                d = math.hypot(x - truth_xy[j][0], y - truth_xy[j][1])
+                if d <= self.gate and d < best_d:
+                    best, best_d = j, d
+            if best >= 0:
+                taken[best] = True
+                pairs.append((i, best, best_d))
+        return pairs
+
+
+def froc_auc(points: Sequence[dict[str, float]], max_fa_per_km2: float) -> float:
+    """Area under Pd(false alarms per km²) from 0 to ``max_fa_per_km2``, divided by that range
+    (1 = every object found with no false alarm); Pd at a false-alarm rate is the best Pd among
+    the operating points at or below it."""
+    if max_fa_per_km2 <= 0:
+        raise ValueError("max_fa_per_km2 must be > 0")
+    pts = sorted((p["false_alarms_per_km2"], p["pd"]) for p in points if p["false_alarms_per_km2"] is not None)
+    area, best, last = 0.0, 0.0, 0.0
+    for fa, pd in pts:
+        if fa >= max_fa_per_km2:
+            break
+        area += best * (fa - last)
+        best, last = max(best, pd), fa
+    return (area + best * (max_fa_per_km2 - last)) / max_fa_per_km2
 
 
 def window_truth(positions: np.ndarray, window: int, truth: Sequence[Detection], class_names: Sequence[str]) -> np.ndarray:
@@ -59,47 +160,77 @@ def window_truth(positions: np.ndarray, window: int, truth: Sequence[Detection],
     return labels.astype(np.int64)
 
 
-@dataclass
 class Scorer:
-    """Accumulates detection matches and the window confusion matrix over a replay."""
+    """Accumulates scenes (their windows, the detections made from them and the truth) over a replay."""
 
-    class_names: list[str]
-    window: int
-    tp: dict[str, int] = field(default_factory=dict)
-    n_det: dict[str, int] = field(default_factory=dict)
-    n_gt: dict[str, int] = field(default_factory=dict)
-    matched_gt: dict[str, int] = field(default_factory=dict)
-    confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    def __init__(self, class_names: Sequence[str], window: int, geometry: SonarGeometry | None = None,
+                 gate: MatchGate = MatchGate(), froc_thresholds: Sequence[float] = FROC_THRESHOLDS) -> None:
+        self.class_names = list(class_names)
+        self.window = window
+        self.matcher = DetectionMatcher(geometry, gate)
+        self.geometry = geometry
+        self.froc_thresholds = list(froc_thresholds)
+        self.scenes: list[tuple[Scene, list[Detection]]] = []
+        self.confusion = np.zeros((len(self.class_names),) * 2, np.int64)
 
-    def __post_init__(self) -> None:
-        k = len(self.class_names)
-        self.confusion = np.zeros((k, k), np.int64)
-        for name in self.class_names[1:]:
-            self.tp[name] = self.n_det[name] = self.n_gt[name] = self.matched_gt[name] = 0
-
-    def add_detections(self, detections: Sequence[Detection], truth: Sequence[Detection]) -> None:
-        det_ok, gt_ok = match_detections(detections, truth)
-        for det, ok in zip(detections, det_ok):
-            if det.class_name in self.n_det:
-                self.n_det[det.class_name] += 1
-                self.tp[det.class_name] += int(ok)
-        for gt, ok in zip(truth, gt_ok):
-            if gt.class_name in self.n_gt:
-                self.n_gt[gt.class_name] += 1
-                self.matched_gt[gt.class_name] += int(ok)
-
-    def add_windows(self, positions: np.ndarray, predicted: np.ndarray, truth: Sequence[Detection]) -> None:
-        true = window_truth(positions, self.window, truth, self.class_names)
+    def add(self, scene: Scene, detections: Sequence[Detection], labels: np.ndarray) -> None:
+        """One scene with the detections the pipeline made for it and its windows' predicted labels."""
+        self.scenes.append((scene, list(detections)))
+        true = window_truth(scene.positions, self.window, scene.truth, self.class_names)
         keep = true >= 0
-        np.add.at(self.confusion, (true[keep], predicted[keep]), 1)
+        np.add.at(self.confusion, (true[keep], labels[keep]), 1)
 
-    def metrics(self) -> dict[str, object]:
+    @property
+    def area_km2(self) -> float | None:
+        if self.geometry is None:
+            return None
+        return sum(swath_area_km2(s.rows, s.width, self.geometry) for s, _ in self.scenes)
+
+    def _score(self, made: list[tuple[Scene, list[Detection]]]) -> dict[str, ClassScore]:
+        scores = {name: ClassScore() for name in self.class_names[1:]}
+        for scene, dets in made:
+            for gt in scene.truth:
+                if gt.class_name in scores:
+                    scores[gt.class_name].objects += 1
+            for det in dets:
+                if det.class_name in scores:
+                    scores[det.class_name].detections += 1
+            for i, _j, dist in self.matcher.match(dets, scene):
+                score = scores[dets[i].class_name]
+                score.matched += 1
+                score.errors.append(dist)
+        return scores
+
+    def _per_km2(self, count: int) -> float | None:
+        area = self.area_km2
+        return count / area if area else None
+
+    def froc(self) -> dict[str, list[dict[str, float | None]]]:
+        """Per class, one point per swept threshold: threshold, Pd, false alarms (per km²)."""
+        curves: dict[str, list[dict[str, float | None]]] = {name: [] for name in self.class_names[1:]}
+        for t in self.froc_thresholds:
+            thresholds = [1.0] + [t] * (len(self.class_names) - 1)
+            made = [(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
+                                                    self.class_names)) for scene, _ in self.scenes]
+            for name, s in self._score(made).items():
+                curves[name].append({"threshold": t, "pd": s.pd, "false_alarms": s.false_alarms,
+                                     "false_alarms_per_km2": self._per_km2(s.false_alarms)})
+        return curves
+
+    def metrics(self, thresholds: Sequence[float] | None = None) -> dict[str, object]:
+        """Detection metrics at the thresholds in force (``thresholds``: per class, background's
+        first, only reported), the FROC curves and the window metrics."""
         per_class = {}
-        for name in self.class_names[1:]:
-            p = self.tp[name] / self.n_det[name] if self.n_det[name] else 0.0
-            r = self.matched_gt[name] / self.n_gt[name] if self.n_gt[name] else 0.0
-            per_class[name] = {"precision": p, "recall": r, "f1": f1(p, r), "detections": self.n_det[name],
-                               "objects": self.n_gt[name]}
+        error_key = f"localisation_error_{self.matcher.unit}"
+        for k, (name, s) in enumerate(self._score(self.scenes).items(), start=1):
+            per_class[name] = {
+                "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd), "false_alarms": s.false_alarms,
+                "false_alarms_per_km2": self._per_km2(s.false_alarms),
+                error_key: float(np.mean(s.errors)) if s.errors else None,
+                "detections": s.detections, "objects": s.objects, "matched": s.matched,
+            }
+            if thresholds is not None:
+                per_class[name]["threshold"] = float(thresholds[k])
         cm = self.confusion
         window_f1 = {}
         for k, name in enumerate(self.class_names):
@@ -109,6 +240,9 @@ class Scorer:
         total = int(cm.sum())
         return {
             "detections": per_class,
+            "match": {"gate": self.matcher.gate, "unit": self.matcher.unit},
+            "area_km2": self.area_km2,
+            "froc": self.froc(),
             "window_confusion": {"classes": self.class_names, "matrix": cm.tolist()},
             "window_accuracy": float(np.trace(cm) / total) if total else 0.0,
             "window_macro_f1": float(np.mean(list(window_f1.values()))) if total else 0.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,8 @@ from mine_jepa_ros.io.bag import (
     DEFAULT_IMAGE_TOPIC,
     DETECTION_TYPE,
     IMAGE_TYPES,
+    INFO_TOPIC,
+    STRING_TYPE,
     Storage,
     atomic_bag_writer,
 )
@@ -40,7 +43,8 @@ class SurveyBagOptions:
 
 
 def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions = SurveyBagOptions()) -> Path:
-    """Write a survey as waterfall frames or one ping per message, plus its ground truth.
+    """Write a survey as waterfall frames or one ping per message, plus its ground truth and, on
+    :data:`~mine_jepa_ros.io.bag.INFO_TOPIC`, its sonar geometry (what replay needs for metres).
 
     Frames: each ``Image`` holds ``frame_height`` pings (the last frame may be shorter) and is
     stamped with the time of its first ping; a ``Detection2DArray`` with the same header holds
@@ -56,12 +60,20 @@ def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions
     pixels = survey.to_uint8() if options.encoding == "mono8" else survey.to_uint16()
     stamps = survey.ping_stamps_ns(options.start_ns)
     n = pixels.shape[0]
+    cfg = survey.config
+    info = {"source": "mine-jepa simulate", "samples_per_side": cfg.samples_per_side,
+            "slant_resolution_m": cfg.slant_resolution_m, "altitude_m_median": cfg.altitude_m,
+            "ping_spacing_m": cfg.ping_spacing_m, "pings": n,
+            "layout": "row = concatenate([flip(port), starboard]); nadir at column samples_per_side"}
     with atomic_bag_writer(path, options.storage) as writer:
         img_conn = writer.add_connection(options.image_topic, IMAGE_TYPES[0], typestore=store)
         gt_conn = writer.add_connection(options.gt_topic, DETECTION_TYPE, typestore=store)
+        info_conn = writer.add_connection(INFO_TOPIC, STRING_TYPE, typestore=store)
 
         def put(conn: Any, msg: Any, t: int, msgtype: str) -> None:
             writer.write(conn, t, store.serialize_cdr(msg, msgtype))
+
+        put(info_conn, factory.make(STRING_TYPE, data=json.dumps(info)), int(stamps[0]), STRING_TYPE)
 
         if options.mode == "frames":
             for row0 in range(0, n, options.frame_height):
