@@ -293,6 +293,31 @@ def test_sigint_while_streaming_publishes_the_last_windows_without_a_traceback(
     assert got == want
 
 
+def test_without_thresholds_the_node_runs_at_the_checkpoints_operating_point(
+        tmp_path: Path, busy_checkpoint: Path, ros_node: rclpy.node.Node) -> None:
+    from dataclasses import replace
+
+    from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(busy_checkpoint)
+    model.metadata = replace(model.metadata, operating_point={"temperature": 1.3, "thresholds": {"MILCO": 0.61, "NOMBO": 0.72}})
+    calibrated = save_checkpoint(tmp_path / "calibrated.safetensors", model)
+    proc = start_node(tmp_path, "sss_op", calibrated, input_topic="/t/op")
+    labels: list = []  # type: ignore[type-arg]
+    sub = ros_node.create_subscription(LabelInfo, "/sss_op/label_info", labels.append, LATCHED)
+    try:
+        assert spin_until(ros_node, lambda: bool(labels), 60)
+        assert labels[-1].threshold == pytest.approx(0.61)  # the lower of the two in force
+    finally:
+        ros_node.destroy_subscription(sub)
+        code, out = stop(proc)
+    assert code == 0, out
+    # a checkpoint without an operating point needs thresholds: one line, naming the parameter
+    proc = start_node(tmp_path, "sss_no_op", busy_checkpoint, input_topic="/t/no_op")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "thresholds" in out and "no operating point" in out and "Traceback" not in out
+
+
 def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
     proc = start_node(tmp_path, "sss_bad", tmp_path / "absent.safetensors")
     out, _ = proc.communicate(timeout=60)

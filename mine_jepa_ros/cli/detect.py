@@ -48,6 +48,12 @@ def run_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_match_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--match-distance", type=float, default=2.0,
+                   help="a detection matches an object of its class whose centre is this close (m; with sonar geometry)")
+    p.add_argument("--match-pixels", type=float, default=48.0, help="the same in pixels, where the geometry is unknown")
+
+
 def add_geometry_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slant-resolution", type=float, default=0.0,
                    help="slant range per sample (m); with --altitude and --ping-spacing, detections carry metric positions")
@@ -75,13 +81,15 @@ def add_replay(sub: Subcommands) -> None:
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
-    p.add_argument("--thresholds", type=thresholds_arg, default=[0.5],
-                   help="probability threshold per non-background class (one value for all, or comma-separated)")
+    p.add_argument("--thresholds", type=thresholds_arg, default=None,
+                   help="probability threshold per non-background class (one value for all, or comma-separated); "
+                   "default: the checkpoint's operating point (mine-jepa calibrate)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
     p.add_argument("--overlay", action="store_true", help="also write debug overlay images to the output bag")
     p.add_argument("--report", type=Path, default=None, help="write overlay PNGs, metrics.json and metrics.png here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_geometry_args(p)
+    add_match_args(p)
     p.set_defaults(func=run_replay)
 
 
@@ -91,7 +99,8 @@ def run_replay(args: argparse.Namespace) -> int:
     opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
                          overlay=args.overlay, report_dir=args.report, geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing),
-                         ping_spacing_m=args.ping_spacing,
+                         ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
+                         match_pixels=args.match_pixels,
                          progress=not args.json)
     result = replay(args.bag, args.model, args.out, opts)
     if args.json:
@@ -133,8 +142,53 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_calibrate(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "calibrate",
+        help="choose an operating point (temperature, per-class thresholds) on validation surveys",
+        description="Run the detector over validation bags with ground truth (never the test surveys), fit a "
+        "temperature to the windows (expected calibration error before and after), pick per-class thresholds for a "
+        "target, and write a copy of the checkpoint that carries them; the node and replay then use them by default.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) to calibrate")
+    p.add_argument("--bag", required=True, type=Path, action="append", help="validation bag with ground truth (repeatable)")
+    p.add_argument("--out", required=True, type=Path, help="the calibrated checkpoint (.safetensors)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-fa-per-km2", type=float, help="at most this many false alarms per km2, best Pd")
+    target.add_argument("--target-pd", type=float, help="at least this probability of detection, fewest false alarms")
+    target.add_argument("--best-f1", action="store_true", help="the threshold with the best F1")
+    p.add_argument("--topic", default=None, help="image topic (default: the bags' only image topic)")
+    p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the only Detection2DArray topic)")
+    add_device(p)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
+    add_precision(p)
+    add_geometry_args(p)
+    add_match_args(p)
+    p.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.calibrate import Target, calibrate
+    from mine_jepa_ros.detect.replay import ReplayOptions
+
+    if args.best_f1:
+        target = Target("f1")
+    elif args.target_pd is not None:
+        target = Target("pd", args.target_pd)
+    else:
+        target = Target("fa_per_km2", args.target_fa_per_km2)
+    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, device=args.device, precision=args.precision,
+                         batch_size=args.batch_size, ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
+                         match_pixels=args.match_pixels,
+                         geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing))
+    print(calibrate(args.model, args.bag, args.out, target, opts).summary())
+    return 0
+
+
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_init_model(sub)
     add_replay(sub)
     add_export(sub)
+    add_calibrate(sub)

@@ -40,6 +40,7 @@ class PatchClassifier:
         self.class_names: list[str] = list(model.metadata.class_names)
         self.window = model.metadata.window
         self.stride = model.metadata.stride
+        self.temperature = model.temperature  # from the checkpoint's operating point (1 without one)
 
     @property
     def device_name(self) -> str:
@@ -59,7 +60,7 @@ class PatchClassifier:
             x = self.model.normalise(x)
             with autocast_for(self.device, self.autocast_dtype):
                 logits = self.model(x)
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
         """(N, window, window) float32 -> (N, classes) probabilities."""

@@ -31,14 +31,16 @@ MAX_ABS_DIFF = 1e-4  # probabilities; fp32 graph vs fp32 PyTorch
 
 
 class ProbabilityModel(torch.nn.Module):
-    """(N, H, W) 0..1 intensities -> (N, classes) probabilities: normalisation + model + softmax."""
+    """(N, H, W) 0..1 intensities -> (N, classes) probabilities: normalisation + model + the
+    calibrated softmax (logits / temperature)."""
 
     def __init__(self, model: MineClassifier) -> None:
         super().__init__()
         self.model = model
+        self.temperature = model.temperature
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(self.model.normalise(patches)), dim=1)
+        return torch.softmax(self.model(self.model.normalise(patches)) / self.temperature, dim=1)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
         "mine_jepa.arch": meta.arch,
         "mine_jepa.probe_mode": meta.probe_mode,
         "mine_jepa.input": f"{INPUT_NAME}: float32 (N, {meta.window}, {meta.window}) intensities 0..1 (normalisation is in the graph)",
-        "mine_jepa.output": f"{OUTPUT_NAME}: float32 (N, {len(meta.class_names)}) softmax over class_names",
+        "mine_jepa.output": f"{OUTPUT_NAME}: float32 (N, {len(meta.class_names)}) softmax(logits / temperature) over class_names",
+        "mine_jepa.operating_point": json.dumps(meta.operating_point),  # "null" when not calibrated
         "mine_jepa.source_checkpoint": src.name,
         "mine_jepa.source_sha256": _sha256(src),
     }

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mine_jepa_ros.atomic import atomic_file
+from mine_jepa_ros.detect.operating_point import OperatingPoint
 from mine_jepa_ros.errors import CheckpointError
 
 CHECKPOINT_FORMAT = "mine_jepa_ros.checkpoint"
@@ -101,6 +102,7 @@ class ModelMetadata:
     window: int = 96
     stride: int = 64
     provenance: dict[str, Any] = field(default_factory=dict)
+    operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict(), from `mine-jepa calibrate`
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 
@@ -128,6 +130,12 @@ class ModelMetadata:
             problems.append(f"norm_std {self.norm_std} must be > 0")
         if problems:
             raise CheckpointError(f"{where}: invalid metadata: " + "; ".join(problems))
+        if self.operating_point is not None:
+            OperatingPoint.from_dict(self.operating_point, where).check(self.class_names, where)
+
+    def op(self, where: str = "checkpoint") -> OperatingPoint | None:
+        """The operating point as a record (None when the checkpoint has none)."""
+        return None if self.operating_point is None else OperatingPoint.from_dict(self.operating_point, where)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> ModelMetadata:
@@ -161,6 +169,12 @@ class MineClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this before the softmax (1 until `mine-jepa calibrate` fits one)."""
+        op = self.metadata.op()
+        return op.temperature if op is not None else 1.0
 
     def normalise(self, patches: torch.Tensor) -> torch.Tensor:
         """0..1 intensity patches (N, H, W) -> normalised (N, 1, H, W)."""

@@ -9,7 +9,8 @@ overlay PNGs (detections solid, ground truth cyan) and a metrics plot.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import BagError
@@ -54,7 +56,7 @@ class ReplayOptions:
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 64
-    thresholds: float | list[float] = 0.5
+    thresholds: float | list[float] | None = None  # None: the checkpoint's operating point
     storage: str = "mcap"
     overlay: bool = False
     report_dir: Path | None = None
@@ -115,42 +117,96 @@ def _detect_mode(bag: Path, topic: str, distro: str) -> str:
     return "frames"
 
 
+@dataclass
+class BagInputs:
+    """What a bag offers for detection and scoring: its topics, mode, geometry and ground truth."""
+
+    path: Path
+    image_topic: str
+    gt_topic: str | None
+    mode: str
+    sonar_info: dict[str, Any]
+    geometry: SonarGeometry | None
+    truth_by_stamp: dict[int, list[Detection]]
+
+    @classmethod
+    def open(cls, bag: Path | str, opts: ReplayOptions) -> BagInputs:
+        bag = Path(bag)
+        topics = list_topics(bag)
+        sonar_info = read_sonar_info(bag, opts.distro) if topics.get(INFO_TOPIC) == STRING_TYPE else {}
+        geometry = opts.geometry
+        if geometry is None:  # the bag's sonar info (import-xtf, simulate) and --ping-spacing where it has none
+            spacing = opts.ping_spacing_m or float(sonar_info.get("ping_spacing_m") or 0.0)
+            geometry = SonarGeometry.from_values(float(sonar_info.get("slant_resolution_m") or 0.0),
+                                                 float(sonar_info.get("altitude_m_median") or 0.0), spacing)
+        image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
+        if image_topic is None:
+            raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
+        gt_topic = _pick_topic(topics, opts.gt_topic, (DETECTION_TYPE,), "ground-truth", bag)
+        mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
+        truth_by_stamp: dict[int, list[Detection]] = {}
+        if gt_topic:
+            for stamp, dets in read_detections(bag, gt_topic, distro=opts.distro):
+                truth_by_stamp.setdefault(stamp, []).extend(dets)
+        return cls(bag, image_topic, gt_topic, mode, sonar_info, geometry, truth_by_stamp)
+
+    def messages(self, stats: ReadStats, distro: str) -> Iterator[tuple[int, Any]]:
+        """``(bag timestamp, image message)`` in order; bad messages are counted in ``stats``."""
+        for _topic, _index, timestamp, msg in iter_messages(self.path, [self.image_topic], IMAGE_TYPES, stats, distro):
+            yield timestamp, msg
+
+
+class SceneCollector:
+    """Scenes to score, from the pipeline's outputs: one per frame, or one for a whole ping stream."""
+
+    def __init__(self, inputs: BagInputs) -> None:
+        self.inputs = inputs
+        self.scored: list[tuple[Scene, list[Detection], np.ndarray]] = []  # scene, its detections, window labels
+        self._stream: list[PipelineOutput] = []
+        self._frame_row = 0  # pings before the current frame
+
+    def add(self, msg: Any, output: PipelineOutput, pixels: np.ndarray) -> None:
+        if self.inputs.mode == "frames":
+            truth = self.inputs.truth_by_stamp.get(stamp_ns(msg.header), [])
+            scene = Scene(output.tiles_positions, output.probabilities, truth, pixels.shape[1], pixels.shape[0],
+                          self._frame_row)
+            self.scored.append((scene, output.detections, output.labels))
+            self._frame_row += pixels.shape[0]
+        else:
+            self._stream.append(output)
+
+    def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
+        """Every scene (pings: the stream, once its final flush was added)."""
+        if self._stream:
+            truth = [d for dets in self.inputs.truth_by_stamp.values() for d in dets]
+            positions, probs, labels = (np.concatenate(parts) for parts in zip(
+                *((o.tiles_positions, o.probabilities, o.labels) for o in self._stream)))
+            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows)
+            self.scored.append((scene, [d for o in self._stream for d in o.detections], labels))
+            self._stream = []
+        return self.scored
+
+
 def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: ReplayOptions | None = None) -> ReplayResult:
     """Run the pipeline over ``bag`` into a new bag ``out``; ``options`` is not modified."""
     opts = options or ReplayOptions()
-    bag, out = Path(bag), Path(out)
+    out = Path(out)
     if out.exists():
         raise BagError(f"{out}: exists already; not overwriting")
-    topics = list_topics(bag)
-    sonar_info = read_sonar_info(bag, opts.distro) if topics.get(INFO_TOPIC) == STRING_TYPE else {}
-    if opts.geometry is None:  # the bag's sonar info (import-xtf, simulate) and --ping-spacing where it has none
-        spacing = opts.ping_spacing_m or float(sonar_info.get("ping_spacing_m") or 0.0)
-        geometry = SonarGeometry.from_values(float(sonar_info.get("slant_resolution_m") or 0.0),
-                                             float(sonar_info.get("altitude_m_median") or 0.0), spacing)
-        opts = replace(opts, geometry=geometry)
-    image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
-    if image_topic is None:
-        raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
-    gt_topic = _pick_topic(topics, opts.gt_topic, (DETECTION_TYPE,), "ground-truth", bag)
-    mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
-
+    inputs = BagInputs.open(bag, opts)
+    mode = inputs.mode
     model = load_checkpoint(model_path)
+    thresholds = thresholds_in_force(model.metadata.class_names, opts.thresholds, model.metadata.op(str(model_path)),
+                                     str(model_path))
     classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
-    config = PipelineConfig(input_mode=mode, thresholds=opts.thresholds, overlay=opts.overlay, geometry=opts.geometry)
+    config = PipelineConfig(input_mode=mode, thresholds=thresholds, overlay=opts.overlay, geometry=inputs.geometry)
     pipeline = DetectionPipeline(classifier, config)
     factory = MessageFactory.for_rosbags(opts.distro)
     store = factory.typestore
     assert store is not None
 
-    truth_by_stamp: dict[int, list[Detection]] = {}
-    if gt_topic:
-        for stamp, dets in read_detections(bag, gt_topic, distro=opts.distro):
-            truth_by_stamp.setdefault(stamp, []).extend(dets)
-    scorer = Scorer(pipeline.class_names, pipeline.window, opts.geometry,
-                    MatchGate(opts.match_distance_m, opts.match_pixels)) if gt_topic else None
+    scenes = SceneCollector(inputs)
     stream_dets: list[Detection] = []
-    stream_windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # positions, probabilities, labels
-    frame_row = 0  # pings before the current frame
     report_frames: list[tuple[np.ndarray, list[Detection], list[Detection]]] = []
     report_rows: list[np.ndarray] = []
     max_report_rows = 4096
@@ -172,8 +228,8 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
                 ov = encode_image(factory, output.overlay, output.header, "bgr8")
                 writer.write(overlay_conn, timestamp, store.serialize_cdr(ov, IMAGE_TYPES[0]))
 
-        stream = iter_messages(bag, [image_topic], IMAGE_TYPES, read_stats, opts.distro)
-        for _topic, _index, timestamp, msg in tqdm(stream, desc="replay", unit="img", disable=not opts.progress):
+        stream = inputs.messages(read_stats, opts.distro)
+        for timestamp, msg in tqdm(stream, desc="replay", unit="img", disable=not opts.progress):
             images += 1
             last_t = timestamp
             if not wrote_labels:
@@ -184,38 +240,30 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             if output is None:
                 continue
             emit(output, timestamp)
+            pixels = decode_image(msg).pixels
+            scenes.add(msg, output, pixels)
             if mode == "frames":
-                truth = truth_by_stamp.get(stamp_ns(msg.header), [])
-                pixels = decode_image(msg).pixels
-                if scorer is not None:
-                    scene = Scene(output.tiles_positions, output.probabilities, truth, pixels.shape[1], pixels.shape[0],
-                                  frame_row)
-                    scorer.add(scene, output.detections, output.labels)
-                frame_row += pixels.shape[0]
                 if opts.report_dir is not None and len(report_frames) < opts.report_max_images:
-                    report_frames.append((pixels, output.detections, truth))
+                    report_frames.append((pixels, output.detections, inputs.truth_by_stamp.get(stamp_ns(msg.header), [])))
             else:
                 stream_dets.extend(output.detections)
-                stream_windows.append((output.tiles_positions, output.probabilities, output.labels))
                 if opts.report_dir is not None and sum(len(r) for r in report_rows) < max_report_rows:
-                    report_rows.append(decode_image(msg).pixels)
+                    report_rows.append(pixels)
         final = pipeline.flush()
         if final is not None:
             emit(final, last_t)
             stream_dets.extend(final.detections)
-            stream_windows.append((final.tiles_positions, final.probabilities, final.labels))
+            scenes.add(None, final, np.zeros((0, 0)))
     seconds = time.perf_counter() - start
 
-    if mode == "pings" and scorer is not None and stream_windows:
-        truth = [d for dets in truth_by_stamp.values() for d in dets]
-        positions, probs, labels = (np.concatenate([w[k] for w in stream_windows]) for k in range(3))
-        scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows)
-        scorer.add(scene, stream_dets, labels)
-    metrics = scorer.metrics(pipeline.thresholds) if scorer is not None else None
-    if mode == "pings":
-        detection_list = [locate(d, sonar_info) for d in stream_dets]
-    else:
-        detection_list = []
+    metrics = None
+    if inputs.gt_topic:
+        scorer = Scorer(pipeline.class_names, pipeline.window, inputs.geometry,
+                        MatchGate(opts.match_distance_m, opts.match_pixels))
+        for scene, dets, labels in scenes.finish(pipeline):
+            scorer.add(scene, dets, labels)
+        metrics = scorer.metrics(pipeline.thresholds)
+    detection_list = [locate(d, inputs.sonar_info) for d in stream_dets] if mode == "pings" else []
     skip_reasons = dict(pipeline.stats.reasons) | {f"bag {k}": v for k, v in read_stats.reasons.items()}
     result = ReplayResult(
         out=out, images=images, skipped=pipeline.stats.skipped + read_stats.skipped, windows=pipeline.stats.windows,
@@ -223,7 +271,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list,
     )
     if opts.report_dir is not None:
-        truth_all = [d for dets in truth_by_stamp.values() for d in dets]
+        truth_all = [d for dets in inputs.truth_by_stamp.values() for d in dets]
         if mode == "pings" and report_rows:
             waterfall = np.concatenate(report_rows)[:max_report_rows]
             report_frames = [(waterfall, stream_dets, truth_all)]

@@ -206,15 +206,15 @@ class Scorer:
         return count / area if area else None
 
     def froc(self) -> dict[str, list[dict[str, float | None]]]:
-        """Per class, one point per swept threshold: threshold, Pd, false alarms (per km²)."""
+        """Per class, one point per swept threshold: threshold, Pd, precision, F1, false alarms (per km²)."""
         curves: dict[str, list[dict[str, float | None]]] = {name: [] for name in self.class_names[1:]}
         for t in self.froc_thresholds:
             thresholds = [1.0] + [t] * (len(self.class_names) - 1)
             made = [(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
                                                     self.class_names)) for scene, _ in self.scenes]
             for name, s in self._score(made).items():
-                curves[name].append({"threshold": t, "pd": s.pd, "false_alarms": s.false_alarms,
-                                     "false_alarms_per_km2": self._per_km2(s.false_alarms)})
+                curves[name].append({"threshold": t, "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd),
+                                     "false_alarms": s.false_alarms, "false_alarms_per_km2": self._per_km2(s.false_alarms)})
         return curves
 
     def metrics(self, thresholds: Sequence[float] | None = None) -> dict[str, object]:

@@ -38,8 +38,8 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
-from mine_jepa_ros.detect.merging import thresholds_for
 from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
 from mine_jepa_ros.errors import MineJepaError, ParameterError
 from mine_jepa_ros.io.detections import detections_to_msg, label_info_msg
@@ -71,19 +71,21 @@ class MineJepaNode(Node):
         super().__init__("mine_jepa_node", **kwargs)
         values = {}
         for spec in PARAMS:
-            default = [float(v) for v in spec.default] if isinstance(spec.default, list) else spec.default
+            # A list parameter is declared by type: its default (empty) would not say it holds doubles.
+            default = Parameter.Type.DOUBLE_ARRAY if isinstance(spec.default, list) else spec.default
             try:
                 values[spec.name] = self.declare_parameter(spec.name, default, _descriptor(spec)).value
             except ParameterException as exc:  # e.g. an override of the wrong type
                 raise ParameterError(f"{spec.name}: {exc}") from exc
-        values["thresholds"] = list(values["thresholds"])
+        values["thresholds"] = list(values["thresholds"] or [])  # unset = empty = the checkpoint's operating point
         self.settings = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
         s = self.settings
         model = load_checkpoint(s.model_path)
         classifier = PatchClassifier(model, device=s.device, batch_size=s.batch_size, precision=s.precision)
         for warning in classifier.warnings:
             self.get_logger().warning(warning)
-        self.pipeline = DetectionPipeline(classifier, s.pipeline_config(classifier.class_names),
+        self.operating_point = model.metadata.op(s.model_path)
+        self.pipeline = DetectionPipeline(classifier, s.pipeline_config(classifier.class_names, self.operating_point),
                                           window=s.window or None, stride=s.stride or None)
         self.factory = MessageFactory.for_rclpy()
 
@@ -141,17 +143,19 @@ class MineJepaNode(Node):
         self.diag_pub.publish(array)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        thresholds = None
         try:
             for p in params:
-                value = list(p.value) if p.name == "thresholds" else p.value
+                value = list(p.value or []) if p.name == "thresholds" else p.value
                 check_value(p.name, value)
                 if p.name == "thresholds":
-                    thresholds_for(self.pipeline.class_names, value)
+                    thresholds = thresholds_in_force(self.pipeline.class_names, value, self.operating_point,
+                                                     self.settings.model_path)
         except MineJepaError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         for p in params:
-            if p.name == "thresholds":
-                self.worker.update(partial(DetectionPipeline.set_thresholds, thresholds=list(p.value)))
+            if p.name == "thresholds" and thresholds is not None:
+                self.worker.update(partial(DetectionPipeline.set_thresholds, thresholds=thresholds))
                 self._publish_label_info()
             elif p.name == "publish_overlay":
                 self.worker.update(partial(DetectionPipeline.set_overlay, on=bool(p.value)))

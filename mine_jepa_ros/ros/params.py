@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from mine_jepa_ros.detect.merging import thresholds_for
+from mine_jepa_ros.detect.operating_point import OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
 from mine_jepa_ros.geometry import SonarGeometry
@@ -56,8 +56,9 @@ class NodeSettings:
     window: int = _param(0, "Window size in pixels; 0 = the checkpoint's (another value must match it).", min_value=0)
     stride: int = _param(0, "Window stride in pixels; 0 = the checkpoint's (64 by default).", min_value=0)
     batch_size: int = _param(64, "Windows per forward pass.", min_value=1, max_value=65536)
-    thresholds: list[float] = _param([0.5], "Probability threshold per non-background class (one value for all, or "
-                                     "one per class in the checkpoint's order, e.g. [MILCO, NOMBO]).", read_only=False)
+    thresholds: list[float] = _param([], "Probability threshold per non-background class (one value for all, or one "
+                                     "per class in the checkpoint's order, e.g. [MILCO, NOMBO]); empty = the checkpoint's "
+                                     "operating point (mine-jepa calibrate).", read_only=False)
     publish_overlay: bool = _param(False, "Publish a debug image with the detections drawn.", read_only=False)
     overlay_rows: int = _param(512, "Pings shown in the overlay in pings mode.", min_value=1, max_value=65536)
     queue_depth: int = _param(0, "Messages waiting for inference; when full the oldest is dropped (counted). 0 = auto: "
@@ -96,10 +97,11 @@ class NodeSettings:
     def geometry(self) -> SonarGeometry | None:
         return SonarGeometry.from_values(self.slant_resolution_m, self.altitude_m, self.ping_spacing_m)
 
-    def pipeline_config(self, class_names: list[str]) -> PipelineConfig:
-        """The pipeline's configuration; raises ParameterError when the thresholds do not fit the classes."""
+    def pipeline_config(self, class_names: list[str], operating_point: OperatingPoint | None) -> PipelineConfig:
+        """The pipeline's configuration; raises ParameterError when the thresholds do not fit the
+        classes, or are empty for a checkpoint without an operating point."""
         try:
-            thresholds = thresholds_for(class_names, self.thresholds)[1:]
+            thresholds = thresholds_in_force(class_names, self.thresholds, operating_point, self.model_path)
         except UserError as exc:
             raise ParameterError(f"thresholds: {exc}") from exc
         return PipelineConfig(input_mode=self.input_mode, thresholds=thresholds, overlay=self.publish_overlay,
@@ -124,8 +126,8 @@ def check_value(name: str, value: Any) -> None:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if expected is list:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value) or not value:
-            raise ParameterError(f"{name}: expected a non-empty list of numbers, got {value!r}")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
+            raise ParameterError(f"{name}: expected a list of numbers, got {value!r}")
         if any(not 0.0 <= float(v) <= 1.0 for v in value):
             raise ParameterError(f"{name}: values must be within [0, 1], got {list(value)}")
         return

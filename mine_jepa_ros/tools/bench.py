@@ -127,7 +127,7 @@ def run_bench(cfg: BenchConfig | None = None) -> dict[str, Any]:
         replay_rates, bare_rates = [], []
         for k in range(cfg.repeats):  # interleaved, so drift on a shared machine hits both alike
             r = replay(bag, ckpt, tmp_path / f"out{k}", ReplayOptions(device=cfg.device, batch_size=cfg.batch_size,
-                                                                         precision=cfg.precision, progress=False))
+                                                                         precision=cfg.precision, thresholds=0.5, progress=False))
             replay_rates.append(r.windows / r.seconds)
             bare_rates.append(bare_forward_rate(clf.model, patches, cfg.batch_size, device, dtype))
         results["replay_windows_per_s"] = max(replay_rates)

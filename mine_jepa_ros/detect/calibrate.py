@@ -1,0 +1,220 @@
+"""``mine-jepa calibrate``: an operating point chosen on validation surveys, carried by the checkpoint.
+
+1. Every validation bag (surveys with ground truth, never the test ones) runs through the
+   detection pipeline; its windows' probabilities and truth are kept (:class:`SceneCollector`).
+2. **Temperature**: one scalar ``T`` minimising the negative log-likelihood of the windows' true
+   labels under ``softmax(log p / T)`` (``log p`` equals the logits up to a per-window constant,
+   which the softmax ignores); the expected calibration error (15 bins of confidence) is
+   reported before and after.
+3. **Thresholds**, per class, on the calibrated probabilities: detections are re-made at every
+   threshold of a fine grid exactly as the pipeline makes them and scored with the replay's
+   matching; the threshold is the one that meets the target: at most ``fa_per_km2`` false alarms
+   per km² with the highest Pd; at least ``pd`` with the fewest false alarms; or the best F1.
+   A target no threshold reaches is an error that says what was reachable.
+4. The temperature, thresholds, target and the validation numbers go into the checkpoint's
+   metadata (``operating_point``), written atomically to ``out``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
+from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
+from mine_jepa_ros.detect.replay import BagInputs, ReplayOptions, SceneCollector
+from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, window_truth
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.io.bag import ReadStats
+from mine_jepa_ros.io.image_codec import decode_image
+
+THRESHOLD_GRID: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.34, 0.996, 0.01), 3))
+ECE_BINS = 15
+
+
+class CalibrationError(UserError):
+    """Validation data that cannot give the asked-for operating point (no truth, target out of reach)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # one of TARGETS
+    value: float | None = None  # fa_per_km2 or pd; None for f1
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGETS:
+            raise UserError(f"target {self.kind!r}: expected one of {TARGETS}")
+        if self.kind != "f1" and (self.value is None or self.value < 0 or (self.kind == "pd" and self.value > 1)):
+            raise UserError(f"target {self.kind} needs a value (>= 0; a Pd at most 1), got {self.value}")
+
+    def describe(self) -> str:
+        if self.kind == "fa_per_km2":
+            return f"at most {self.value:g} false alarms per km2, best Pd"
+        return f"Pd at least {self.value:g}, fewest false alarms" if self.kind == "pd" else "best F1"
+
+
+def softmax_with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    logits = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    p = softmax_with_temperature(probs, temperature)[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature (0.05..20) minimising the NLL: a log-spaced grid, then golden-section refinement."""
+    grid = np.logspace(math.log10(0.05), math.log10(20.0), 61)
+    nll = [negative_log_likelihood(probs, labels, t) for t in grid]
+    k = int(np.argmin(nll))
+    lo, hi = math.log(grid[max(k - 1, 0)]), math.log(grid[min(k + 1, len(grid) - 1)])
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(40):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if negative_log_likelihood(probs, labels, math.exp(a)) < negative_log_likelihood(probs, labels, math.exp(b)):
+            hi = b
+        else:
+            lo = a
+    return float(math.exp((lo + hi) / 2))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by their share of windows."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+@dataclass
+class CalibrationReport:
+    out: Path
+    operating_point: OperatingPoint
+    windows: int
+    objects: dict[str, int]
+    area_km2: float | None
+
+    def summary(self) -> str:
+        op = self.operating_point
+        v = op.validation
+        lines = [f"{self.out}: operating point for {Target(**op.target).describe()} on {len(v['bags'])} validation "
+                 f"survey(s) ({self.windows} scored windows"
+                 + (f", {self.area_km2:.4f} km2 of seabed)" if self.area_km2 else ")"),
+                 f"temperature {op.temperature:.3f}: expected calibration error {v['ece_before']:.3f} -> {v['ece_after']:.3f}"]
+        for name, t in op.thresholds.items():
+            c = v["classes"][name]
+            fa = "-" if c["false_alarms_per_km2"] is None else f"{c['false_alarms_per_km2']:.0f}"
+            lines.append(f"  {name}: threshold {t:.2f}: Pd {c['pd']:.3f} ({self.objects[name]} objects), precision "
+                         f"{c['precision']:.3f}, false alarms {c['false_alarms']} ({fa} per km2)")
+        return "\n".join(lines)
+
+
+def _pick(points: list[dict[str, Any]], target: Target, name: str) -> dict[str, Any]:
+    """The FROC point (one per threshold) that meets the target for class ``name``."""
+    if target.kind == "fa_per_km2":
+        if points[0]["false_alarms_per_km2"] is None:
+            raise CalibrationError("a false-alarm target needs the sonar geometry (seabed area): give the bags' "
+                                   "sonar info, or --slant-resolution, --altitude and --ping-spacing")
+        ok = [p for p in points if p["false_alarms_per_km2"] <= target.value]
+        if not ok:
+            best = min(p["false_alarms_per_km2"] for p in points)
+            raise CalibrationError(f"{name}: no threshold gives at most {target.value:g} false alarms per km2 on the "
+                                   f"validation surveys (the fewest: {best:.0f} per km2)")
+        return max(ok, key=lambda p: (p["pd"], -p["false_alarms"], -p["threshold"]))
+    if target.kind == "pd":
+        ok = [p for p in points if p["pd"] >= target.value]
+        if not ok:
+            best = max(p["pd"] for p in points)
+            raise CalibrationError(f"{name}: no threshold reaches Pd {target.value:g} on the validation surveys "
+                                   f"(the highest: {best:.3f})")
+        return min(ok, key=lambda p: (p["false_alarms"], -p["threshold"]))
+    return max(points, key=lambda p: (p["f1"], p["threshold"]))
+
+
+def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target: Target,
+              options: ReplayOptions | None = None) -> CalibrationReport:
+    """Choose and store the operating point; ``options`` give the bags' topics, geometry and gate."""
+    opts = options or ReplayOptions()
+    if not bags:
+        raise CalibrationError("no validation bag given")
+    model = load_checkpoint(model_path)
+    model.metadata = replace(model.metadata, operating_point=None)  # calibrate the raw model (T = 1)
+    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    scenes: list[Scene] = []
+    geometries: set[SonarGeometry | None] = set()
+    for bag in bags:
+        inputs = BagInputs.open(bag, opts)
+        if not inputs.gt_topic or not inputs.truth_by_stamp:
+            raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): validation surveys "
+                                   "need it")
+        geometries.add(inputs.geometry)
+        pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode=inputs.mode, thresholds=0.5))
+        collector = SceneCollector(inputs)
+        stats = ReadStats()
+        for _t, msg in tqdm(inputs.messages(stats, opts.distro), desc=f"calibrate {Path(bag).name}", unit="img",
+                            disable=not opts.progress):
+            output = pipeline.process(msg)
+            if output is not None:
+                collector.add(msg, output, decode_image(msg).pixels)
+        final = pipeline.flush()
+        if final is not None:
+            collector.add(None, final, np.zeros((0, 0)))
+        scenes += [scene for scene, _dets, _labels in collector.finish(pipeline)]
+    if len(geometries) > 1:
+        raise CalibrationError(f"the validation bags have different sonar geometries {sorted(map(str, geometries))}; "
+                               "calibrate on surveys of one sonar setting")
+    geometry = geometries.pop()
+
+    names = classifier.class_names
+    truth = [window_truth(s.positions, classifier.window, s.truth, names) for s in scenes]
+    keep = [t >= 0 for t in truth]
+    labels = np.concatenate([t[k] for t, k in zip(truth, keep)])
+    raw = np.concatenate([s.probabilities[k] for s, k in zip(scenes, keep)])
+    if len(labels) == 0:
+        raise CalibrationError("the validation surveys gave no scorable window")
+    temperature = fit_temperature(raw, labels)
+    ece_before = expected_calibration_error(raw, labels)
+    ece_after = expected_calibration_error(softmax_with_temperature(raw, temperature), labels)
+
+    calibrated = [replace(s, probabilities=softmax_with_temperature(s.probabilities, temperature)) for s in scenes]
+    scorer = Scorer(names, classifier.window, geometry, MatchGate(opts.match_distance_m, opts.match_pixels),
+                    froc_thresholds=THRESHOLD_GRID)
+    for s in calibrated:
+        scorer.add(s, [], np.zeros(len(s.positions), np.int64))
+    curves = scorer.froc()
+    thresholds, per_class = {}, {}
+    objects = {name: sum(t.class_name == name for s in scenes for t in s.truth) for name in names[1:]}
+    for name in names[1:]:
+        if objects[name] == 0:
+            raise CalibrationError(f"the validation surveys hold no {name} object: no threshold can be chosen for it")
+        chosen = _pick(curves[name], target, name)
+        thresholds[name] = float(chosen["threshold"])
+        per_class[name] = {k: chosen[k] for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
+    op = OperatingPoint(
+        temperature=temperature, thresholds=thresholds, target={"kind": target.kind, "value": target.value},
+        validation={"bags": [str(b) for b in bags], "ece_before": ece_before, "ece_after": ece_after,
+                    "windows": int(len(labels)), "area_km2": scorer.area_km2, "classes": per_class,
+                    "match": {"gate": scorer.matcher.gate, "unit": scorer.matcher.unit}},
+    )
+    op.check(names, str(model_path))
+    model.metadata = replace(model.metadata, operating_point=op.to_dict())
+    save_checkpoint(out, model, {"calibrated_from": str(model_path)})
+    return CalibrationReport(Path(out), op, int(len(labels)), objects, scorer.area_km2)
+

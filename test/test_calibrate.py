@@ -1,0 +1,125 @@
+"""Operating points: temperature fit, threshold choice for a target, carried by the checkpoint and
+used by replay (and the node) when no thresholds are given."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.calibrate import (
+    CalibrationError,
+    Target,
+    _pick,
+    expected_calibration_error,
+    fit_temperature,
+    softmax_with_temperature,
+)
+from mine_jepa_ros.detect.model import load_checkpoint, read_metadata, save_checkpoint
+from mine_jepa_ros.detect.replay import LABEL_INFO_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.errors import CheckpointError, UserError
+from mine_jepa_ros.io.bag import ReadStats, iter_messages
+from mine_jepa_ros.sim import SurveyConfig, simulate_survey
+from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
+
+
+def test_the_fitted_temperature_undoes_a_known_miscalibration() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 3))
+    true_p = softmax_with_temperature(np.exp(logits), 2.0)  # the data follow softmax(z / 2)
+    labels = np.array([rng.choice(3, p=p / p.sum()) for p in true_p])
+    overconfident = softmax_with_temperature(np.exp(logits), 1.0)  # the model says softmax(z)
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(2.0, rel=0.1)
+    assert expected_calibration_error(softmax_with_temperature(overconfident, t), labels) < \
+        expected_calibration_error(overconfident, labels) / 2
+
+
+def test_the_threshold_meets_the_target_or_says_what_was_reachable() -> None:
+    points = [{"threshold": t, "pd": pd, "false_alarms": fa, "false_alarms_per_km2": fa * 100.0, "precision": 0.5, "f1": f1}
+              for t, pd, fa, f1 in [(0.4, 1.0, 9, 0.3), (0.6, 0.8, 3, 0.6), (0.8, 0.5, 1, 0.5), (0.9, 0.2, 0, 0.3)]]
+    assert _pick(points, Target("fa_per_km2", 300.0), "MILCO")["threshold"] == 0.6
+    assert _pick(points, Target("pd", 0.5), "MILCO")["threshold"] == 0.8
+    assert _pick(points, Target("f1"), "MILCO")["threshold"] == 0.6
+    with pytest.raises(CalibrationError, match=r"MILCO: no threshold reaches Pd 0.9 .*\(the highest: 0.850\)"):
+        _pick([dict(p, pd=min(p["pd"], 0.85)) for p in points], Target("pd", 0.9), "MILCO")
+    with pytest.raises(CalibrationError, match="at most 0 false alarms.*the fewest: 100"):
+        _pick(points[:3], Target("fa_per_km2", 0.0), "MILCO")
+    with pytest.raises(CalibrationError, match="needs the sonar geometry"):
+        _pick([dict(p, false_alarms_per_km2=None) for p in points], Target("fa_per_km2", 10.0), "MILCO")
+    with pytest.raises(UserError, match="needs a value"):
+        Target("pd")
+
+
+@pytest.fixture(scope="module")
+def validation_bags(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("val")
+    bags = []
+    for seed in (21, 22):
+        survey = simulate_survey(SurveyConfig(pings=400, samples_per_side=160, max_range_m=12.0, altitude_m=2.0,
+                                              milco_count=2, nombo_count=2, object_ground_range_m=(3.0, 9.0), seed=seed))
+        bags.append(write_survey_bag(survey, root / f"val{seed}", SurveyBagOptions(frame_height=200)))
+    return bags
+
+
+@pytest.mark.slow
+def test_calibrate_writes_an_operating_point_that_replay_uses(
+        validation_bags: list[Path], busy_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "calibrated.safetensors"
+    args = ["calibrate", "--model", str(busy_checkpoint), "--out", str(out), "--best-f1", "--device", "cpu"]
+    assert main([*args, "--bag", str(validation_bags[0]), "--bag", str(validation_bags[1])]) == 0
+    text = capsys.readouterr().out
+    assert "temperature" in text and "expected calibration error" in text and "MILCO: threshold" in text
+    op = read_metadata(out).op()
+    assert op is not None and op.temperature > 0 and set(op.thresholds) == {"MILCO", "NOMBO"}
+    assert op.target == {"kind": "f1", "value": None} and op.validation["ece_after"] <= op.validation["ece_before"] + 1e-9
+    assert op.validation["area_km2"] > 0 and op.validation["match"] == {"gate": 2.0, "unit": "m"}
+    assert load_checkpoint(out).temperature == pytest.approx(op.temperature)
+
+    # replay without --thresholds uses the operating point, and LabelInfo reports what is in force
+    result = replay(validation_bags[0], out, tmp_path / "replayed", ReplayOptions(progress=False))
+    assert result.metrics is not None
+    per_class = result.metrics["detections"]
+    assert {n: per_class[n]["threshold"] for n in ("MILCO", "NOMBO")} == pytest.approx(op.thresholds)
+    labels = list(iter_messages(tmp_path / "replayed", [LABEL_INFO_TOPIC], ["vision_msgs/msg/LabelInfo"], ReadStats()))
+    assert labels[0][3].threshold == pytest.approx(min(op.thresholds.values()))
+    # given thresholds override it
+    forced = replay(validation_bags[0], out, tmp_path / "forced", ReplayOptions(thresholds=0.9, progress=False))
+    assert forced.metrics is not None and forced.metrics["detections"]["MILCO"]["threshold"] == 0.9
+
+
+def test_bad_calibration_inputs_are_one_line_errors(
+        validation_bags: list[Path], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a checkpoint without an operating point asked to use one
+    assert main(["replay", "--bag", str(validation_bags[0]), "--model", str(checkpoint), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no operating point" in err and "mine-jepa calibrate" in err
+    # validation surveys without ground truth
+    from mine_jepa_ros.io.bag import atomic_bag_writer
+    from mine_jepa_ros.io.image_codec import encode_image
+    from mine_jepa_ros.io.messages import MessageFactory
+
+    factory = MessageFactory.for_rosbags()
+    assert factory.typestore is not None
+    with atomic_bag_writer(tmp_path / "no_truth") as writer:
+        conn = writer.add_connection("/cam", "sensor_msgs/msg/Image", typestore=factory.typestore)
+        msg = encode_image(factory, np.zeros((96, 192), np.uint8), factory.header(1, "s"))
+        writer.write(conn, 1, factory.typestore.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    assert main(["calibrate", "--model", str(checkpoint), "--bag", str(tmp_path / "no_truth"), "--out",
+                 str(tmp_path / "c.safetensors"), "--target-pd", "0.8", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_truth: no ground truth" in err and not (tmp_path / "c.safetensors").exists()
+
+
+def test_an_operating_point_for_other_classes_is_refused(checkpoint: Path, tmp_path: Path) -> None:
+    model = load_checkpoint(checkpoint)
+    model.metadata = replace(model.metadata, operating_point={"temperature": 1.5, "thresholds": {"MILCO": 0.6}})
+    with pytest.raises(CheckpointError, match="invalid operating point: thresholds for"):
+        save_checkpoint(tmp_path / "bad.safetensors", model)
+    model.metadata = replace(model.metadata, operating_point={"temperature": 1.5, "thresholds": {"MILCO": 0.6, "NOMBO": 0.7}})
+    path = save_checkpoint(tmp_path / "good.safetensors", model)
+    assert json.loads(json.dumps(read_metadata(path).operating_point))["thresholds"] == {"MILCO": 0.6, "NOMBO": 0.7}
