@@ -124,7 +124,8 @@ def test_real_eval_smoke_on_a_few_tiles(tmp_path: Path) -> None:
             shutil.copy(f, root / kind / f.name)
     result = run_real_eval(tmp_path / "sdvd", None, tmp_path / "out", scale="smoke", device="cpu", progress=False)
     assert [r.label for r in result.rows] == ["random init (no pretraining)", "SIGReg, synthetic only",
-                                                    "SIGReg, real only (SDVDs + XTF)", "SIGReg, Real+Syn"]
+                                                    "SIGReg, real only (SDVDs + XTF)", "SIGReg, real only, natural aug",
+                                                    "SIGReg, Real+Syn"]
     assert "| SIGReg, Real+Syn |" in (tmp_path / "out" / "results.md").read_text()
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written == json.loads(json.dumps(result.to_dict())) and written["rows"][0]["metrics"]["samples"] > 0

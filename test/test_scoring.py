@@ -8,14 +8,15 @@ import pytest
 
 from mine_jepa_ros.detect.merging import detections_from_windows, thresholds_for
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, froc_auc, swath_area_km2, window_truth
+from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection
 
 NAMES = ["background", "MILCO", "NOMBO"]
 
 
-def _scene(truth: list[Detection], width: int = 400, rows: int = 1000) -> Scene:
-    return Scene(np.zeros((0, 2), np.int64), np.zeros((0, 3), np.float32), truth, width, rows)
+def _scene(truth: list[Detection], width: int = 400, rows: int = 1000, geometry: SonarGeometry | None = None) -> Scene:
+    return Scene(np.zeros((0, 2), np.int64), np.zeros((0, 3), np.float32), truth, width, rows, geometry=geometry)
 
 
 def _box(row: float, col: float, half: float = 10) -> tuple[float, float, float, float]:
@@ -45,8 +46,8 @@ def test_metric_gate_uses_the_objects_own_position_and_the_seabed_area() -> None
     truth = Detection("MILCO", 1.0, _box(200, col + 30), position_m=(20.0, 6.0))
     near = Detection("MILCO", 0.6, _box(200 + 10, col))  # 1 m along-track away from the object
     far = Detection("MILCO", 0.9, _box(200 + 25, col))  # 2.5 m away: outside the 2 m gate
-    scorer = Scorer(NAMES, 96, geometry)
-    scorer.add(_scene([truth], width, rows=1000), [near, far], np.zeros(0, np.int64))
+    scorer = Scorer(NAMES, 96)
+    scorer.add(_scene([truth], width, rows=1000, geometry=geometry), [near, far], np.zeros(0, np.int64))
     m = scorer.metrics()
     milco = m["detections"]["MILCO"]
     assert milco["pd"] == 1.0 and milco["false_alarms"] == 1 and milco["localisation_error_m"] == pytest.approx(1.0, abs=1e-6)
@@ -54,10 +55,16 @@ def test_metric_gate_uses_the_objects_own_position_and_the_seabed_area() -> None
     assert m["area_km2"] == pytest.approx(area) == swath_area_km2(1000, width, geometry)
     assert milco["false_alarms_per_km2"] == pytest.approx(1 / area)
     # frames: a detection's rows count from its frame, the object's position from the survey start
-    offset = Scene(np.zeros((0, 2), np.int64), np.zeros((0, 3), np.float32), [truth], width, 100, row_offset=150)
-    scorer = Scorer(NAMES, 96, geometry)
+    offset = Scene(np.zeros((0, 2), np.int64), np.zeros((0, 3), np.float32), [truth], width, 100, 150, geometry)
+    scorer = Scorer(NAMES, 96)
     scorer.add(offset, [Detection("MILCO", 0.9, _box(50, col))], np.zeros(0, np.int64))
     assert scorer.metrics()["detections"]["MILCO"]["pd"] == 1.0
+    # surveys of different settings add up their own areas; metres and pixels do not mix
+    other = SonarGeometry(0.04, 2.0, 0.05)
+    scorer.add(_scene([], width, rows=500, geometry=other), [], np.zeros(0, np.int64))
+    assert scorer.area_km2 == pytest.approx(swath_area_km2(100, width, geometry) + swath_area_km2(500, width, other))
+    with pytest.raises(UserError, match="metres vs pixels"):
+        scorer.add(_scene([]), [], np.zeros(0, np.int64))
 
 
 def test_froc_sweeps_thresholds_through_the_same_merging() -> None:

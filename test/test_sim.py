@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -114,3 +115,24 @@ def test_invalid_config_names_the_field() -> None:
         SurveyConfig(altitude_m=0.0)
     with pytest.raises(ValueError, match="outside the survey"):
         simulate_survey(SurveyConfig(pings=50, **FLAT), placements=[ObjectPlacement("MILCO", "sphere", 500.0, 5.0)])
+
+
+def test_fleet_variation_draws_distinct_valid_surveys_deterministically() -> None:
+    from mine_jepa_ros.sim import FleetVariation
+
+    base = SurveyConfig(pings=64, samples_per_side=128, max_range_m=16.0, altitude_m=2.5, milco_count=1, nombo_count=1,
+                        object_ground_range_m=(3.0, 12.0), object_min_spacing_m=5.0)
+    fleet = FleetVariation()
+    draws = [fleet.draw(base, seed) for seed in range(40)]  # each is a valid SurveyConfig (checked on creation)
+    assert fleet.draw(base, 7) == draws[7]  # deterministic per seed
+    for name, (lo, hi) in (("gain", fleet.gain), ("tvg_exponent", fleet.tvg_exponent), ("beam_shape", fleet.beam_shape)):
+        values = [getattr(d, name) for d in draws]
+        assert lo <= min(values) < max(values) <= hi and len(set(values)) == 40, name
+    assert len({d.max_range_m / d.samples_per_side for d in draws}) == 40  # range resolution varies
+    assert all(d.object_ground_range_m[1] < d.max_ground_range_m for d in draws)
+    # the gain scales the echoes; a positive TVG residual brightens far range against near range
+    bright, dim = (simulate_survey(replace(base, gain=g, seed=3)).intensity for g in (2.0, 0.5))
+    assert bright.mean() > 2 * dim.mean()
+    up, down = (simulate_survey(replace(base, tvg_exponent=e, seed=3)).intensity for e in (0.6, -0.6))
+    far, near = slice(0, 40), slice(base.samples_per_side - 80, base.samples_per_side - 40)  # port: far range on the left
+    assert up[:, far].mean() / up[:, near].mean() > 1.5 * down[:, far].mean() / down[:, near].mean()

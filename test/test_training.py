@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint, new_classifier, save_checkpoint
 from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.training.augment import AUGMENTATIONS, AugmentConfig, augment, make_views
@@ -154,7 +156,7 @@ def test_store_round_trip_and_group_splits(store: PatchStore, tmp_path: Path) ->
     for g in np.unique(groups):
         assert len(np.unique(splits[groups == g])) == 1  # a survey never straddles two splits
     assert len(store.indices("train", True)) and len(store.indices("test", True))
-    assert set(np.unique(store.labels)) <= {-1, 0, 1, 2}
+    assert set(np.unique(store.labels)) <= {-2, -1, 0, 1, 2}
     reopened = PatchStore(store.path)
     np.testing.assert_array_equal(reopened.patches[:5], store.patches[:5])
     broken = tmp_path / "broken"
@@ -266,6 +268,29 @@ def test_a_crash_between_the_step_log_and_the_state_repeats_no_step_after_resume
     assert len(steps) == resumed.epochs_done * Pretrainer(SMALL_PRETRAIN, [store], tmp_path / "n", progress=False).steps_per_epoch
 
 
+def test_hard_negative_rounds_add_background_windows_the_model_calls_objects(store: PatchStore, tmp_path: Path) -> None:
+    from mine_jepa_ros.training.patches import BACKGROUND_POOL
+
+    pool = np.flatnonzero((store.labels == BACKGROUND_POOL) & (store.arrays["splits"] == 0))
+    assert len(pool) > 0 and not set(pool) & set(store.indices("train", labelled=True))  # kept out of the balanced set
+    cfg = ProbeConfig(mode="linear", epochs=20, device="cpu", seed=1)
+    plain = train_probe(store, cfg, progress=False)
+    mined = train_probe(store, replace(cfg, hard_negative_rounds=2, hard_negatives_per_round=8), progress=False)
+    rounds = mined.metadata.provenance["hard_negatives"]
+    assert [r["round"] for r in rounds] == [1, 2] and all(r["added"] <= 8 for r in rounds)
+    assert plain.metadata.provenance["hard_negatives"] == []
+    patches = np.asarray(store.patches[pool]).astype(np.float32) / 255.0
+
+    def called_objects(model: object) -> int:
+        return int((PatchClassifier(model, device="cpu").predict(patches).argmax(1) > 0).sum())  # type: ignore[arg-type]
+
+    if rounds[0]["added"]:  # the plain probe called some background windows objects: mining must reduce that
+        assert called_objects(mined) < called_objects(plain)
+    without_pool = extract_simulator(tmp_path / "no_pool", TINY_SIM, unlabelled=False, progress=False)
+    with pytest.raises(StoreError, match="no background pool"):
+        train_probe(without_pool, replace(cfg, hard_negative_rounds=1), progress=False)
+
+
 @pytest.mark.parametrize("mode", ["linear", "mlp", "finetune", "ft_mlp"])
 def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStore, tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"{mode}.safetensors"
@@ -371,6 +396,15 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     rows = results["rows"]
     assert len(rows) == 3 and all(0 <= r["metrics"][m]["macro_f1"] <= 1 for r in rows for m in ("linear", "finetune"))
+    # each fine-tuned model is also tested as a detector: operating point on validation surveys, Pd and
+    # false alarms per km² on test surveys, and the FROC area
+    assert "| MILCO Pd | MILCO FA/km² | MILCO FROC area |" in table
+    for r in rows:
+        for p in r["per_seed"]:
+            milco = p["detection"]["MILCO"]
+            assert 0 <= milco["pd"] <= 1 and milco["false_alarms_per_km2"] >= 0 and 0 <= milco["froc_auc"] <= 1
+        assert r["metrics"]["detection"]["MILCO"]["pd"] == pytest.approx(sum(p["detection"]["MILCO"]["pd"] for p in r["per_seed"]) / 2)
+    assert (tmp_path / "exp" / "surveys" / "validation_0_0").is_dir() and (tmp_path / "exp" / "surveys" / "test_0_0").is_dir()
     for r in rows:  # the row's mean is the mean of its seeds
         assert [p["seed"] for p in r["per_seed"]] == [0, 1]
         f1s = [p["metrics"]["finetune"]["macro_f1"] for p in r["per_seed"]]
@@ -402,3 +436,16 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     # a store simulated for other settings is refused, not silently reused
     with pytest.raises(UserError, match="simulated with other settings"):
         run_experiment("smoke", tmp_path / "exp", seed=5, device="cpu", only=["random init"], progress=False)
+
+
+def test_offset_crops_show_objects_where_sliding_windows_see_them(small_survey) -> None:  # type: ignore[no-untyped-def]
+    from mine_jepa_ros.training.extract import labelled_patches
+
+    image = small_survey.to_uint8()
+    truth = small_survey.ground_truth()
+    centred, labels = labelled_patches(image, truth, 96, 64, np.random.default_rng(0))
+    shifted, shifted_labels = labelled_patches(image, truth, 96, 64, np.random.default_rng(0), offset_crops=3)
+    n = len(truth)
+    assert (labels > 0).sum() == n and (shifted_labels > 0).sum() == 4 * n  # the centred crop + 3 offset ones each
+    assert (shifted_labels == 0).sum() >= 4 * n  # background grows with them: classes stay balanced
+    assert not all(np.array_equal(shifted[k], shifted[k + 1]) for k in range(0, 4 * n, 4))

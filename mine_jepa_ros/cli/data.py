@@ -62,6 +62,10 @@ def add_extract(sub: Subcommands) -> None:
     p.add_argument("--test-years", default="", help="YOLO folders: comma-separated years for the test split (e.g. 2010,2018)")
     p.add_argument("--pings", type=positive_int, default=1024, help="simulator: pings per survey")
     p.add_argument("--samples-per-side", type=positive_int, default=512, help="simulator: samples per channel")
+    p.add_argument("--vary", action="store_true",
+                   help="simulator: every survey its own sonar setting and seabed (gain, TVG, beam, range, altitude, ...)")
+    p.add_argument("--offset-crops", type=int, default=0,
+                   help="simulator: extra labelled crops per object, off-centre as a sliding window sees it")
     p.add_argument("--stride", type=positive_int, default=64, help="sliding-window stride")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, simulator)")
     p.set_defaults(func=run_extract)
@@ -73,7 +77,8 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.out.exists():
         raise UserError(f"{args.out}: exists already; not overwriting")
     if args.sim:
-        store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings,
+        store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings, vary=args.vary,
+                                                              offset_crops=args.offset_crops,
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
                                   stride=args.stride, test_fraction=args.test_fraction)
     elif args.xtf:

@@ -80,6 +80,10 @@ def add_probe(sub: Subcommands) -> None:
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning rate over the run: 5%% linear warm-up then cosine decay to 0, or constant")
     p.add_argument("--batch-size", type=positive_int, default=64, help="batch size")
+    p.add_argument("--hard-negative-rounds", type=int, default=0,
+                   help="rounds of adding the training surveys' background windows the model calls objects, then retraining")
+    p.add_argument("--hard-negatives-per-round", type=int, default=0,
+                   help="windows added per round (0: as many as the labelled training patches)")
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
@@ -92,7 +96,8 @@ def run_probe(args: argparse.Namespace) -> int:
 
     store = PatchStore(args.store)
     cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule)
+                      batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
+                      hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round)
     model = train_probe(store, cfg, args.out)
     print(f"wrote {args.out}")
     if len(store.indices("test", labelled=True)):

@@ -26,13 +26,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.merging import detections_from_windows, window_labels
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
 from mine_jepa_ros.detect.replay import BagInputs, ReplayOptions, SceneCollector
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, window_truth
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.image_codec import decode_image
 
@@ -148,6 +148,41 @@ def _pick(points: list[dict[str, Any]], target: Target, name: str) -> dict[str, 
     return max(points, key=lambda p: (p["f1"], p["threshold"]))
 
 
+def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
+    """The classified windows and ground truth of every bag (one scene per frame, or per ping stream)."""
+    scenes: list[Scene] = []
+    for bag in bags:
+        inputs = BagInputs.open(bag, opts)
+        if need_truth and (not inputs.gt_topic or not inputs.truth_by_stamp):
+            raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): validation surveys "
+                                   "need it")
+        pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode=inputs.mode, thresholds=0.5))
+        collector = SceneCollector(inputs)
+        stats = ReadStats()
+        for _t, msg in tqdm(inputs.messages(stats, opts.distro), desc=f"classify {Path(bag).name}", unit="img",
+                            disable=not opts.progress):
+            output = pipeline.process(msg)
+            if output is not None:
+                collector.add(msg, output, decode_image(msg).pixels)
+        final = pipeline.flush()
+        if final is not None:
+            collector.add(None, final, np.zeros((0, 0)))
+        scenes += [scene for scene, _dets, _labels in collector.finish(pipeline)]
+    return scenes
+
+
+def score_scenes(scenes: list[Scene], thresholds: list[float], class_names: list[str], window: int,
+                 gate: MatchGate) -> dict[str, Any]:
+    """The replay's metrics for scenes whose windows are already classified, at ``thresholds``
+    (per class, background's first): the detections are made as the pipeline makes them."""
+    scorer = Scorer(class_names, window, gate)
+    for scene in scenes:
+        labels = window_labels(scene.probabilities, thresholds) if len(scene.positions) else np.zeros(0, np.int64)
+        scorer.add(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, window, class_names),
+                   labels)
+    return scorer.metrics(thresholds)
+
+
 def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target: Target,
               options: ReplayOptions | None = None) -> CalibrationReport:
     """Choose and store the operating point; ``options`` give the bags' topics, geometry and gate."""
@@ -157,31 +192,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     model = load_checkpoint(model_path)
     model.metadata = replace(model.metadata, operating_point=None)  # calibrate the raw model (T = 1)
     classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
-    scenes: list[Scene] = []
-    geometries: set[SonarGeometry | None] = set()
-    for bag in bags:
-        inputs = BagInputs.open(bag, opts)
-        if not inputs.gt_topic or not inputs.truth_by_stamp:
-            raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): validation surveys "
-                                   "need it")
-        geometries.add(inputs.geometry)
-        pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode=inputs.mode, thresholds=0.5))
-        collector = SceneCollector(inputs)
-        stats = ReadStats()
-        for _t, msg in tqdm(inputs.messages(stats, opts.distro), desc=f"calibrate {Path(bag).name}", unit="img",
-                            disable=not opts.progress):
-            output = pipeline.process(msg)
-            if output is not None:
-                collector.add(msg, output, decode_image(msg).pixels)
-        final = pipeline.flush()
-        if final is not None:
-            collector.add(None, final, np.zeros((0, 0)))
-        scenes += [scene for scene, _dets, _labels in collector.finish(pipeline)]
-    if len(geometries) > 1:
-        raise CalibrationError(f"the validation bags have different sonar geometries {sorted(map(str, geometries))}; "
-                               "calibrate on surveys of one sonar setting")
-    geometry = geometries.pop()
-
+    scenes = collect_scenes(classifier, bags, opts, need_truth=True)
     names = classifier.class_names
     truth = [window_truth(s.positions, classifier.window, s.truth, names) for s in scenes]
     keep = [t >= 0 for t in truth]
@@ -194,7 +205,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     ece_after = expected_calibration_error(softmax_with_temperature(raw, temperature), labels)
 
     calibrated = [replace(s, probabilities=softmax_with_temperature(s.probabilities, temperature)) for s in scenes]
-    scorer = Scorer(names, classifier.window, geometry, MatchGate(opts.match_distance_m, opts.match_pixels),
+    scorer = Scorer(names, classifier.window, MatchGate(opts.match_distance_m, opts.match_pixels),
                     froc_thresholds=THRESHOLD_GRID)
     for s in calibrated:
         scorer.add(s, [], np.zeros(len(s.positions), np.int64))
@@ -211,7 +222,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
         temperature=temperature, thresholds=thresholds, target={"kind": target.kind, "value": target.value},
         validation={"bags": [str(b) for b in bags], "ece_before": ece_before, "ece_after": ece_after,
                     "windows": int(len(labels)), "area_km2": scorer.area_km2, "classes": per_class,
-                    "match": {"gate": scorer.matcher.gate, "unit": scorer.matcher.unit}},
+                    "match": {"gate": scorer.gate_value, "unit": scorer.unit}},
     )
     op.check(names, str(model_path))
     model.metadata = replace(model.metadata, operating_point=op.to_dict())

@@ -169,7 +169,7 @@ class SceneCollector:
         if self.inputs.mode == "frames":
             truth = self.inputs.truth_by_stamp.get(stamp_ns(msg.header), [])
             scene = Scene(output.tiles_positions, output.probabilities, truth, pixels.shape[1], pixels.shape[0],
-                          self._frame_row)
+                          self._frame_row, self.inputs.geometry)
             self.scored.append((scene, output.detections, output.labels))
             self._frame_row += pixels.shape[0]
         else:
@@ -181,7 +181,7 @@ class SceneCollector:
             truth = [d for dets in self.inputs.truth_by_stamp.values() for d in dets]
             positions, probs, labels = (np.concatenate(parts) for parts in zip(
                 *((o.tiles_positions, o.probabilities, o.labels) for o in self._stream)))
-            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows)
+            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.inputs.geometry)
             self.scored.append((scene, [d for o in self._stream for d in o.detections], labels))
             self._stream = []
         return self.scored
@@ -258,8 +258,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
 
     metrics = None
     if inputs.gt_topic:
-        scorer = Scorer(pipeline.class_names, pipeline.window, inputs.geometry,
-                        MatchGate(opts.match_distance_m, opts.match_pixels))
+        scorer = Scorer(pipeline.class_names, pipeline.window, MatchGate(opts.match_distance_m, opts.match_pixels))
         for scene, dets, labels in scenes.finish(pipeline):
             scorer.add(scene, dets, labels)
         metrics = scorer.metrics(pipeline.thresholds)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mine_jepa_ros.detect.merging import detections_from_windows
+from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.detections import Detection
 
@@ -59,6 +60,7 @@ class Scene:
     width: int
     rows: int  # pings in the scene
     row_offset: int = 0  # pings before it in the survey (frames), for absolute along-track positions
+    geometry: SonarGeometry | None = None  # this survey's: metres and seabed area where known
 
 
 def swath_area_km2(rows: int, width: int, geometry: SonarGeometry) -> float:
@@ -87,41 +89,38 @@ class ClassScore:
         return self.detections - self.matched
 
 
-class DetectionMatcher:
-    """Centres in metres (with geometry) or pixels, and the one-to-one greedy match within the gate."""
+def metric_centre(det: Detection, scene: Scene, truth: bool) -> tuple[float, float]:
+    """Where ``det`` lies: metres (along-track from the survey start, signed cross-track) with the
+    scene's geometry, else pixels; a ground-truth object's own metric position where it has one."""
+    row, col = det.centre
+    if scene.geometry is None:
+        return row, col
+    if truth and det.position_m is not None:
+        return det.position_m
+    return scene.geometry.position_m(row + scene.row_offset, col, scene.width)
 
-    def __init__(self, geometry: SonarGeometry | None, gate: MatchGate) -> None:
-        self.geometry = geometry
-        self.gate = gate.metres if geometry is not None else gate.pixels
-        self.unit = "m" if geometry is not None else "px"
 
-    def centre(self, det: Detection, scene: Scene, truth: bool) -> tuple[float, float]:
-        row, col = det.centre
-        if self.geometry is None:
-            return row, col
-        if truth and det.position_m is not None:
-            return det.position_m
-        return self.geometry.position_m(row + scene.row_offset, col, scene.width)
-
-    def match(self, detections: Sequence[Detection], scene: Scene) -> list[tuple[int, int, float]]:
-        """``(detection index, truth index, distance)`` of every match."""
-        truth_xy = [self.centre(t, scene, truth=True) for t in scene.truth]
-        taken = [False] * len(scene.truth)
-        pairs = []
-        for i in sorted(range(len(detections)), key=lambda k: -detections[k].score):
-            det = detections[i]
-            x, y = self.centre(det, scene, truth=False)
-            best, best_d = -1, math.inf
-            for j, gt in enumerate(scene.truth):
-                if taken[j] or gt.class_name != det.class_name:
-                    continue
-                d = math.hypot(x - truth_xy[j][0], y - truth_xy[j][1])
-                if d <= self.gate and d < best_d:
-                    best, best_d = j, d
-            if best >= 0:
-                taken[best] = True
-                pairs.append((i, best, best_d))
-        return pairs
+def match_detections(detections: Sequence[Detection], scene: Scene, gate: MatchGate) -> list[tuple[int, int, float]]:
+    """``(detection index, truth index, distance)`` of every match: greedy by descending score, each
+    detection taking the nearest free object of its class within the gate."""
+    limit = gate.metres if scene.geometry is not None else gate.pixels
+    truth_xy = [metric_centre(t, scene, truth=True) for t in scene.truth]
+    taken = [False] * len(scene.truth)
+    pairs = []
+    for i in sorted(range(len(detections)), key=lambda k: -detections[k].score):
+        det = detections[i]
+        x, y = metric_centre(det, scene, truth=False)
+        best, best_d = -1, math.inf
+        for j, gt in enumerate(scene.truth):
+            if taken[j] or gt.class_name != det.class_name:
+                continue
+            d = math.hypot(x - truth_xy[j][0], y - truth_xy[j][1])
+            if d <= limit and d < best_d:
+                best, best_d = j, d
+        if best >= 0:
+            taken[best] = True
+            pairs.append((i, best, best_d))
+    return pairs
 
 
 def froc_auc(points: Sequence[dict[str, float]], max_fa_per_km2: float) -> float:
@@ -163,28 +162,42 @@ def window_truth(positions: np.ndarray, window: int, truth: Sequence[Detection],
 class Scorer:
     """Accumulates scenes (their windows, the detections made from them and the truth) over a replay."""
 
-    def __init__(self, class_names: Sequence[str], window: int, geometry: SonarGeometry | None = None,
-                 gate: MatchGate = MatchGate(), froc_thresholds: Sequence[float] = FROC_THRESHOLDS) -> None:
+    def __init__(self, class_names: Sequence[str], window: int, gate: MatchGate = MatchGate(),
+                 froc_thresholds: Sequence[float] = FROC_THRESHOLDS) -> None:
         self.class_names = list(class_names)
         self.window = window
-        self.matcher = DetectionMatcher(geometry, gate)
-        self.geometry = geometry
+        self.gate = gate
         self.froc_thresholds = list(froc_thresholds)
         self.scenes: list[tuple[Scene, list[Detection]]] = []
         self.confusion = np.zeros((len(self.class_names),) * 2, np.int64)
 
     def add(self, scene: Scene, detections: Sequence[Detection], labels: np.ndarray) -> None:
-        """One scene with the detections the pipeline made for it and its windows' predicted labels."""
+        """One scene with the detections the pipeline made for it and its windows' predicted labels.
+        Scenes are scored in metres or in pixels, not both: all with a geometry, or all without."""
+        if self.scenes and (self.scenes[0][0].geometry is None) != (scene.geometry is None):
+            raise UserError("scenes with and without sonar geometry cannot be scored together (metres vs pixels)")
         self.scenes.append((scene, list(detections)))
         true = window_truth(scene.positions, self.window, scene.truth, self.class_names)
         keep = true >= 0
         np.add.at(self.confusion, (true[keep], labels[keep]), 1)
 
     @property
+    def metric(self) -> bool:
+        return bool(self.scenes) and self.scenes[0][0].geometry is not None
+
+    @property
+    def unit(self) -> str:
+        return "m" if self.metric else "px"
+
+    @property
+    def gate_value(self) -> float:
+        return self.gate.metres if self.metric else self.gate.pixels
+
+    @property
     def area_km2(self) -> float | None:
-        if self.geometry is None:
+        if not self.metric:
             return None
-        return sum(swath_area_km2(s.rows, s.width, self.geometry) for s, _ in self.scenes)
+        return sum(swath_area_km2(s.rows, s.width, s.geometry) for s, _ in self.scenes if s.geometry is not None)
 
     def _score(self, made: list[tuple[Scene, list[Detection]]]) -> dict[str, ClassScore]:
         scores = {name: ClassScore() for name in self.class_names[1:]}
@@ -195,7 +208,7 @@ class Scorer:
             for det in dets:
                 if det.class_name in scores:
                     scores[det.class_name].detections += 1
-            for i, _j, dist in self.matcher.match(dets, scene):
+            for i, _j, dist in match_detections(dets, scene, self.gate):
                 score = scores[dets[i].class_name]
                 score.matched += 1
                 score.errors.append(dist)
@@ -221,7 +234,7 @@ class Scorer:
         """Detection metrics at the thresholds in force (``thresholds``: per class, background's
         first, only reported), the FROC curves and the window metrics."""
         per_class = {}
-        error_key = f"localisation_error_{self.matcher.unit}"
+        error_key = f"localisation_error_{self.unit}"
         for k, (name, s) in enumerate(self._score(self.scenes).items(), start=1):
             per_class[name] = {
                 "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd), "false_alarms": s.false_alarms,
@@ -240,7 +253,7 @@ class Scorer:
         total = int(cm.sum())
         return {
             "detections": per_class,
-            "match": {"gate": self.matcher.gate, "unit": self.matcher.unit},
+            "match": {"gate": self.gate_value, "unit": self.unit},
             "area_km2": self.area_km2,
             "froc": self.froc(),
             "window_confusion": {"classes": self.class_names, "matrix": cm.tolist()},

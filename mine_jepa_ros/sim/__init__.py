@@ -2,6 +2,7 @@
 
 from mine_jepa_ros.sim.survey import (
     CLASS_NAMES,
+    FleetVariation,
     ObjectPlacement,
     SimObject,
     Survey,
@@ -10,4 +11,4 @@ from mine_jepa_ros.sim.survey import (
     simulate_survey,
 )
 
-__all__ = ["CLASS_NAMES", "ObjectPlacement", "SimObject", "Survey", "SurveyConfig", "SurveySimulator", "simulate_survey"]
+__all__ = ["CLASS_NAMES", "FleetVariation", "ObjectPlacement", "SimObject", "Survey", "SurveyConfig", "SurveySimulator", "simulate_survey"]

@@ -27,7 +27,7 @@ Everything is vectorised numpy; a survey is deterministic for a seed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -72,7 +72,11 @@ class SurveyConfig:
         speckle_looks: number of looks of the multiplicative speckle (1 = exponential intensity).
         noise_floor: additive noise intensity (mean of an exponential), relative to reflectivity.
         water_column_level: mean intensity of water-column scatter before the first bottom return.
-        beam_falloff: strength of the far-range beam-pattern loss, ``exp(-falloff * (r/R)^2)``.
+        beam_falloff: strength of the far-range beam-pattern loss, ``exp(-falloff * (r/R)^beam_shape)``.
+        beam_shape: exponent of that loss (2: Gaussian-like; larger: flatter near range, sharper edge).
+        gain: overall receiver gain (intensity factor) of this survey's sonar setting.
+        tvg_exponent: residual of an imperfect time-varied gain: intensity x ``(r / (R/2))^tvg_exponent``
+            (0: perfectly compensated; > 0: far range too bright, near range too dark; < 0: the reverse).
         display_gain: amplitude that maps to full scale when converting to integers.
         seed: random seed; the same config gives the same survey.
     """
@@ -102,6 +106,9 @@ class SurveyConfig:
     noise_floor: float = 0.01
     water_column_level: float = 0.003
     beam_falloff: float = 0.6
+    beam_shape: float = 2.0
+    gain: float = 1.0
+    tvg_exponent: float = 0.0
     display_gain: float = 1.4
     seed: int = 0
 
@@ -121,6 +128,8 @@ class SurveyConfig:
             "sand_fraction": 0 <= self.sand_fraction and 0 <= self.rock_fraction
             and self.sand_fraction + self.rock_fraction <= 1,
             "display_gain": self.display_gain > 0,
+            "gain": self.gain > 0,
+            "beam_shape": self.beam_shape > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -491,8 +500,10 @@ class SurveySimulator:
         running_min = np.minimum.accumulate(depression, axis=1)
         visible = depression <= running_min + 1e-6
         intensity = np.where(visible, intensity, 0.0)
-        # Beam pattern loss towards far range.
-        intensity *= np.exp(-c.beam_falloff * (dist / c.max_range_m) ** 2)
+        # Beam pattern loss towards far range, and the gain and time-varied gain of this setting.
+        intensity *= c.gain * np.exp(-c.beam_falloff * (dist / c.max_range_m) ** c.beam_shape)
+        if c.tvg_exponent:
+            intensity *= (dist / (0.5 * c.max_range_m)) ** c.tvg_exponent
         # Accumulate every ground echo into its slant-range bin.
         bins = self._slant_bins(x, height)
         valid = bins >= 0
@@ -504,6 +515,40 @@ class SurveySimulator:
         first_bottom = int(h / c.slant_resolution_m)
         out[:, :first_bottom] = c.water_column_level
         return out
+
+
+@dataclass(frozen=True)
+class FleetVariation:
+    """How surveys differ across a fleet: each :meth:`draw` is one survey's sonar setting and seabed.
+
+    Factors multiply the base configuration; ranges are drawn uniformly (gain log-uniformly)."""
+
+    gain: tuple[float, float] = (0.5, 2.0)
+    tvg_exponent: tuple[float, float] = (-0.6, 0.6)
+    beam_falloff: tuple[float, float] = (0.2, 1.2)
+    beam_shape: tuple[float, float] = (1.5, 3.0)
+    max_range_factor: tuple[float, float] = (0.85, 1.15)  # same samples: range resolution varies too
+    altitude_factor: tuple[float, float] = (0.8, 1.25)
+    sand_fraction: tuple[float, float] = (0.3, 0.7)
+    rock_fraction: tuple[float, float] = (0.04, 0.25)
+    ripple_scale: tuple[float, float] = (0.6, 1.6)
+
+    def draw(self, base: SurveyConfig, seed: int) -> SurveyConfig:
+        """The configuration of one survey: ``base`` varied by draws seeded with ``seed``."""
+        rng = np.random.default_rng([seed, 0x5EED])
+        u = lambda lo_hi: float(rng.uniform(*lo_hi))  # noqa: E731
+        max_range = base.max_range_m * u(self.max_range_factor)
+        altitude = min(base.altitude_m * u(self.altitude_factor), 0.5 * max_range)
+        ripple = u(self.ripple_scale)
+        return replace(
+            base, seed=seed, max_range_m=max_range, altitude_m=altitude,
+            gain=float(np.exp(rng.uniform(*np.log(self.gain)))), tvg_exponent=u(self.tvg_exponent),
+            beam_falloff=u(self.beam_falloff), beam_shape=u(self.beam_shape), sand_fraction=u(self.sand_fraction),
+            rock_fraction=u(self.rock_fraction),
+            ripple_wavelength_m=(base.ripple_wavelength_m[0] * ripple, base.ripple_wavelength_m[1] * ripple),
+            object_ground_range_m=(base.object_ground_range_m[0],
+                                   min(base.object_ground_range_m[1], 0.8 * ground_range_m(max_range, altitude))),
+        )
 
 
 def simulate_survey(

@@ -1,10 +1,20 @@
-"""``make demo``: the whole chain on the embedded default (simulated surveys), end to end.
+"""``make demo``: the whole chain on the embedded default (simulated surveys), ending with a detector.
 
-1. simulate training surveys and a separate test survey (written as a rosbag2 with ground truth);
-2. extract patch stores from the training surveys (split by survey);
-3. SIGReg-pretrain a ViT-Tiny on them (small scale, sonar augmentations);
-4. probe it (linear head on the frozen backbone) into a deployable checkpoint;
-5. replay the test survey's bag through the detector, score it, and write overlay PNGs.
+Every survey draws its own sonar setting and seabed (gain, time-varied gain, beam pattern, range
+resolution, altitude, seabed composition, ripple scale: :class:`~mine_jepa_ros.sim.FleetVariation`);
+training, validation and test surveys come from that one distribution but are never the same.
+
+1. simulate the training surveys into a patch store, plus validation and test surveys as rosbag2
+   files with ground truth;
+2. SIGReg-pretrain a ViT-Tiny on the training windows (small scale, sonar augmentations);
+3. fine-tune it with a linear head on the labelled training patches (``--probe linear``: head
+   only), then in ``--hard-negative-rounds`` rounds add the training surveys' background windows it
+   calls objects and train again (hard-negative mining for the deployment prior);
+4. calibrate: fit a temperature and pick per-class thresholds (best F1) on the validation surveys,
+   stored in the checkpoint (its operating point);
+5. replay the held-out test survey at that operating point: Pd, precision, false alarms per km²,
+   localisation error, the FROC curve (``report/froc.png``) and overlays; the MILCO numbers are
+   printed against the goals (Pd >= 0.8 with precision >= 0.5).
 """
 
 from __future__ import annotations
@@ -16,18 +26,29 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mine_jepa_ros.detect.calibrate import Target, calibrate
 from mine_jepa_ros.detect.replay import ReplayOptions, replay
 from mine_jepa_ros.detect.replay import format_metrics as format_replay_metrics
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.pictures import save_survey_png
-from mine_jepa_ros.sim.survey import SurveyConfig, simulate_survey
+from mine_jepa_ros.sim.survey import FleetVariation, SurveyConfig, simulate_survey
+
+GOAL_PD, GOAL_PRECISION = 0.8, 0.5
+BASE = SurveyConfig(pings=1536, samples_per_side=512, max_range_m=16.0, altitude_m=2.5, milco_count=6, nombo_count=6,
+                    object_ground_range_m=(3.0, 12.0), object_min_spacing_m=5.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (replaced)")
     parser.add_argument("--surveys", type=int, default=16, help="training surveys to simulate")
+    parser.add_argument("--validation-surveys", type=int, default=3, help="validation surveys (operating point)")
     parser.add_argument("--epochs", type=int, default=3, help="SIGReg pretraining epochs")
+    parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
+    parser.add_argument("--probe-epochs", type=int, default=0, help="probe epochs (0: 30 fine-tuning, 200 linear)")
+    parser.add_argument("--hard-negative-rounds", type=int, default=0, help="rounds of hard-negative mining (0: none)")
+    parser.add_argument("--hard-negatives-per-round", type=int, default=0,
+                        help="windows added per round (0: as many as the labelled training patches)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
 
@@ -45,15 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[demo {time.perf_counter() - t0:6.1f} s] {text}", flush=True)
 
-    test_survey = simulate_survey(SurveyConfig(pings=1536, samples_per_side=512, max_range_m=16.0, altitude_m=2.5,
-                                               milco_count=6, nombo_count=6, object_ground_range_m=(3.0, 12.0),
-                                               object_min_spacing_m=5.0, seed=90_001))
+    fleet = FleetVariation()
+    test_survey = simulate_survey(fleet.draw(BASE, 90_001))
     test_bag = write_survey_bag(test_survey, out / "test_survey_bag", SurveyBagOptions(frame_height=512))
     save_survey_png(test_survey, out / "test_survey.png")
     say(f"test survey: {test_bag} ({len(test_survey.objects)} objects; picture {out / 'test_survey.png'})")
+    validation_bags = [write_survey_bag(simulate_survey(fleet.draw(BASE, 80_001 + k)), out / f"validation_bag_{k}",
+                                        SurveyBagOptions(frame_height=512)) for k in range(args.validation_surveys)]
+    say(f"validation surveys: {', '.join(str(b) for b in validation_bags)}")
 
     sim = SimExtractConfig(surveys=args.surveys, pings=1024, samples_per_side=512, max_range_m=16.0, altitude_m=2.5,
-                           objects_per_class=5, seed=1)
+                           objects_per_class=5, seed=1, vary=True)
     store = extract_simulator(out / "patches", sim)
     say(store.summary())
 
@@ -64,20 +87,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"SIGReg pretraining: loss {last['loss']:.3f}, online probe accuracy {last['probe_acc']:.2f} "
         f"-> {pre.backbone} (curves: {out / 'pretrain' / 'metrics.png'})")
 
-    model_path = out / "model.safetensors"
-    model = train_probe(store, ProbeConfig(mode="linear", init=str(pre.backbone), epochs=200, device=args.device), model_path)
-    say(f"probe (linear, frozen backbone) -> {model_path}")
+    probe_path = out / "probe.safetensors"
+    epochs = args.probe_epochs or (30 if args.probe == "finetune" else 200)
+    probe_cfg = ProbeConfig(mode=args.probe, init=str(pre.backbone), epochs=epochs, device=args.device,
+                            hard_negative_rounds=args.hard_negative_rounds,
+                            hard_negatives_per_round=args.hard_negatives_per_round)
+    model = train_probe(store, probe_cfg, probe_path)
+    say(f"probe ({args.probe}, {epochs} epochs, {args.hard_negative_rounds} hard-negative round(s)) -> {probe_path}")
     print(format_metrics(evaluate(model, store, "test", device=args.device)))
+
+    model_path = out / "model.safetensors"
+    report = calibrate(probe_path, validation_bags, model_path, Target("f1"), ReplayOptions(device=args.device))
+    say(f"operating point chosen on the validation surveys -> {model_path}")
+    print(report.summary())
 
     result = replay(test_bag, model_path, out / "detections_bag",
                     ReplayOptions(device=args.device, report_dir=out / "report", overlay=True))
-    say(f"replayed the test survey: {result.images} frames, {result.windows} windows ({result.windows_per_second:.0f}/s), "
-        f"{result.detections} detections")
+    say(f"replayed the held-out test survey at that operating point: {result.images} frames, {result.windows} windows "
+        f"({result.windows_per_second:.0f}/s), {result.detections} detections")
     if result.metrics:
         print(format_replay_metrics(result.metrics))
+        milco = result.metrics["detections"]["MILCO"]
+        met = milco["pd"] >= GOAL_PD and milco["precision"] >= GOAL_PRECISION
+        print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}): Pd {milco['pd']:.2f}, precision "
+              f"{milco['precision']:.2f}: {'met' if met else 'NOT met'}")
     print()
     print(f"detections bag : {out / 'detections_bag'}")
-    print(f"metrics        : {out / 'report' / 'metrics.json'}  (plot {out / 'report' / 'metrics.png'})")
+    print(f"metrics        : {out / 'report' / 'metrics.json'}  (plots {out / 'report' / 'metrics.png'}, "
+          f"{out / 'report' / 'froc.png'})")
     print(f"overlay PNGs   : {out / 'report'}/overlay_*.png")
     print(f"model          : {model_path}  (ros2 run mine_jepa_ros mine_jepa_node --ros-args -p model_path:={model_path})")
     say("done")

@@ -29,8 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
+from mine_jepa_ros.detect.calibrate import Target, calibrate, collect_scenes, score_scenes
+from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.replay import ReplayOptions
+from mine_jepa_ros.detect.scoring import MatchGate, froc_auc
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.training.extract import extract_simulator
+from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
+from mine_jepa_ros.sim.survey import simulate_survey
+from mine_jepa_ros.training.extract import extract_simulator, survey_config
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.pretrain import Pretrainer
 from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
@@ -56,6 +63,10 @@ ORDERINGS: list[tuple[str, str, str]] = [
 SUMMARY_KEYS = ("macro_f1", "accuracy", "milco_vs_rest_f1", "milco_recall")
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -69,16 +80,18 @@ class SeedResult:
     minutes: float
     pretrain_minutes: float
     probe_minutes: float
+    detection: dict[str, dict[str, Any]] = field(default_factory=dict)  # class -> pd, FA/km², FROC area (fine-tuned)
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "metrics": {k: m.to_dict() for k, m in self.metrics.items()}, "minutes": self.minutes,
-                "pretrain_minutes": self.pretrain_minutes, "probe_minutes": self.probe_minutes}
+                "pretrain_minutes": self.pretrain_minutes, "probe_minutes": self.probe_minutes,
+                "detection": self.detection}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SeedResult:
         return cls(seed=int(data["seed"]), metrics={k: ClassificationMetrics.from_dict(m) for k, m in data["metrics"].items()},
                    minutes=float(data["minutes"]), pretrain_minutes=float(data["pretrain_minutes"]),
-                   probe_minutes=float(data["probe_minutes"]))
+                   probe_minutes=float(data["probe_minutes"]), detection=dict(data.get("detection", {})))
 
 
 def summarise(per_seed: list[SeedResult]) -> dict[str, dict[str, Any]]:
@@ -92,6 +105,12 @@ def summarise(per_seed: list[SeedResult]) -> dict[str, dict[str, Any]]:
         entry["per_class_f1"] = {c: _mean_std([m.per_class_f1[c] for m in ms])[0] for c in ms[0].per_class_f1}
         entry["samples"] = ms[0].samples
         out[probe] = entry
+    detection: dict[str, Any] = {}
+    for name in per_seed[0].detection:
+        for key in ("pd", "false_alarms_per_km2", "froc_auc"):
+            values = [s.detection[name][key] for s in per_seed if s.detection.get(name, {}).get(key) is not None]
+            detection.setdefault(name, {})[key] = statistics.fmean(values) if values else None
+    out["detection"] = detection
     return out
 
 
@@ -148,6 +167,7 @@ class ExperimentResult:
     store: str = ""
     scale: str = ""
     seeds: list[int] = field(default_factory=list)
+    froc_max: float = 500.0
 
     def row(self, label: str) -> ExperimentRow | None:
         return next((r for r in self.rows if r.label == label), None)
@@ -183,19 +203,25 @@ class ExperimentResult:
             f"Scale `{self.scale}`, store `{self.store}`, {samples} labelled test patches from held-out surveys, {seeds}. "
             "Linear: frozen backbone + linear head. Fine-tuned: backbone and head trained on the labelled "
             "patches with the same budget for every row (for the first row this is supervised training from "
-            "random init). The columns after the fine-tuned macro-F1 are for the fine-tuned model; minutes per seed.",
+            "random init). The columns after the fine-tuned macro-F1 are for the fine-tuned model; the MILCO Pd and "
+            "false alarms per km² are the detector's on held-out test surveys at the operating point (best F1) chosen "
+            "on validation surveys, matched within 2 m; the FROC area is the mean Pd over 0 to "
+            f"{self.froc_max:g} false alarms per km². Minutes per seed.",
             "",
-            "| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall | minutes |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall "
+            "| MILCO Pd | MILCO FA/km² | MILCO FROC area | minutes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             summary = r.metrics
             lin, ft = summary["linear"], summary["finetune"]
             n = len(r.per_seed)
+            det = summary["detection"].get("MILCO", {})
             lines.append(
                 f"| {r.label} | {r.init} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
                 f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | {ft['milco_vs_rest_f1']:.3f} | "
-                f"{ft['milco_recall']:.3f} | {r.minutes:.1f} |"
+                f"{ft['milco_recall']:.3f} | {_num(det.get('pd'), '.3f')} | {_num(det.get('false_alarms_per_km2'), '.0f')} | "
+                f"{_num(det.get('froc_auc'), '.3f')} | {r.minutes:.1f} |"
             )
         checks = self.orderings()
         if checks:
@@ -206,8 +232,44 @@ class ExperimentResult:
         return "\n".join(lines) + "\n"
 
 
+def _detection(model_path: Path, bags: SurveyBags, sc: ExperimentRecipe, device: str) -> dict[str, Any]:
+    """The fine-tuned model as a detector: operating point (best F1) on the validation surveys, then
+    Pd, false alarms per km² and the FROC area on the test surveys."""
+    opts = ReplayOptions(device=device, progress=False)
+    calibrated = model_path.with_name(model_path.stem + "_calibrated.safetensors")
+    calibrate(model_path, bags.validation, calibrated, Target("f1"), opts)
+    classifier = PatchClassifier(load_checkpoint(calibrated), device=device)
+    op = classifier.model.metadata.op()
+    assert op is not None
+    thresholds = [1.0, *(op.thresholds[n] for n in classifier.class_names[1:])]
+    metrics = score_scenes(collect_scenes(classifier, bags.test, opts), thresholds, classifier.class_names,
+                           classifier.window, MatchGate())
+    return {name: {"pd": m["pd"], "false_alarms_per_km2": m["false_alarms_per_km2"], "threshold": m["threshold"],
+                   "froc_auc": froc_auc(metrics["froc"][name], sc.detection.froc_max_fa_per_km2)}
+            for name, m in metrics["detections"].items()}
+
+
+@dataclass(frozen=True)
+class SurveyBags:
+    validation: list[Path]
+    test: list[Path]
+
+
+def _survey_bags(out: Path, sc: ExperimentRecipe, seed: int) -> SurveyBags:
+    """Validation and test surveys drawn like the store's (other seeds), as bags; reused when present."""
+    def bag(kind: str, k: int, survey_seed: int) -> Path:
+        path = out / "surveys" / f"{kind}_{seed}_{k}"
+        if not path.exists():
+            write_survey_bag(simulate_survey(survey_config(sc.sim, survey_seed)), path, SurveyBagOptions(frame_height=512))
+        return path
+
+    base = 10_000_000 + seed * 1000
+    return SurveyBags([bag("validation", k, base + k) for k in range(sc.detection.validation_surveys)],
+                      [bag("test", k, base + 500 + k) for k in range(sc.detection.test_surveys)])
+
+
 def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int,
-              device: str, progress: bool, report_only: bool = False) -> SeedResult | None:
+              device: str, progress: bool, report_only: bool = False, bags: SurveyBags | None = None) -> SeedResult | None:
     """Pretrain (unless ``method`` is None) and probe one row with one seed; cached in ``run_dir``.
 
     With ``report_only`` nothing is trained: the cached result, or None when there is none."""
@@ -234,8 +296,9 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
     for mode, probe_cfg in probes.items():
         model = train_probe(store, replace(probe_cfg, init=backbone), run_dir / f"model_{mode}.safetensors", progress=progress)
         metrics[mode] = evaluate(model, store, "test", device=device)
+    detection = _detection(run_dir / "model_finetune.safetensors", bags, sc, device) if bags else {}
     probe_minutes = (time.perf_counter() - start) / 60
-    result = SeedResult(seed, metrics, pretrain_minutes + probe_minutes, pretrain_minutes, probe_minutes)
+    result = SeedResult(seed, metrics, pretrain_minutes + probe_minutes, pretrain_minutes, probe_minutes, detection)
     write_json_atomic(done, {"settings": settings, "result": result.to_dict()})
     return result
 
@@ -269,14 +332,15 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
     else:
         store = PatchStore(store_path)
     print(store.summary())
-    result = ExperimentResult(store=str(store_path), scale=scale, seeds=seeds)
+    result = ExperimentResult(store=str(store_path), scale=scale, seeds=seeds, froc_max=sc.detection.froc_max_fa_per_km2)
+    bags = None if report_only else _survey_bags(out, sc, seed)
     for label, method, aug in RUNS:
         if only and not any(o.lower() in label.lower() for o in only):
             continue
         name = f"{method}_{aug}" if method else "random_init"
         per_seed = []
         for s in seeds:
-            done = _run_seed(label, method, aug, sc, store, out / name / f"seed{s}", s, device, progress, report_only)
+            done = _run_seed(label, method, aug, sc, store, out / name / f"seed{s}", s, device, progress, report_only, bags)
             if done is None:
                 continue
             per_seed.append(done)

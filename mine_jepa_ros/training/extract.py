@@ -27,8 +27,15 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_images, list_topics, read_detections
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.messages import stamp_ns
-from mine_jepa_ros.sim.survey import Survey, SurveyConfig, simulate_survey
-from mine_jepa_ros.training.patches import DEFAULT_CLASSES, PatchBatch, PatchStore, PatchStoreWriter
+from mine_jepa_ros.sim.survey import FleetVariation, Survey, SurveyConfig, simulate_survey
+from mine_jepa_ros.training.patches import (
+    BACKGROUND_POOL,
+    DEFAULT_CLASSES,
+    UNLABELLED,
+    PatchBatch,
+    PatchStore,
+    PatchStoreWriter,
+)
 
 YOLO_CLASSES = {0: "MILCO", 1: "NOMBO"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -47,14 +54,21 @@ def centred_crop(image: np.ndarray, row: float, col: float, window: int) -> np.n
 
 
 def labelled_patches(image_u8: np.ndarray, objects: list[Detection], window: int, stride: int,
-                     rng: np.random.Generator, background_per_object: float = 1.0, min_background: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Object-centred crops (their class) + background crops from windows touching no object."""
+                     rng: np.random.Generator, background_per_object: float = 1.0, min_background: int = 2,
+                     offset_crops: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Object-centred crops (their class) + background crops from windows touching no object.
+
+    ``offset_crops`` adds that many crops per object with its centre moved up to ``stride / 2``
+    pixels each way: where a sliding window at ``stride`` sees it in deployment."""
     crops, labels = [], []
     for obj in objects:
         if obj.class_name not in DEFAULT_CLASSES:
             continue
-        crops.append(centred_crop(image_u8, *obj.centre, window))
-        labels.append(DEFAULT_CLASSES.index(obj.class_name))
+        row, col = obj.centre
+        shifts = [(0.0, 0.0), *rng.uniform(-stride / 2, stride / 2, size=(offset_crops, 2))]
+        for dr, dc in shifts:
+            crops.append(centred_crop(image_u8, row + dr, col + dc, window))
+            labels.append(DEFAULT_CLASSES.index(obj.class_name))
     tiles = WaterfallTiler(window, stride).tile(image_u8)
     truth = window_truth(tiles.positions, window, objects, list(DEFAULT_CLASSES))
     clean = np.nonzero(truth == 0)[0]
@@ -67,8 +81,15 @@ def labelled_patches(image_u8: np.ndarray, objects: list[Detection], window: int
     return np.stack(crops).astype(np.uint8), np.array(labels, np.int16)
 
 
-def unlabelled_windows(image_u8: np.ndarray, window: int, stride: int) -> np.ndarray:
-    return WaterfallTiler(window, stride).tile(image_u8).patches
+def unlabelled_windows(image_u8: np.ndarray, window: int, stride: int,
+                       objects: list[Detection] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every sliding window, labelled :data:`BACKGROUND_POOL` where ``objects`` (the ground truth,
+    when known) shows it touches none, else unlabelled."""
+    tiles = WaterfallTiler(window, stride).tile(image_u8)
+    labels = np.full(len(tiles), UNLABELLED, np.int16)
+    if objects is not None:
+        labels[window_truth(tiles.positions, window, objects, list(DEFAULT_CLASSES)) == 0] = BACKGROUND_POOL
+    return tiles.patches, labels
 
 
 # -- simulator ------------------------------------------------------------------------------------
@@ -83,15 +104,21 @@ class SimExtractConfig:
     altitude_m: float = 3.0
     objects_per_class: int = 5
     seed: int = 0
+    vary: bool = False  # each survey its own sonar setting and seabed (FleetVariation), as a real fleet's
+    offset_crops: int = 0  # extra crops per object, off-centre as a sliding window sees it
+
+
+def survey_config(cfg: SimExtractConfig, seed: int) -> SurveyConfig:
+    """The configuration of the simulated survey with this seed (varied when ``cfg.vary``)."""
+    base = SurveyConfig(pings=cfg.pings, samples_per_side=cfg.samples_per_side, max_range_m=cfg.max_range_m,
+                        altitude_m=cfg.altitude_m, milco_count=cfg.objects_per_class, nombo_count=cfg.objects_per_class,
+                        object_ground_range_m=(3.0, cfg.max_range_m * 0.75), object_min_spacing_m=5.0, seed=seed)
+    return FleetVariation().draw(base, seed) if cfg.vary else base
 
 
 def simulated_surveys(cfg: SimExtractConfig) -> Iterator[tuple[str, Survey]]:
     for k in range(cfg.surveys):
-        sc = SurveyConfig(pings=cfg.pings, samples_per_side=cfg.samples_per_side, max_range_m=cfg.max_range_m,
-                          altitude_m=cfg.altitude_m, milco_count=cfg.objects_per_class, nombo_count=cfg.objects_per_class,
-                          object_ground_range_m=(3.0, cfg.max_range_m * 0.75), object_min_spacing_m=5.0,
-                          seed=cfg.seed * 1000 + k)
-        yield f"sim-{cfg.seed}-{k:03d}", simulate_survey(sc)
+        yield f"sim-{cfg.seed}-{k:03d}", simulate_survey(survey_config(cfg, cfg.seed * 1000 + k))
 
 
 def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride: int = 64, test_fraction: float = 0.25,
@@ -102,11 +129,11 @@ def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride
     rng = np.random.default_rng(cfg.seed)
     for group, survey in tqdm(simulated_surveys(cfg), total=cfg.surveys, desc="simulate", disable=not progress):
         image = survey.to_uint8()
-        crops, labels = labelled_patches(image, survey.ground_truth(), window, stride, rng)
+        crops, labels = labelled_patches(image, survey.ground_truth(), window, stride, rng, offset_crops=cfg.offset_crops)
         writer.add(PatchBatch(crops, labels, group, "syn"))
         if unlabelled:
-            windows = unlabelled_windows(image, window, stride)
-            writer.add(PatchBatch(windows, np.full(len(windows), -1, np.int16), group, "syn"))
+            windows, pool = unlabelled_windows(image, window, stride, survey.ground_truth())
+            writer.add(PatchBatch(windows, pool, group, "syn"))
     return writer.write(out, test_fraction=test_fraction, seed=cfg.seed)
 
 
@@ -189,8 +216,8 @@ def extract_yolo_folder(out: Path, folder: Path, window: int = 96, stride: int =
         crops, labels = labelled_patches(image, objects, window, stride, rng)
         writer.add(PatchBatch(crops, labels, group, source))
         if unlabelled and min(image.shape) >= window:
-            windows = unlabelled_windows(image, window, stride)
-            writer.add(PatchBatch(windows, np.full(len(windows), -1, np.int16), group, source))
+            windows, pool = unlabelled_windows(image, window, stride, objects)
+            writer.add(PatchBatch(windows, pool, group, source))
         if split_of_group is not None:
             year = YEAR.search(group)
             split_of_group[group] = "test" if year and year.group(1) in test_years else "train"

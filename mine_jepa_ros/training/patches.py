@@ -3,7 +3,9 @@
 A store is a directory::
 
     patches.u8    (N, W, W) uint8, raw, read as a numpy memmap (no per-patch files)
-    labels.i16    (N,) int16: -1 unlabelled, else an index into ``classes``
+    labels.i16    (N,) int16: an index into ``classes``; -1 unlabelled; -2 a sliding window known to touch no
+                  object (ground truth), kept out of the balanced labelled set: the pool hard negatives are
+                  mined from (:data:`BACKGROUND_POOL`)
     groups.i32    (N,) int32: the source image / survey each patch came from
     splits.u8     (N,) uint8: 0 train, 1 val, 2 test - assigned per group, never per patch
     sources.u8    (N,) uint8: index into ``sources`` (per-source normalisation statistics)
@@ -29,6 +31,10 @@ import numpy as np
 from mine_jepa_ros.errors import StoreError
 
 SPLITS = ("train", "val", "test")
+UNLABELLED = -1
+BACKGROUND_POOL = -2
+"""Label of a sliding window that touches no object: unlabelled for the balanced probes, background
+for hard-negative mining (``probe --hard-negative-rounds``)."""
 DEFAULT_CLASSES = ("background", "MILCO", "NOMBO")
 FILES = {"patches": ("patches.u8", np.uint8), "labels": ("labels.i16", np.int16), "groups": ("groups.i32", np.int32),
          "splits": ("splits.u8", np.uint8), "sources": ("sources.u8", np.uint8)}

@@ -39,7 +39,7 @@ from mine_jepa_ros.detect.model import (
 from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, augment
-from mine_jepa_ros.training.patches import PatchStore
+from mine_jepa_ros.training.patches import BACKGROUND_POOL, SPLITS, PatchStore
 from mine_jepa_ros.training.schedule import warmup_cosine_lr
 
 SCHEDULES = ("cosine", "constant")
@@ -60,6 +60,8 @@ class ProbeConfig:
     balanced: bool = True  # weight the loss by inverse class frequency (rare objects are not ignored)
     schedule: str = "cosine"  # 'cosine': 5 % linear warm-up then cosine decay to 0; 'constant'
     standardise: bool = True  # frozen probes: train on features scaled to zero mean / unit variance (folded in after)
+    hard_negative_rounds: int = 0  # rounds of mining background windows the model calls objects, then retraining
+    hard_negatives_per_round: int = 0  # windows added per round (0: as many as the labelled training patches)
 
 
 def is_mine_jepa_checkpoint(path: Path) -> bool:
@@ -126,13 +128,52 @@ class ProbeSchedule:
 
 
 def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = None, progress: bool = True) -> MineClassifier:
+    """Train the probe on the store's labelled training patches; with ``hard_negative_rounds``, then
+    repeatedly add the training surveys' background windows (:data:`BACKGROUND_POOL`) that the model
+    calls objects most confidently, and train again from the same start on the larger set."""
     if cfg.mode not in PROBE_MODES:
         raise UserError(f"probe mode {cfg.mode!r}: expected one of {sorted(PROBE_MODES)}")
     if cfg.schedule not in SCHEDULES:
         raise UserError(f"probe schedule {cfg.schedule!r}: expected one of {list(SCHEDULES)}")
+    if cfg.hard_negative_rounds < 0 or cfg.hard_negatives_per_round < 0:
+        raise UserError("hard_negative_rounds and hard_negatives_per_round must be >= 0")
     train_idx = np.sort(store.indices("train", labelled=True))
     if len(train_idx) == 0:
-        raise UserError(f"{store.path}: no labelled training patches")
+        raise StoreError(f"{store.path}: no labelled training patches")
+    pool = np.flatnonzero((store.labels == BACKGROUND_POOL) & (store.arrays["splits"] == SPLITS.index("train")))
+    if cfg.hard_negative_rounds and len(pool) == 0:
+        raise StoreError(f"{store.path}: no background pool to mine hard negatives from (extract it from surveys "
+                         "with ground truth: `mine-jepa extract --sim` or bags with a ground-truth topic)")
+    per_round = cfg.hard_negatives_per_round or len(train_idx)
+    negatives = np.zeros(0, np.int64)
+    mined = []
+    for round_ in range(cfg.hard_negative_rounds + 1):
+        model = _fit(store, cfg, np.concatenate([train_idx, negatives]), progress, weight_from=train_idx)
+        if round_ == cfg.hard_negative_rounds:
+            break
+        candidates = np.setdiff1d(pool, negatives)
+        patches = np.asarray(store.patches[candidates]).astype(np.float32) / 255.0
+        object_prob = 1.0 - PatchClassifier(model, device=cfg.device, batch_size=128, precision=cfg.precision).predict(patches)[:, 0]
+        called = np.flatnonzero(object_prob >= 0.5)  # windows the model calls an object: the hard ones
+        chosen = candidates[called[np.argsort(-object_prob[called], kind="stable")][:per_round]]
+        mined.append({"round": round_ + 1, "called_objects": int(len(called)), "added": int(len(chosen)),
+                      "pool": int(len(candidates))})
+        if progress:
+            print(f"hard negatives, round {round_ + 1}: {len(called)} of {len(candidates)} background windows called "
+                  f"an object; {len(chosen)} added")
+        negatives = np.concatenate([negatives, chosen])
+    model.metadata.provenance["hard_negatives"] = mined
+    if out is not None:
+        save_checkpoint(out, model)
+    return model
+
+
+def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: bool,
+         weight_from: np.ndarray) -> MineClassifier:
+    """One probe training on the patches ``train_idx`` (background-pool windows count as background).
+
+    The class weights (``balanced``) come from the labelled set ``weight_from``: mined negatives add
+    background evidence instead of lowering background's weight by as much as they add."""
     device, warning = resolve_device(cfg.device)
     if warning:
         print(f"warning: {warning}")
@@ -146,9 +187,9 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                                      "train_patches": int(len(train_idx))})
     model = MineClassifier(meta, backbone).to(device)
     x = _to_tensor(store, train_idx, mean, std)
-    y = torch.from_numpy(store.labels[train_idx].astype(np.int64))
+    y = torch.from_numpy(np.maximum(store.labels[train_idx], 0).astype(np.int64))  # pool windows: background
     g = torch.Generator().manual_seed(cfg.seed)
-    counts = torch.bincount(y, minlength=len(store.classes)).float()
+    counts = torch.bincount(torch.from_numpy(store.labels[weight_from].astype(np.int64)), minlength=len(store.classes)).float()
     weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).to(device) if cfg.balanced else None
     start = time.perf_counter()
     if cfg.mode in ("linear", "mlp"):
@@ -200,8 +241,6 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
                 opt.step()
     model.eval()
     model.metadata.provenance["probe_seconds"] = round(time.perf_counter() - start, 1)
-    if out is not None:
-        save_checkpoint(out, model)
     return model
 
 

@@ -8,7 +8,8 @@ several SDVDs variants stays in one split).
 
 Compared, with the same pretraining budget and a linear probe on frozen features:
 random init; SIGReg on synthetic patches only; SIGReg on real patches only (SDVDs training tiles +
-XTF windows); SIGReg on Real+Syn (each source normalised with its own statistics).
+XTF windows), with the sonar augmentations and, to test the paper's augmentation finding on real
+data, with the natural-image ones; SIGReg on Real+Syn (each source normalised with its own statistics).
 """
 
 from __future__ import annotations
@@ -88,20 +89,21 @@ def run_real_eval(sdvd_root: Path, xtf: Path | None, out: Path, scale: str = "cp
         real_stores.append(_cached(out / "xtf_store", xtf_store))
     syn = _cached(out / "syn_store", lambda p: extract_simulator(p, replace(sc.sim, seed=seed), progress=progress))
     print(sdvd.summary())
-    conditions: list[tuple[str, list[PatchStore] | None]] = [
-        ("random init (no pretraining)", None),
-        ("SIGReg, synthetic only", [syn]),
-        ("SIGReg, real only (SDVDs + XTF)", real_stores),
-        ("SIGReg, Real+Syn", [*real_stores, syn]),
+    # (label, pretraining stores or None, augmentation, run folder)
+    conditions: list[tuple[str, list[PatchStore] | None, str, str]] = [
+        ("random init (no pretraining)", None, "", ""),
+        ("SIGReg, synthetic only", [syn], "sonar", "pretrain_synthetic"),
+        ("SIGReg, real only (SDVDs + XTF)", real_stores, "sonar", "pretrain_real"),
+        ("SIGReg, real only, natural aug", real_stores, "natural", "pretrain_real_natural"),
+        ("SIGReg, Real+Syn", [*real_stores, syn], "sonar", "pretrain_real_syn"),
     ]
     rows = []
-    for label, stores in conditions:
+    for label, stores, augment, run in conditions:
         start = time.perf_counter()
         init = "random"
         if stores is not None:
-            tag = label.split(", ")[1].split(" ")[0].lower().replace("+", "_")
-            cfg = replace(sc.pretrain, method="sigreg", augment="sonar", seed=seed, device=device)
-            init = str(Pretrainer(cfg, stores, out / f"pretrain_{tag}", progress=progress).run(resume=True).backbone)
+            cfg = replace(sc.pretrain, method="sigreg", augment=augment, seed=seed, device=device)
+            init = str(Pretrainer(cfg, stores, out / run, progress=progress).run(resume=True).backbone)
         model = train_probe(sdvd, ProbeConfig(mode="linear", init=init, epochs=sc.probe_epochs, seed=seed, device=device),
                             progress=progress)
         metrics = evaluate(model, sdvd, "test", device=device)

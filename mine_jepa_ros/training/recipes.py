@@ -28,6 +28,17 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class DetectionEval:
+    """The detector-level test of each fine-tuned model: operating point (best F1) chosen on
+    validation surveys, Pd and false alarms per km² on test surveys, both simulated like the store's
+    but never the same surveys."""
+
+    validation_surveys: int = 2
+    test_surveys: int = 3
+    froc_max_fa_per_km2: float = 500.0  # the false-alarm range of the FROC area reported
+
+
+@dataclass(frozen=True)
 class ExperimentRecipe:
     """``mine-jepa experiment``: simulated store, pretraining of every row, the two probes."""
 
@@ -37,6 +48,7 @@ class ExperimentRecipe:
     finetune_epochs: int
     finetune_lr: float = 1e-3
     test_fraction: float = 0.25  # share of the surveys held out (labelled test patches come only from them)
+    detection: DetectionEval = field(default_factory=DetectionEval)
     description: str = field(default="", compare=False)
 
 
