@@ -28,7 +28,7 @@ from tqdm import tqdm
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.merging import detections_from_windows, window_labels
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
-from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
+from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
 from mine_jepa_ros.detect.replay import BagInputs, ReplayOptions, SceneCollector
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, window_truth
@@ -149,13 +149,14 @@ def _pick(points: list[dict[str, Any]], target: Target, name: str) -> dict[str, 
 
 
 def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
-    """The classified windows and ground truth of every bag (one scene per frame, or per ping stream)."""
+    """The classified windows and ground truth of every bag (one scene per frame, or per ping stream);
+    ``need_truth``: a bag without ground truth is an error (it cannot be scored)."""
     scenes: list[Scene] = []
     for bag in bags:
         inputs = BagInputs.open(bag, opts)
         if need_truth and (not inputs.gt_topic or not inputs.truth_by_stamp):
-            raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): validation surveys "
-                                   "need it")
+            raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): surveys scored "
+                                   "or calibrated on need it")
         pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode=inputs.mode, thresholds=0.5))
         collector = SceneCollector(inputs)
         stats = ReadStats()
@@ -181,6 +182,17 @@ def score_scenes(scenes: list[Scene], thresholds: list[float], class_names: list
         scorer.add(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, window, class_names),
                    labels)
     return scorer.metrics(thresholds)
+
+
+def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions) -> dict[str, Any]:
+    """A checkpoint as a detector at its thresholds in force (``opts.thresholds``, else its operating
+    point) over several bags with ground truth, scored together (the replay's metrics, FROC included)."""
+    model = load_checkpoint(model_path)
+    names = model.metadata.class_names
+    thresholds = [1.0, *thresholds_in_force(names, opts.thresholds, model.metadata.op(str(model_path)), str(model_path))]
+    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
+    scenes = collect_scenes(classifier, bags, opts, need_truth=True)
+    return score_scenes(scenes, thresholds, names, classifier.window, MatchGate(opts.match_distance_m, opts.match_pixels))
 
 
 def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target: Target,

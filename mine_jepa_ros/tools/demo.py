@@ -12,8 +12,9 @@ training, validation and test surveys come from that one distribution but are ne
    calls objects and train again (hard-negative mining for the deployment prior);
 4. calibrate: fit a temperature and pick per-class thresholds (best F1) on the validation surveys,
    stored in the checkpoint (its operating point);
-5. replay the held-out test survey at that operating point: Pd, precision, false alarms per km²,
-   localisation error, the FROC curve (``report/froc.png``) and overlays; the MILCO numbers are
+5. replay the held-out test surveys at that operating point (each with its overlays in
+   ``report/survey_K/``) and score them together: Pd, precision, false alarms per km², localisation
+   error and the FROC curve (``report/metrics.json``, ``report/froc.png``); the MILCO numbers are
    printed against the goals (Pd >= 0.8 with precision >= 0.5).
 """
 
@@ -26,8 +27,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mine_jepa_ros.detect.calibrate import Target, calibrate
-from mine_jepa_ros.detect.replay import ReplayOptions, replay
+from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.detect.calibrate import Target, calibrate, evaluate_detector
+from mine_jepa_ros.detect.replay import ReplayOptions, plot_froc, plot_metrics, replay
 from mine_jepa_ros.detect.replay import format_metrics as format_replay_metrics
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.pictures import save_survey_png
@@ -41,8 +43,10 @@ BASE = SurveyConfig(pings=1536, samples_per_side=512, max_range_m=16.0, altitude
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (replaced)")
-    parser.add_argument("--surveys", type=int, default=16, help="training surveys to simulate")
+    parser.add_argument("--surveys", type=int, default=24, help="training surveys to simulate")
     parser.add_argument("--validation-surveys", type=int, default=3, help="validation surveys (operating point)")
+    parser.add_argument("--test-surveys", type=int, default=3, help="held-out test surveys (the report)")
+    parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
     parser.add_argument("--epochs", type=int, default=3, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
     parser.add_argument("--probe-epochs", type=int, default=0, help="probe epochs (0: 30 fine-tuning, 200 linear)")
@@ -67,16 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[demo {time.perf_counter() - t0:6.1f} s] {text}", flush=True)
 
     fleet = FleetVariation()
-    test_survey = simulate_survey(fleet.draw(BASE, 90_001))
-    test_bag = write_survey_bag(test_survey, out / "test_survey_bag", SurveyBagOptions(frame_height=512))
-    save_survey_png(test_survey, out / "test_survey.png")
-    say(f"test survey: {test_bag} ({len(test_survey.objects)} objects; picture {out / 'test_survey.png'})")
+    test_bags = []
+    for k in range(args.test_surveys):
+        survey = simulate_survey(fleet.draw(BASE, 90_001 + k))
+        test_bags.append(write_survey_bag(survey, out / f"test_survey_bag_{k}", SurveyBagOptions(frame_height=512)))
+        save_survey_png(survey, out / f"test_survey_{k}.png")
+    say(f"test surveys: {', '.join(str(b) for b in test_bags)} (pictures {out}/test_survey_*.png)")
     validation_bags = [write_survey_bag(simulate_survey(fleet.draw(BASE, 80_001 + k)), out / f"validation_bag_{k}",
                                         SurveyBagOptions(frame_height=512)) for k in range(args.validation_surveys)]
     say(f"validation surveys: {', '.join(str(b) for b in validation_bags)}")
 
     sim = SimExtractConfig(surveys=args.surveys, pings=1024, samples_per_side=512, max_range_m=16.0, altitude_m=2.5,
-                           objects_per_class=5, seed=1, vary=True)
+                           objects_per_class=5, seed=1, vary=True, offset_crops=args.offset_crops)
     store = extract_simulator(out / "patches", sim)
     say(store.summary())
 
@@ -101,21 +107,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"operating point chosen on the validation surveys -> {model_path}")
     print(report.summary())
 
-    result = replay(test_bag, model_path, out / "detections_bag",
-                    ReplayOptions(device=args.device, report_dir=out / "report", overlay=True))
-    say(f"replayed the held-out test survey at that operating point: {result.images} frames, {result.windows} windows "
-        f"({result.windows_per_second:.0f}/s), {result.detections} detections")
-    if result.metrics:
-        print(format_replay_metrics(result.metrics))
-        milco = result.metrics["detections"]["MILCO"]
-        met = milco["pd"] >= GOAL_PD and milco["precision"] >= GOAL_PRECISION
-        print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}): Pd {milco['pd']:.2f}, precision "
-              f"{milco['precision']:.2f}: {'met' if met else 'NOT met'}")
+    windows = 0
+    for k, bag in enumerate(test_bags):
+        result = replay(bag, model_path, out / f"detections_bag_{k}",
+                        ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True,
+                                      progress=False))
+        windows += result.windows
+    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
+    write_json_atomic(out / "report" / "metrics.json", {"model": str(model_path), "test_surveys": [str(b) for b in test_bags],
+                                                       "metrics": metrics})
+    plot_metrics(metrics, out / "report" / "metrics.png")
+    plot_froc(metrics, out / "report" / "froc.png")
+    say(f"replayed the {len(test_bags)} held-out test surveys at that operating point ({windows} windows)")
+    print(format_replay_metrics(metrics))
+    milco = metrics["detections"]["MILCO"]
+    met = milco["pd"] >= GOAL_PD and milco["precision"] >= GOAL_PRECISION
+    print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}): Pd {milco['pd']:.2f}, precision "
+          f"{milco['precision']:.2f}: {'met' if met else 'NOT met'}")
     print()
-    print(f"detections bag : {out / 'detections_bag'}")
+    print(f"detections bags: {out}/detections_bag_*")
     print(f"metrics        : {out / 'report' / 'metrics.json'}  (plots {out / 'report' / 'metrics.png'}, "
           f"{out / 'report' / 'froc.png'})")
-    print(f"overlay PNGs   : {out / 'report'}/overlay_*.png")
+    print(f"overlay PNGs   : {out / 'report'}/survey_*/overlay_*.png")
     print(f"model          : {model_path}  (ros2 run mine_jepa_ros mine_jepa_node --ros-args -p model_path:={model_path})")
     say("done")
     return 0

@@ -29,11 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
-from mine_jepa_ros.detect.calibrate import Target, calibrate, collect_scenes, score_scenes
-from mine_jepa_ros.detect.classifier import PatchClassifier
-from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.calibrate import Target, calibrate, evaluate_detector
 from mine_jepa_ros.detect.replay import ReplayOptions
-from mine_jepa_ros.detect.scoring import MatchGate, froc_auc
+from mine_jepa_ros.detect.scoring import froc_auc
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import simulate_survey
@@ -238,12 +236,7 @@ def _detection(model_path: Path, bags: SurveyBags, sc: ExperimentRecipe, device:
     opts = ReplayOptions(device=device, progress=False)
     calibrated = model_path.with_name(model_path.stem + "_calibrated.safetensors")
     calibrate(model_path, bags.validation, calibrated, Target("f1"), opts)
-    classifier = PatchClassifier(load_checkpoint(calibrated), device=device)
-    op = classifier.model.metadata.op()
-    assert op is not None
-    thresholds = [1.0, *(op.thresholds[n] for n in classifier.class_names[1:])]
-    metrics = score_scenes(collect_scenes(classifier, bags.test, opts), thresholds, classifier.class_names,
-                           classifier.window, MatchGate())
+    metrics = evaluate_detector(calibrated, bags.test, opts)
     return {name: {"pd": m["pd"], "false_alarms_per_km2": m["false_alarms_per_km2"], "threshold": m["threshold"],
                    "froc_auc": froc_auc(metrics["froc"][name], sc.detection.froc_max_fa_per_km2)}
             for name, m in metrics["detections"].items()}
