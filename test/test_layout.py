@@ -87,7 +87,8 @@ TORCH_FREE = [
     "mine_jepa_ros.errors", "mine_jepa_ros.geometry", "mine_jepa_ros.io.bag", "mine_jepa_ros.io.xtf",
     "mine_jepa_ros.io.detections", "mine_jepa_ros.io.image_codec", "mine_jepa_ros.sim.bag",
     "mine_jepa_ros.detect.tiling", "mine_jepa_ros.detect.merging", "mine_jepa_ros.detect.pipeline",
-    "mine_jepa_ros.detect.scoring", "mine_jepa_ros.ros.params", "mine_jepa_ros.ros.worker",
+    "mine_jepa_ros.detect.scoring", "mine_jepa_ros.detect.operating_point", "mine_jepa_ros.ros.params",
+    "mine_jepa_ros.ros.worker",
     "mine_jepa_ros.training.recipes", "mine_jepa_ros.cli",
 ]
 
