@@ -34,7 +34,6 @@ from mine_jepa_ros.detect.replay import BagInputs, ReplayOptions, SceneCollector
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, window_truth
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
-from mine_jepa_ros.io.image_codec import decode_image
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.34, 0.996, 0.01), 3))
 ECE_BINS = 15
@@ -164,10 +163,10 @@ def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOp
                             disable=not opts.progress):
             output = pipeline.process(msg)
             if output is not None:
-                collector.add(msg, output, decode_image(msg).pixels)
+                collector.add(output)
         final = pipeline.flush()
         if final is not None:
-            collector.add(None, final, np.zeros((0, 0)))
+            collector.add(final)
         scenes += [scene for scene, _dets, _labels in collector.finish(pipeline)]
     return scenes
 

@@ -104,6 +104,7 @@ class PipelineOutput:
     probabilities: np.ndarray
     labels: np.ndarray
     overlay: np.ndarray | None = None
+    shape: tuple[int, int] = (0, 0)  # (rows, width) of the decoded image; (0, 0) for a stream's final flush
 
 
 class DetectionPipeline:
@@ -200,7 +201,7 @@ class DetectionPipeline:
         labels = merger.add(tiles.positions, probs, self.thresholds)
         detections = self._with_positions(merger.flush(), stream=False, width=w)
         overlay = draw_detections(pixels, detections) if self.config.overlay else None
-        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay)
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, (h, w))
 
     # -- pings ----------------------------------------------------------------------------------
     def _process_pings(self, pixels: np.ndarray, header: Any) -> PipelineOutput:
@@ -218,9 +219,9 @@ class DetectionPipeline:
         self._last_header = header
         if self.config.overlay:
             self._remember_rows(pixels)
-        return self._stream_output(header, tiles, flushing=False)
+        return self._stream_output(header, tiles, flushing=False, shape=pixels.shape)
 
-    def _stream_output(self, header: Any, tiles: Tiles, flushing: bool) -> PipelineOutput:
+    def _stream_output(self, header: Any, tiles: Tiles, flushing: bool, shape: tuple[int, int] = (0, 0)) -> PipelineOutput:
         probs = self._classify(tiles)
         labels = self._merger.add(tiles.positions, probs, self.thresholds)
         if flushing:
@@ -231,7 +232,7 @@ class DetectionPipeline:
         overlay = None
         if self.config.overlay and (len(tiles) or detections):
             overlay = self._stream_overlay(detections)
-        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay)
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, shape)
 
     @property
     def stream_width(self) -> int:

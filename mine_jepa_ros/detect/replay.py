@@ -162,27 +162,28 @@ class SceneCollector:
     def __init__(self, inputs: BagInputs) -> None:
         self.inputs = inputs
         self.scored: list[tuple[Scene, list[Detection], np.ndarray]] = []  # scene, its detections, window labels
-        self._stream: list[PipelineOutput] = []
+        self._stream: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Detection]]] = []  # no overlay images kept
         self._frame_row = 0  # pings before the current frame
 
-    def add(self, msg: Any, output: PipelineOutput, pixels: np.ndarray) -> None:
+    def add(self, output: PipelineOutput) -> None:
+        """One pipeline output (a frame, a message of a ping stream, or the stream's final flush)."""
         if self.inputs.mode == "frames":
-            truth = self.inputs.truth_by_stamp.get(stamp_ns(msg.header), [])
-            scene = Scene(output.tiles_positions, output.probabilities, truth, pixels.shape[1], pixels.shape[0],
-                          self._frame_row, self.inputs.geometry)
+            truth = self.inputs.truth_by_stamp.get(stamp_ns(output.header), [])
+            rows, width = output.shape
+            scene = Scene(output.tiles_positions, output.probabilities, truth, width, rows, self._frame_row,
+                          self.inputs.geometry)
             self.scored.append((scene, output.detections, output.labels))
-            self._frame_row += pixels.shape[0]
+            self._frame_row += rows
         else:
-            self._stream.append(output)
+            self._stream.append((output.tiles_positions, output.probabilities, output.labels, output.detections))
 
     def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
         """Every scene (pings: the stream, once its final flush was added)."""
         if self._stream:
             truth = [d for dets in self.inputs.truth_by_stamp.values() for d in dets]
-            positions, probs, labels = (np.concatenate(parts) for parts in zip(
-                *((o.tiles_positions, o.probabilities, o.labels) for o in self._stream)))
+            positions, probs, labels = (np.concatenate([part[k] for part in self._stream]) for k in range(3))
             scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.inputs.geometry)
-            self.scored.append((scene, [d for o in self._stream for d in o.detections], labels))
+            self.scored.append((scene, [d for part in self._stream for d in part[3]], labels))
             self._stream = []
         return self.scored
 
@@ -240,20 +241,20 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             if output is None:
                 continue
             emit(output, timestamp)
-            pixels = decode_image(msg).pixels
-            scenes.add(msg, output, pixels)
+            scenes.add(output)
             if mode == "frames":
                 if opts.report_dir is not None and len(report_frames) < opts.report_max_images:
-                    report_frames.append((pixels, output.detections, inputs.truth_by_stamp.get(stamp_ns(msg.header), [])))
+                    truth = inputs.truth_by_stamp.get(stamp_ns(msg.header), [])
+                    report_frames.append((decode_image(msg).pixels, output.detections, truth))
             else:
                 stream_dets.extend(output.detections)
                 if opts.report_dir is not None and sum(len(r) for r in report_rows) < max_report_rows:
-                    report_rows.append(pixels)
+                    report_rows.append(decode_image(msg).pixels)
         final = pipeline.flush()
         if final is not None:
             emit(final, last_t)
             stream_dets.extend(final.detections)
-            scenes.add(None, final, np.zeros((0, 0)))
+            scenes.add(final)
     seconds = time.perf_counter() - start
 
     metrics = None
