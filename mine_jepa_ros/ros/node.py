@@ -62,8 +62,9 @@ def _descriptor(spec: Any) -> ParameterDescriptor:
     return desc
 
 
-ACK_TIMEOUT_S = 2.0
-"""How long the shutdown waits for subscribers to acknowledge the last detections."""
+ACK_TIMEOUT_S = 5.0
+"""How long the shutdown waits for subscribers to acknowledge the last detections (Fast DDS sends
+its heartbeats, which readers acknowledge, every 3 s by default)."""
 
 
 class MineJepaNode(Node):
