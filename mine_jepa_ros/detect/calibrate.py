@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
-from mine_jepa_ros.detect.merging import detections_from_windows, window_labels
+from mine_jepa_ros.detect.merging import WindowMerger
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
@@ -177,9 +177,9 @@ def score_scenes(scenes: list[Scene], thresholds: list[float], class_names: list
     (per class, background's first): the detections are made as the pipeline makes them."""
     scorer = Scorer(class_names, window, gate)
     for scene in scenes:
-        labels = window_labels(scene.probabilities, thresholds) if len(scene.positions) else np.zeros(0, np.int64)
-        scorer.add(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, window, class_names),
-                   labels)
+        merger = WindowMerger(window, class_names)
+        labels = merger.add(scene.positions, scene.probabilities, thresholds)  # labels each window once
+        scorer.add(scene, merger.flush(), labels)
     return scorer.metrics(thresholds)
 
 
