@@ -291,6 +291,69 @@ def test_hard_negative_rounds_add_background_windows_the_model_calls_objects(sto
         train_probe(without_pool, replace(cfg, hard_negative_rounds=1), progress=False)
 
 
+def test_a_heavier_background_weight_makes_background_more_likely(store: PatchStore) -> None:
+    from mine_jepa_ros.training.patches import BACKGROUND_POOL
+
+    pool = np.flatnonzero(store.labels == BACKGROUND_POOL)
+    patches = np.asarray(store.patches[pool]).astype(np.float32) / 255.0
+    cfg = ProbeConfig(mode="linear", epochs=20, device="cpu", seed=1)
+
+    def background_probability(weight: float) -> float:
+        model = train_probe(store, replace(cfg, background_weight=weight), progress=False)
+        return float(PatchClassifier(model, device="cpu").predict(patches)[:, 0].mean())
+
+    assert background_probability(8.0) > background_probability(1.0) + 0.01
+    with pytest.raises(UserError, match="background_weight must be > 0"):
+        train_probe(store, replace(cfg, background_weight=0.0), progress=False)
+
+
+def test_the_weighting_objective_follows_the_target() -> None:
+    from mine_jepa_ros.detect.calibrate import Target
+    from mine_jepa_ros.training.weighting import objective
+
+    classes = {"MILCO": {"pd": 0.8, "f1": 0.6, "false_alarms": 3, "false_alarms_per_km2": 300.0},
+               "NOMBO": {"pd": 0.4, "f1": 0.2, "false_alarms": 1, "false_alarms_per_km2": 100.0}}
+    assert objective(classes, Target("f1")) == pytest.approx(0.4)
+    assert objective(classes, Target("fa_per_km2", 500.0)) == pytest.approx(0.6)
+    assert objective(classes, Target("pd", 0.4)) == pytest.approx(-400.0)
+
+
+@pytest.fixture(scope="module")
+def validation_bags(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from mine_jepa_ros.sim import SurveyConfig, simulate_survey
+    from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
+
+    root = tmp_path_factory.mktemp("validation")
+    return [write_survey_bag(simulate_survey(SurveyConfig(pings=400, samples_per_side=160, max_range_m=12.0, altitude_m=2.0,
+                                                          milco_count=2, nombo_count=2, object_ground_range_m=(3.0, 9.0),
+                                                          seed=seed)),
+                             root / f"val{seed}", SurveyBagOptions(frame_height=200)) for seed in (21, 22)]
+
+
+@pytest.mark.slow
+def test_probe_chooses_the_background_weight_on_validation_surveys(
+        store: PatchStore, validation_bags: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mine_jepa_ros.detect.model import read_metadata
+
+    out = tmp_path / "chosen.safetensors"
+    args = ["probe", "--store", str(store.path), "--mode", "linear", "--epochs", "10", "--device", "cpu", "--out", str(out),
+            "--background-weights", "1,4", "--best-f1"]
+    assert main([*args, "--validation-bag", str(validation_bags[0]), "--validation-bag", str(validation_bags[1])]) == 0
+    text = capsys.readouterr().out
+    assert "background weight 1:" in text and "background weight 4:" in text and "<- chosen" in text
+    meta = read_metadata(out)
+    op, weighting = meta.op(), meta.provenance["loss_weighting"]
+    assert op is not None and set(op.thresholds) == {"MILCO", "NOMBO"}  # calibrated on the validation bags
+    scores = [c["score"] for c in weighting["candidates"]]
+    assert [c["background_weight"] for c in weighting["candidates"]] == [1.0, 4.0]
+    assert weighting["chosen_background_weight"] == [1.0, 4.0][scores.index(max(scores))]
+    assert meta.provenance["probe"]["background_weight"] == weighting["chosen_background_weight"]
+    assert op.validation["classes"] == weighting["candidates"][scores.index(max(scores))]["classes"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen.safetensors"]  # no scratch checkpoint left
+    assert main(["probe", "--store", str(store.path), "--out", str(out), "--background-weights", "1,2"]) == 2
+    assert "--validation-bag" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", ["linear", "mlp", "finetune", "ft_mlp"])
 def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStore, tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"{mode}.safetensors"

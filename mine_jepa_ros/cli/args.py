@@ -7,6 +7,8 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mine_jepa_ros.detect.calibrate import Target
+
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 else:
     Subcommands = argparse._SubParsersAction
@@ -19,8 +21,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def thresholds_arg(text: str) -> list[float]:
-    """``0.5`` or ``0.4,0.7``: one threshold for every class, or one per non-background class."""
+def numbers_arg(text: str) -> list[float]:
+    """``0.5`` or ``0.4,0.7``: comma-separated numbers (thresholds, candidate weights)."""
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
@@ -39,6 +41,24 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
 def add_precision(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=default,
                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+
+
+def add_target_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """The operating-point target of ``calibrate`` (and of ``probe --validation-bag``)."""
+    target = p.add_mutually_exclusive_group(required=required)
+    target.add_argument("--target-fa-per-km2", type=float, help="at most this many false alarms per km2, best Pd")
+    target.add_argument("--target-pd", type=float, help="at least this probability of detection, fewest false alarms")
+    target.add_argument("--best-f1", action="store_true", help="the threshold with the best F1" + ("" if required else " (the default)"))
+
+
+def target_from_args(args: argparse.Namespace) -> Target:
+    from mine_jepa_ros.detect.calibrate import Target
+
+    if args.target_pd is not None:
+        return Target("pd", args.target_pd)
+    if args.target_fa_per_km2 is not None:
+        return Target("fa_per_km2", args.target_fa_per_km2)
+    return Target("f1")
 
 
 def print_json(obj: object) -> None:

@@ -10,9 +10,11 @@ from mine_jepa_ros.cli.args import (
     add_command,
     add_device,
     add_precision,
+    add_target_args,
+    numbers_arg,
     positive_int,
     print_json,
-    thresholds_arg,
+    target_from_args,
 )
 from mine_jepa_ros.geometry import SonarGeometry
 
@@ -81,7 +83,7 @@ def add_replay(sub: Subcommands) -> None:
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
-    p.add_argument("--thresholds", type=thresholds_arg, default=None,
+    p.add_argument("--thresholds", type=numbers_arg, default=None,
                    help="probability threshold per non-background class (one value for all, or comma-separated); "
                    "default: the checkpoint's operating point (mine-jepa calibrate)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
@@ -154,10 +156,7 @@ def add_calibrate(sub: Subcommands) -> None:
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) to calibrate")
     p.add_argument("--bag", required=True, type=Path, action="append", help="validation bag with ground truth (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="the calibrated checkpoint (.safetensors)")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-fa-per-km2", type=float, help="at most this many false alarms per km2, best Pd")
-    target.add_argument("--target-pd", type=float, help="at least this probability of detection, fewest false alarms")
-    target.add_argument("--best-f1", action="store_true", help="the threshold with the best F1")
+    add_target_args(p, required=True)
     p.add_argument("--topic", default=None, help="image topic (default: the bags' only image topic)")
     p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the only Detection2DArray topic)")
     add_device(p)
@@ -169,15 +168,10 @@ def add_calibrate(sub: Subcommands) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.calibrate import Target, calibrate
+    from mine_jepa_ros.detect.calibrate import calibrate
     from mine_jepa_ros.detect.replay import ReplayOptions
 
-    if args.best_f1:
-        target = Target("f1")
-    elif args.target_pd is not None:
-        target = Target("pd", args.target_pd)
-    else:
-        target = Target("fa_per_km2", args.target_fa_per_km2)
+    target = target_from_args(args)
     opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, device=args.device, precision=args.precision,
                          batch_size=args.batch_size, ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
                          match_pixels=args.match_pixels,

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mine_jepa_ros.cli.args import Subcommands, add_command, add_device, add_precision, positive_int, print_json
+from mine_jepa_ros.cli.args import (
+    Subcommands,
+    add_command,
+    add_device,
+    add_precision,
+    add_target_args,
+    numbers_arg,
+    positive_int,
+    print_json,
+    target_from_args,
+)
 from mine_jepa_ros.errors import UserError
 
 
@@ -84,6 +94,15 @@ def add_probe(sub: Subcommands) -> None:
                    help="rounds of adding the training surveys' background windows the model calls objects, then retraining")
     p.add_argument("--hard-negatives-per-round", type=int, default=0,
                    help="windows added per round (0: as many as the labelled training patches)")
+    p.add_argument("--background-weight", type=float, default=1.0,
+                   help="background's loss weight relative to the inverse-class-frequency weights")
+    p.add_argument("--validation-bag", type=Path, action="append", default=[],
+                   help="validation bag with ground truth (repeatable; never a test survey): the probe is calibrated "
+                   "on them (its operating point goes into the checkpoint) and --background-weights is chosen on them")
+    p.add_argument("--background-weights", type=numbers_arg, default=None,
+                   help="candidate background weights, e.g. 1,2,4: one probe each, the best on the validation bags "
+                   "for the target is kept (needs --validation-bag)")
+    add_target_args(p, required=False)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
@@ -97,8 +116,18 @@ def run_probe(args: argparse.Namespace) -> int:
     store = PatchStore(args.store)
     cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
-                      hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round)
-    model = train_probe(store, cfg, args.out)
+                      hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round,
+                      background_weight=args.background_weight)
+    if args.background_weights is not None and not args.validation_bag:
+        raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")
+    if args.validation_bag:
+        from mine_jepa_ros.training.weighting import choose_background_weight
+
+        weights = args.background_weights or [args.background_weight]
+        print(choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args)).summary())
+        model = args.out
+    else:
+        model = train_probe(store, cfg, args.out)
     print(f"wrote {args.out}")
     if len(store.indices("test", labelled=True)):
         print(format_metrics(evaluate(model, store, "test", device=args.device)))

@@ -58,6 +58,7 @@ class ProbeConfig:
     device: str = "auto"
     precision: str = "auto"
     balanced: bool = True  # weight the loss by inverse class frequency (rare objects are not ignored)
+    background_weight: float = 1.0  # background's loss weight relative to those (> 1: fewer false alarms, some Pd)
     schedule: str = "cosine"  # 'cosine': 5 % linear warm-up then cosine decay to 0; 'constant'
     standardise: bool = True  # frozen probes: train on features scaled to zero mean / unit variance (folded in after)
     hard_negative_rounds: int = 0  # rounds of mining background windows the model calls objects, then retraining
@@ -137,6 +138,8 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
         raise UserError(f"probe schedule {cfg.schedule!r}: expected one of {list(SCHEDULES)}")
     if cfg.hard_negative_rounds < 0 or cfg.hard_negatives_per_round < 0:
         raise UserError("hard_negative_rounds and hard_negatives_per_round must be >= 0")
+    if not cfg.background_weight > 0:
+        raise UserError(f"background_weight must be > 0, got {cfg.background_weight}")
     train_idx = np.sort(store.indices("train", labelled=True))
     if len(train_idx) == 0:
         raise StoreError(f"{store.path}: no labelled training patches")
@@ -173,7 +176,8 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
     """One probe training on the patches ``train_idx`` (background-pool windows count as background).
 
     The class weights (``balanced``) come from the labelled set ``weight_from``: mined negatives add
-    background evidence instead of lowering background's weight by as much as they add."""
+    background evidence instead of lowering background's weight by as much as they add. Background's
+    weight is then multiplied by ``background_weight``."""
     device, warning = resolve_device(cfg.device)
     if warning:
         print(f"warning: {warning}")
@@ -190,7 +194,9 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
     y = torch.from_numpy(np.maximum(store.labels[train_idx], 0).astype(np.int64))  # pool windows: background
     g = torch.Generator().manual_seed(cfg.seed)
     counts = torch.bincount(torch.from_numpy(store.labels[weight_from].astype(np.int64)), minlength=len(store.classes)).float()
-    weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).to(device) if cfg.balanced else None
+    weight = counts.sum() / (len(counts) * counts.clamp_min(1)) if cfg.balanced else torch.ones(len(counts))
+    weight[0] *= cfg.background_weight
+    weight = weight.to(device)
     start = time.perf_counter()
     if cfg.mode in ("linear", "mlp"):
         feats = _features(model.backbone, x, device, dtype)
