@@ -1,10 +1,11 @@
 """Side-scan geometry: waterfall pixels <-> metres (flat seabed).
 
 The waterfall is ``concatenate([flip(port), starboard])``: nadir is at column ``width / 2`` and the
-slant range of column ``c`` is ``(c - width / 2) * slant_resolution_m``, negative on the port side.
-A return at slant range ``r`` from a sonar at altitude ``h`` over a flat seabed lies at ground range
-``sqrt(r^2 - h^2)`` from the track (0 inside the water column, ``|r| < h``). Signed cross-track
-distances keep the slant range's sign: port is negative (see docs/design.md, *Coordinate frames*).
+signed slant range of column ``c`` is ``(width / 2 - c) * slant_resolution_m``. Signs follow REP-103
+(x forward, **y left**): port (the waterfall's left half) is positive, starboard negative. A return
+at slant range ``r`` from a sonar at altitude ``h`` over a flat seabed lies at ground range
+``sqrt(r^2 - h^2)`` from the track (0 inside the water column, ``|r| < h``); signed cross-track
+distances keep the slant range's sign (see docs/design.md, *Coordinate frames*).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ class SonarGeometry:
         return None
 
     def slant_range_m(self, col: float, width: int) -> float:
-        """Signed slant range of waterfall column ``col`` (port negative)."""
-        return (col - width / 2) * self.slant_resolution_m
+        """Signed slant range of waterfall column ``col`` (REP-103: port positive)."""
+        return (width / 2 - col) * self.slant_resolution_m
 
     def cross_track_m(self, col: float, width: int) -> float:
-        """Signed ground range of waterfall column ``col`` (port negative)."""
+        """Signed ground range of waterfall column ``col`` (REP-103: port positive)."""
         return ground_range_m(self.slant_range_m(col, width), self.altitude_m)
 
     def position_m(self, row: float, col: float, width: int) -> tuple[float, float]:
-        """(along-track, signed cross-track ground range) of a pixel, in metres."""
+        """(x along track, y signed cross-track ground range, port positive) of a pixel, in metres."""
         return row * self.ping_spacing_m, self.cross_track_m(col, width)

@@ -94,7 +94,7 @@ def test_metric_positions_and_overlay(classifier: PatchClassifier, narrow_survey
     for det in out.detections:
         along, cross = det.position_m  # type: ignore[misc]
         assert along == pytest.approx(det.centre[0] * cfg.ping_spacing_m)
-        assert bool(np.signbit(cross)) == (det.centre[1] < width / 2)  # port is negative
+        assert bool(np.signbit(cross)) == (det.centre[1] > width / 2)  # REP-103: port (left half) positive
         assert abs(cross) <= cfg.max_ground_range_m
     # a simulated object's own box centre maps back onto its metric position
     for obj in narrow_survey.objects:
@@ -134,4 +134,5 @@ def test_ground_range_and_geometry_from_values() -> None:
     assert SonarGeometry.from_values(0.05, 3.0, 0.1) == SonarGeometry(0.05, 3.0, 0.1)
     assert SonarGeometry.from_values(0.05, 0.0, 0.1) is None and SonarGeometry.from_values(0.0, 3.0, 0.1) is None
     g = SonarGeometry(0.05, 3.0, 0.1)
-    assert g.position_m(10, 200 + 100, 400) == (pytest.approx(1.0), pytest.approx(4.0))
+    assert g.position_m(10, 200 + 100, 400) == (pytest.approx(1.0), pytest.approx(-4.0))  # starboard: y negative
+    assert g.position_m(10, 200 - 100, 400) == (pytest.approx(1.0), pytest.approx(4.0))  # port: y left, positive

@@ -41,9 +41,9 @@ def test_pixel_gate_one_to_one_greedy_by_score() -> None:
 def test_metric_gate_uses_the_objects_own_position_and_the_seabed_area() -> None:
     geometry = SonarGeometry(slant_resolution_m=0.05, altitude_m=3.0, ping_spacing_m=0.1)
     width = 400  # 200 samples a side: 10 m slant, 9.54 m ground range
-    # an object at along-track 20 m, 6 m to starboard; its box (highlight + shadow) is centred further out
+    # an object at along-track 20 m, 6 m to starboard (REP-103: y = -6); its box (highlight + shadow) is centred further out
     col = width / 2 + np.hypot(6.0, 3.0) / 0.05
-    truth = Detection("MILCO", 1.0, _box(200, col + 30), position_m=(20.0, 6.0))
+    truth = Detection("MILCO", 1.0, _box(200, col + 30), position_m=(20.0, -6.0))
     near = Detection("MILCO", 0.6, _box(200 + 10, col))  # 1 m along-track away from the object
     far = Detection("MILCO", 0.9, _box(200 + 25, col))  # 2.5 m away: outside the 2 m gate
     scorer = Scorer(NAMES, 96)

@@ -15,7 +15,7 @@ FLAT = dict(sand_fraction=0.0, rock_fraction=0.0, swell_height_m=0.0, speckle_lo
 
 
 def _shadow_end_ground_range(intensity: np.ndarray, cfg: SurveyConfig, row: int, side: int) -> float:
-    """Ground range of the far end of the zero-intensity run in one ping (starboard side=1, port side=0)."""
+    """Ground range of the far end of the zero-intensity run in one ping (port side=0, starboard side=1)."""
     s = cfg.samples_per_side
     line = intensity[row, s:] if side == 1 else intensity[row, :s][::-1]
     first_bottom = int(cfg.altitude_m / cfg.slant_resolution_m) + 2
@@ -36,7 +36,7 @@ def test_shadow_length_matches_geometry(shape: str, ground_range: float, side: i
     obj = survey.objects[0]
     h, tall = cfg.altitude_m, obj.height_m
     expected_length = tall * ground_range / (h - tall)  # shadow length H * x / (h - H) (docs/design.md)
-    measured_end = _shadow_end_ground_range(survey.intensity, cfg, int(5.0 / cfg.ping_spacing_m), 1 if side > 0 else 0)
+    measured_end = _shadow_end_ground_range(survey.intensity, cfg, int(5.0 / cfg.ping_spacing_m), 0 if side > 0 else 1)  # +y: port
     measured_length = measured_end - ground_range
     assert measured_length == pytest.approx(expected_length, abs=0.06 + 0.03 * expected_length)
 
@@ -46,7 +46,7 @@ def test_taller_objects_cast_longer_shadows() -> None:
     near = simulate_survey(cfg, placements=[ObjectPlacement("MILCO", "sphere", 3.0, 6.0)])
     far = simulate_survey(cfg, placements=[ObjectPlacement("MILCO", "sphere", 3.0, 18.0)])
     row = int(3.0 / cfg.ping_spacing_m)
-    assert _shadow_end_ground_range(far.intensity, cfg, row, 1) - 18.0 > _shadow_end_ground_range(near.intensity, cfg, row, 1) - 6.0
+    assert _shadow_end_ground_range(far.intensity, cfg, row, 0) - 18.0 > _shadow_end_ground_range(near.intensity, cfg, row, 0) - 6.0
 
 
 def test_nadir_gap_is_dark_and_centred(small_survey) -> None:  # type: ignore[no-untyped-def]
@@ -96,7 +96,7 @@ def test_ground_truth_boxes_hold_highlight_and_shadow(small_config) -> None:  # 
         assert patch.max() > 3 * seabed_level  # the highlight
         assert (patch < 0.1 * seabed_level).mean() > 0.1  # the shadow
         centre_col = (c0 + c1) / 2
-        assert (centre_col >= w / 2) == (obj.cross_track_m >= 0)  # starboard right of nadir, port left
+        assert (centre_col < w / 2) == (obj.cross_track_m > 0)  # REP-103: port (left of nadir) positive
         assert obj.class_name == ("MILCO" if obj.shape in ("cylinder", "truncated_cone", "sphere") else "NOMBO")
 
 

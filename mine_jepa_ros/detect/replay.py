@@ -280,14 +280,14 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
 
 
 def locate(det: Detection, info: dict[str, Any]) -> dict[str, Any]:
-    """A ping-mode detection as ping index and slant / signed ground range (port negative) where known."""
+    """A ping-mode detection as ping index and slant / signed ground range (REP-103: port positive) where known."""
     row, col = det.centre
     out: dict[str, Any] = {"id": det.id, "class": det.class_name, "score": round(det.score, 4), "ping_index": int(row),
                            "pings": [int(det.box[0]), int(det.box[2])], "column": round(col, 1), "stamp_ns": det.stamp_ns}
     res, half = info.get("slant_resolution_m"), info.get("samples_per_side")
     if res and half:
         slant = (col - half) * res
-        out["slant_range_m"] = round(slant, 2)  # signed: port negative
+        out["slant_range_m"] = round(slant, 2)  # signed: port positive (REP-103)
         alt = info.get("altitude_m_median")
         if alt:
             out["ground_range_m"] = round(ground_range_m(slant, alt), 2)

@@ -6,7 +6,7 @@ the stream started) for one-ping-per-message input.
 
 Conventions (docs/design.md, *Conventions*): ``class_id`` is the class name; ``LabelInfo`` maps numeric ids to names;
 the hypothesis pose carries a metric position when it is known: ``x`` along-track (m), ``y`` the
-signed cross-track ground range (m, negative = port), ``z`` 0.
+signed cross-track ground range (m; REP-103, y left: positive = port, negative = starboard), ``z`` 0.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ class SimObject:
     """One object on the seabed and its ground truth in waterfall pixels.
 
     ``along_track_m`` / ``cross_track_m`` locate the object's centre (cross-track is the signed
-    ground range, negative = port). ``box`` is ``(row0, col0, row1, col1)`` in waterfall pixels,
+    ground range; REP-103: positive = port, the waterfall's left). ``box`` is ``(row0, col0, row1, col1)`` in waterfall pixels,
     half-open, covering the highlight and the acoustic shadow.
     """
 
@@ -352,13 +352,13 @@ class SurveySimulator:
             shape = str(rng.choice(MILCO_SHAPES if class_name == "MILCO" else NOMBO_SHAPES))
             heading = float(rng.uniform(0, 180))
             placed_y.append(y0)
-            objects.append(self._place(rng, height, reflect, ObjectPlacement(class_name, shape, y0, side * x0, heading)))
+            objects.append(self._place(rng, height, reflect, ObjectPlacement(class_name, shape, y0, -side * x0, heading)))
         return objects
 
     def _place(self, rng: np.random.Generator, height: np.ndarray, reflect: np.ndarray, p: ObjectPlacement) -> SimObject:
         if p.class_name not in CLASS_NAMES[1:] or p.shape not in MILCO_SHAPES + NOMBO_SHAPES:
             raise ValueError(f"unknown object class/shape {p.class_name!r}/{p.shape!r}")
-        side = 1 if p.cross_track_m >= 0 else 0
+        side = 0 if p.cross_track_m > 0 else 1  # 0 = port (REP-103: y left, positive), 1 = starboard
         obj_h, length, width, box = self._stamp_object(
             rng, height[side], reflect[side], p.shape, p.along_track_m, abs(p.cross_track_m), p.heading_deg
         )
