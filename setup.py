@@ -21,6 +21,7 @@ RUNTIME = [
     "tqdm>=4.60",  # progress bars
     "PyYAML>=6.0",  # training recipes
     "matplotlib>=3.7",  # metric plots
+    "pyproj>=3.4",  # WGS84 geodesy: georeferenced contacts
 ]
 
 setup(

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "mine_jepa_ros"
 # (parts of the same rank are peers and must not import each other).
 LAYERS: dict[str, int] = {
     "errors": 0, "atomic": 0, "geometry": 0,
-    "io": 1, "interfaces": 1,
+    "io": 1, "interfaces": 1, "geo": 1,
     "sim": 2, "detect": 2,
     "ros": 3, "training": 3,
     "tools": 4,
@@ -88,7 +88,8 @@ TORCH_FREE = [
     "mine_jepa_ros.io.detections", "mine_jepa_ros.io.image_codec", "mine_jepa_ros.sim.bag",
     "mine_jepa_ros.detect.tiling", "mine_jepa_ros.detect.merging", "mine_jepa_ros.detect.pipeline",
     "mine_jepa_ros.detect.scoring", "mine_jepa_ros.detect.operating_point", "mine_jepa_ros.ros.params",
-    "mine_jepa_ros.ros.worker",
+    "mine_jepa_ros.ros.worker", "mine_jepa_ros.geo.navigation", "mine_jepa_ros.geo.contacts",
+    "mine_jepa_ros.geo.formats",
     "mine_jepa_ros.training.recipes", "mine_jepa_ros.cli",
 ]
 

@@ -180,9 +180,58 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_contacts(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "contacts",
+        help="georeference and fuse a bag's detections into contacts (GeoJSON, KML or CSV)",
+        description="Locate every detection of a Detection2DArray topic (the node's output, another detector's or "
+        "the ground truth) with the bag's navigation topics (NavSatFix; QuaternionStamped, Imu or Odometry heading; "
+        "Range altitude) at the detection's own header stamp, and fuse them into contacts: one per object, with "
+        "class vote, confidence, looks and position uncertainty. The file's extension picks the format.",
+    )
+    p.add_argument("--bag", required=True, type=Path, help="bag with detections and navigation")
+    p.add_argument("--detections-topic", default=None, help="Detection2DArray topic (default: the bag's only one)")
+    p.add_argument("--nav-topic", action="append", default=[], help="navigation topic (repeatable; default: all by type)")
+    p.add_argument("--out", required=True, type=Path, help="contacts file: .geojson, .kml or .csv")
+    p.add_argument("--gate", type=float, default=3.0, help="sightings within this distance (m) fuse into one contact")
+    p.add_argument("--same-class-only", action="store_true", help="fuse only sightings of the same class")
+    p.add_argument("--look-gap", type=float, default=10.0, help="sightings further apart in time (s) are different looks")
+    p.add_argument("--sigma", type=float, default=1.0, help="one sighting's position uncertainty (m)")
+    p.add_argument("--layback", type=float, default=0.0, help="towed sonar: distance behind the navigation reference (m)")
+    p.add_argument("--offset-x", type=float, default=0.0, help="sonar lever arm forward of the navigation reference (m)")
+    p.add_argument("--offset-y", type=float, default=0.0, help="sonar lever arm left of the navigation reference (m)")
+    p.add_argument("--max-nav-gap", type=float, default=2.0, help="longest gap (s) between fixes to interpolate across")
+    p.add_argument("--png", type=Path, default=None, help="also draw the contacts on the track as a PNG")
+    p.add_argument("--truth", type=Path, default=None, help="true objects (GeoJSON, e.g. simulate --truth) for the PNG")
+    p.set_defaults(func=run_contacts)
+
+
+def run_contacts(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.contacts import ContactOptions, contacts_from_bag, plot_contacts
+    from mine_jepa_ros.geo.contacts import ContactSettings
+    from mine_jepa_ros.geo.formats import read_geojson_points, write_contacts
+    from mine_jepa_ros.geo.navigation import SensorMounting
+
+    opts = ContactOptions(detections_topic=args.detections_topic, nav_topics=tuple(args.nav_topic),
+                          settings=ContactSettings(gate_m=args.gate, same_class_only=args.same_class_only,
+                                                   look_gap_s=args.look_gap, sigma_m=args.sigma),
+                          mounting=SensorMounting(args.layback, args.offset_x, args.offset_y), max_gap_s=args.max_nav_gap)
+    truth = read_geojson_points(args.truth) if args.truth else []
+    result = contacts_from_bag(args.bag, opts)
+    write_contacts(result.contacts, args.out)
+    print(result.summary())
+    print(f"wrote {args.out}")
+    if args.png:
+        plot_contacts(result, args.png, truth, title=f"{args.bag.name}: {len(result.contacts)} contacts")
+        print(f"picture {args.png}")
+    return 0
+
+
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_init_model(sub)
     add_replay(sub)
     add_export(sub)
     add_calibrate(sub)
+    add_contacts(sub)

@@ -45,6 +45,20 @@ def add_simulate(sub: Subcommands) -> None:
                    help="ROS 2 distribution whose message definitions go into the bag")
     p.add_argument("--png", type=Path, default=None, help="also save the waterfall with its boxes as a PNG")
     p.add_argument("--objects-png", type=Path, default=None, help="also save 96x96 crops centred on each object as a PNG")
+    m = p.add_argument_group("mission mode (--lines): objects at fixed places on the Earth, a lawnmower of lines, "
+                             "navigation topics; one ping per message; the sonar options above apply, --ping-spacing "
+                             "does not (speed / ping rate)")
+    m.add_argument("--lines", type=positive_int, default=None, help="survey lines (alternating headings)")
+    m.add_argument("--line-spacing", type=float, default=40.0, help="distance between neighbouring lines (m)")
+    m.add_argument("--line-length", type=float, default=120.0, help="length of each line (m)")
+    m.add_argument("--origin", default="57.68,11.83", help="latitude,longitude of the first line's start (WGS84)")
+    m.add_argument("--heading", type=float, default=0.0, help="first line's heading (degrees clockwise from north)")
+    m.add_argument("--speed", type=float, default=1.5, help="vehicle speed (m/s)")
+    m.add_argument("--nav-rate", type=float, default=5.0, help="navigation messages per second")
+    m.add_argument("--nav-noise", type=float, default=0.0, help="standard deviation of the position noise (m)")
+    m.add_argument("--heading-noise", type=float, default=0.0, help="standard deviation of the heading noise (degrees)")
+    m.add_argument("--altitude-noise", type=float, default=0.0, help="standard deviation of the altitude noise (m)")
+    m.add_argument("--truth", type=Path, default=None, help="also write every object's class and true position (GeoJSON)")
     p.set_defaults(func=run_simulate)
 
 
@@ -55,6 +69,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     if args.out.exists():
         raise UserError(f"{args.out}: exists already; not overwriting")
+    if args.lines is not None:
+        return run_mission(args)
     config = SurveyConfig(
         pings=args.pings,
         samples_per_side=args.samples_per_side,
@@ -88,6 +104,29 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"wrote {args.out} ({args.storage}, {args.mode}): {config.pings} pings x {2 * config.samples_per_side} "
         f"samples, objects {counts}" + "".join(f"; picture {p}" for p in (args.png, args.objects_png) if p)
     )
+    return 0
+
+
+def run_mission(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.sim.mission import MissionConfig, write_mission_bag
+
+    try:
+        lat, lon = (float(v) for v in args.origin.split(","))
+    except ValueError as exc:
+        raise UserError(f"--origin {args.origin!r}: expected latitude,longitude") from exc
+    sonar = SurveyConfig(pings=1, samples_per_side=args.samples_per_side, max_range_m=args.max_range,
+                         altitude_m=args.altitude, ping_rate_hz=args.ping_rate, speckle_looks=args.speckle_looks,
+                         milco_count=0, nombo_count=0)
+    cfg = MissionConfig(lines=args.lines, line_spacing_m=args.line_spacing, line_length_m=args.line_length,
+                        origin_latitude=lat, origin_longitude=lon, heading_deg=args.heading, speed_mps=args.speed,
+                        milco_count=args.milco, nombo_count=args.nombo, nav_rate_hz=args.nav_rate,
+                        nav_noise_m=args.nav_noise, heading_noise_deg=args.heading_noise,
+                        altitude_noise_m=args.altitude_noise, sonar=sonar, seed=args.seed)
+    _path, objects, lines = write_mission_bag(cfg, args.out, args.truth, distro=args.distro)
+    twice = sum(sum(o.id in line.object_ids for line in lines) >= 2 for o in objects)
+    print(f"wrote {args.out} (mission): {cfg.lines} line(s) of {cfg.pings_per_line} pings x {2 * sonar.samples_per_side} "
+          f"samples, {cfg.line_spacing_m:g} m apart; {len(objects)} objects ({twice} seen from two lines); navigation on "
+          "/nav/fix, /nav/heading, /nav/altitude" + (f"; truth {args.truth}" if args.truth else ""))
     return 0
 
 

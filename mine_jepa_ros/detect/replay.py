@@ -133,7 +133,7 @@ class BagInputs:
     def open(cls, bag: Path | str, opts: ReplayOptions) -> BagInputs:
         bag = Path(bag)
         topics = list_topics(bag)
-        sonar_info = read_sonar_info(bag, opts.distro) if topics.get(INFO_TOPIC) == STRING_TYPE else {}
+        sonar_info = read_sonar_info(bag, opts.distro)
         geometry = opts.geometry
         if geometry is None:  # the bag's sonar info (import-xtf, simulate) and --ping-spacing where it has none
             spacing = opts.ping_spacing_m or float(sonar_info.get("ping_spacing_m") or 0.0)

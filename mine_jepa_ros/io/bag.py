@@ -208,6 +208,8 @@ def read_detections(
 
 def read_sonar_info(bag: Path | str, distro: str = "jazzy") -> dict[str, Any]:
     """The sonar geometry JSON that ``import-xtf`` writes on :data:`INFO_TOPIC` (empty if absent or bad)."""
+    if list_topics(bag).get(INFO_TOPIC) != STRING_TYPE:
+        return {}
     stats = ReadStats()
     for _t, _i, _ts, msg in iter_messages(bag, [INFO_TOPIC], [STRING_TYPE], stats, distro):
         try:

@@ -1,0 +1,196 @@
+"""Detections -> georeferenced sightings -> contacts, the same way online (node) and offline (bags).
+
+:class:`ContactTracker` locates each detection with a :class:`~mine_jepa_ros.geo.navigation.Georeferencer`:
+
+* when: the detection's own header stamp (the time of its centre ping), else its array's stamp;
+* across track: the hypothesis pose's ``y`` when the producer filled it (signed ground range,
+  REP-103: port positive; the simulator's ground truth holds the object's own), else the box
+  centre's column through the sonar geometry (slant range -> ground range with the altitude from
+  navigation at that stamp, else the geometry's altitude);
+
+and fuses the sightings in a :class:`~mine_jepa_ros.geo.contacts.ContactManager`. A detection that
+cannot be located (a navigation gap, no geometry) is skipped and counted by reason.
+
+:func:`contacts_from_bag` reads a bag's navigation topics into a track first (bad navigation
+messages skipped and counted), then every ``Detection2DArray`` of the detections topic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mine_jepa_ros.errors import BagError, InputError, UserError
+from mine_jepa_ros.geo.contacts import Contact, ContactManager, ContactSettings, Sighting
+from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
+from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_messages, list_topics, read_sonar_info
+from mine_jepa_ros.io.detections import Detection, detections_from_msg
+from mine_jepa_ros.io.messages import stamp_ns
+from mine_jepa_ros.io.navigation import NAV_TYPES, nav_sample
+from mine_jepa_ros.io.plots import pyplot, save_figure
+
+
+def add_nav_sample(track: NavigationTrack, msg: object, msgtype: str) -> None:
+    """Put one navigation message into ``track``; raises InputError (naming the field) for a bad one."""
+    sample = nav_sample(msg, msgtype)
+    if sample.kind == "fix":
+        track.add_fix(sample.stamp_ns, *sample.values)
+    elif sample.kind == "heading":
+        track.add_heading(sample.stamp_ns, sample.values[0])
+    else:
+        track.add_altitude(sample.stamp_ns, sample.values[0])
+
+
+class ContactTracker:
+    """Georeferences detections and fuses them into contacts (see the module docstring)."""
+
+    def __init__(self, track: NavigationTrack, settings: ContactSettings | None = None,
+                 mounting: SensorMounting | None = None, geometry: SonarGeometry | None = None) -> None:
+        self.track = track
+        self.georeferencer = Georeferencer(track, mounting)
+        self.manager = ContactManager(settings)
+        self.geometry = geometry
+        self.sightings = 0
+        self.skipped: Counter[str] = Counter()
+
+    @property
+    def contacts(self) -> list[Contact]:
+        return self.manager.contacts
+
+    def sighting(self, det: Detection, array_stamp_ns: int, width: int) -> Sighting | None:
+        """The detection located on the Earth, or None (counted in ``skipped``)."""
+        stamp = det.stamp_ns if det.stamp_ns is not None else array_stamp_ns
+        if det.position_m is not None:
+            located = self.georeferencer.locate(stamp, det.position_m[1])
+        elif self.geometry is not None and width > 0:
+            slant = self.geometry.slant_range_m(det.centre[1], width)
+            located = self.georeferencer.locate_slant(stamp, slant, self.geometry.altitude_m)
+        else:
+            self.skipped["no cross-track position (no pose, no sonar geometry)"] += 1
+            return None
+        if located is None:
+            self.skipped["no navigation at its stamp"] += 1
+            return None
+        point, pose = located
+        return Sighting(det.class_name, det.score, point.latitude, point.longitude, stamp, pose.heading_deg)
+
+    def add(self, detections: Sequence[Detection], array_stamp_ns: int, width: int = 0) -> list[Contact]:
+        """Locate and fuse detections; returns the contacts that changed."""
+        found = [s for det in detections if (s := self.sighting(det, array_stamp_ns, width)) is not None]
+        self.sightings += len(found)
+        return self.manager.add_all(found)
+
+
+@dataclass
+class ContactsResult:
+    contacts: list[Contact]
+    detections: int
+    sightings: int
+    skipped: Counter[str]
+    nav_messages: int
+    nav_skipped: Counter[str] = field(default_factory=Counter)
+    track: list[tuple[float, float]] = field(default_factory=list)  # (latitude, longitude) of every fix
+
+    def summary(self) -> str:
+        by_class = Counter(c.class_name for c in self.contacts)
+        lines = [f"{len(self.contacts)} contact(s) ({', '.join(f'{k} {v}' for k, v in sorted(by_class.items())) or 'none'}) "
+                 f"from {self.sightings} of {self.detections} detection(s); {self.nav_messages} navigation message(s)"]
+        if self.skipped:
+            lines.append("detections not located: " + ", ".join(f"{k}: {v}" for k, v in self.skipped.items()))
+        if self.nav_skipped:
+            lines.append("navigation messages skipped: " + ", ".join(f"{k}: {v}" for k, v in self.nav_skipped.items()))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ContactOptions:
+    detections_topic: str | None = None  # None: the bag's only Detection2DArray topic
+    nav_topics: tuple[str, ...] = ()  # () : every navigation topic of the bag (by type)
+    settings: ContactSettings = field(default_factory=ContactSettings)
+    mounting: SensorMounting = field(default_factory=SensorMounting)
+    max_gap_s: float = 2.0
+    hold_s: float = 0.5
+    distro: str = "jazzy"
+
+
+def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> ContactsResult:
+    """Georeference and fuse one ``Detection2DArray`` topic of ``bag`` with the bag's navigation."""
+    opts = opts or ContactOptions()
+    topics = list_topics(bag)
+    det_topic = opts.detections_topic
+    if det_topic is None:
+        found = sorted(t for t, m in topics.items() if m == DETECTION_TYPE)
+        if len(found) != 1:
+            raise BagError(f"{bag}: {len(found)} Detection2DArray topics ({', '.join(found) or 'none'}): "
+                           "choose one with --detections-topic")
+        det_topic = found[0]
+    nav_topics = list(opts.nav_topics) or sorted(t for t, m in topics.items() if m in NAV_TYPES)
+    if not nav_topics:
+        raise BagError(f"{bag}: no navigation topic ({', '.join(NAV_TYPES)}): contacts need positions")
+    track = NavigationTrack(max_gap_s=opts.max_gap_s, hold_s=opts.hold_s)
+    nav_stats = ReadStats()
+    for _topic, _index, _t, msg in iter_messages(bag, nav_topics, NAV_TYPES, nav_stats, opts.distro):
+        try:
+            add_nav_sample(track, msg, topics[_topic])
+            nav_stats.read += 1
+        except InputError as exc:
+            nav_stats.skip(exc.reason, f"{_topic}[{_index}]: {exc}")
+    info = read_sonar_info(bag, opts.distro)
+    geometry, width = None, 0
+    if info.get("slant_resolution_m") and info.get("samples_per_side"):
+        geometry = SonarGeometry.from_values(float(info["slant_resolution_m"]), float(info.get("altitude_m_median", 0.0)),
+                                             float(info.get("ping_spacing_m", 0.0)) or 1.0)
+        width = 2 * int(info["samples_per_side"])
+    tracker = ContactTracker(track, opts.settings, opts.mounting, geometry)
+    det_stats = ReadStats()
+    detections = 0
+    for _topic, _index, _t, msg in iter_messages(bag, [det_topic], [DETECTION_TYPE], det_stats, opts.distro):
+        dets = detections_from_msg(msg)
+        detections += len(dets)
+        tracker.add(dets, stamp_ns(msg.header), width)
+    return ContactsResult(tracker.contacts, detections, tracker.sightings, tracker.skipped, nav_stats.read,
+                          nav_stats.reasons, track.fixes())
+
+
+def plot_contacts(result: ContactsResult, path: Path, truth: Sequence[tuple[float, float, dict[str, object]]] = (),
+                  title: str = "") -> Path:
+    """A map in metres east / north of the first fix: the vehicle track, the contacts (marker by class,
+    labelled with their looks) and, when given, the true objects."""
+    points = result.track or [(c.latitude, c.longitude) for c in result.contacts] or [(lat, lon) for lat, lon, _ in truth]
+    if not points:
+        raise UserError(f"{path}: nothing to draw (no fix, no contact, no truth)")
+    lat0, lon0 = points[0]
+
+    def east_north(lat: float, lon: float) -> tuple[float, float]:
+        az, _back, dist = WGS84.inv(lon0, lat0, lon, lat)
+        return dist * math.sin(math.radians(az)), dist * math.cos(math.radians(az))
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 7.0))
+    if result.track:
+        xy = [east_north(lat, lon) for lat, lon in result.track]
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], "-", color="0.6", lw=1, label="track (fixes)")
+    if truth:
+        xy = [east_north(lat, lon) for lat, lon, _p in truth]
+        ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=160, facecolors="none", edgecolors="k", lw=1.2,
+                   label="true objects")
+    styles = {"MILCO": ("tab:red", "o"), "NOMBO": ("tab:blue", "s")}
+    for name in sorted({c.class_name for c in result.contacts}):
+        color, marker = styles.get(name, ("tab:green", "^"))
+        mine = [c for c in result.contacts if c.class_name == name]
+        xy = [east_north(c.latitude, c.longitude) for c in mine]
+        ax.scatter([p[0] for p in xy], [p[1] for p in xy], c=color, marker=marker, s=40, label=f"{name} contacts")
+        for c, (x, y) in zip(mine, xy):
+            ax.annotate(f"{c.looks} look{'s' if c.looks > 1 else ''}", (x, y), textcoords="offset points", xytext=(6, 6),
+                        fontsize=8)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("east of the first fix (m)")
+    ax.set_ylabel("north of the first fix (m)")
+    ax.set_title(title or f"{len(result.contacts)} contacts")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,1 @@
+"""Positions on the Earth: navigation by stamp, georeferenced detections, fused contacts, GIS files."""
