@@ -28,7 +28,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["interfaces/vision_msgs/msg/*.msg", "interfaces/vision_msgs/*.txt", "interfaces/vision_msgs/*.xml"]},
+    package_data={PACKAGE: ["interfaces/*/msg/*.msg", "interfaces/vision_msgs/*.txt", "interfaces/vision_msgs/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mine_jepa_ros.cli.args import (
     Subcommands,
@@ -17,6 +19,9 @@ from mine_jepa_ros.cli.args import (
     target_from_args,
 )
 from mine_jepa_ros.geometry import SonarGeometry
+
+if TYPE_CHECKING:
+    from mine_jepa_ros.detect.contacts import ContactOptions
 
 
 def add_init_model(sub: Subcommands) -> None:
@@ -80,6 +85,15 @@ def add_replay(sub: Subcommands) -> None:
     p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
     p.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
                    help="input layout; auto: height-1 images are pings")
+    p.add_argument("--input-type", choices=["auto", "image", "raw_sonar_image", "smarc_sidescan"], default="auto",
+                   help="image topics, or a side-scan driver's messages: marine_acoustic_msgs/RawSonarImage port and "
+                   "starboard topics paired by stamp, or smarc_msgs/Sidescan (auto: images if the bag has any)")
+    p.add_argument("--port-topic", default=None, help="raw_sonar_image: port topic (default: the one named *port*)")
+    p.add_argument("--starboard-topic", default=None, help="raw_sonar_image: starboard topic (default: *starboard*)")
+    p.add_argument("--contacts", type=Path, default=None,
+                   help="also georeference and fuse the detections with the bag's navigation into this contacts file "
+                   "(.geojson, .kml or .csv), as `mine-jepa contacts` does")
+    add_contact_args(p)
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
@@ -98,7 +112,9 @@ def add_replay(sub: Subcommands) -> None:
 def run_replay(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.replay import ReplayOptions, format_metrics, replay
 
-    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, device=args.device, precision=args.precision,
+    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, input_type=args.input_type,
+                         port_topic=args.port_topic, starboard_topic=args.starboard_topic, contacts=args.contacts,
+                         contact_options=contact_options_from_args(args), device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
                          overlay=args.overlay, report_dir=args.report, geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing),
                          ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
@@ -116,6 +132,9 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"  warning: {warning}")
     if result.metrics:
         print(format_metrics(result.metrics))
+    if result.contacts is not None:
+        print(result.contacts.summary())
+        print(f"contacts: {args.contacts}")
     if args.report:
         print(f"report: {args.report}")
     return 0
@@ -180,6 +199,31 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_contact_args(p: argparse.ArgumentParser) -> None:
+    """Navigation and contact-fusion options (``contacts``, ``replay --contacts``)."""
+    g = p.add_argument_group("navigation and contacts")
+    g.add_argument("--nav-topic", action="append", default=[], help="navigation topic (repeatable; default: all by type)")
+    g.add_argument("--gate", type=float, default=3.0, help="sightings within this distance (m) fuse into one contact")
+    g.add_argument("--same-class-only", action="store_true", help="fuse only sightings of the same class")
+    g.add_argument("--look-gap", type=float, default=10.0, help="sightings further apart in time (s) are different looks")
+    g.add_argument("--sigma", type=float, default=1.0, help="one sighting's position uncertainty (m)")
+    g.add_argument("--layback", type=float, default=0.0, help="towed sonar: distance behind the navigation reference (m)")
+    g.add_argument("--offset-x", type=float, default=0.0, help="sonar lever arm forward of the navigation reference (m)")
+    g.add_argument("--offset-y", type=float, default=0.0, help="sonar lever arm left of the navigation reference (m)")
+    g.add_argument("--max-nav-gap", type=float, default=2.0, help="longest gap (s) between fixes to interpolate across")
+
+
+def contact_options_from_args(args: argparse.Namespace) -> ContactOptions:
+    from mine_jepa_ros.detect.contacts import ContactOptions
+    from mine_jepa_ros.geo.contacts import ContactSettings
+    from mine_jepa_ros.geo.navigation import SensorMounting
+
+    return ContactOptions(nav_topics=tuple(args.nav_topic),
+                          settings=ContactSettings(gate_m=args.gate, same_class_only=args.same_class_only,
+                                                   look_gap_s=args.look_gap, sigma_m=args.sigma),
+                          mounting=SensorMounting(args.layback, args.offset_x, args.offset_y), max_gap_s=args.max_nav_gap)
+
+
 def add_contacts(sub: Subcommands) -> None:
     p = add_command(
         sub,
@@ -192,31 +236,18 @@ def add_contacts(sub: Subcommands) -> None:
     )
     p.add_argument("--bag", required=True, type=Path, help="bag with detections and navigation")
     p.add_argument("--detections-topic", default=None, help="Detection2DArray topic (default: the bag's only one)")
-    p.add_argument("--nav-topic", action="append", default=[], help="navigation topic (repeatable; default: all by type)")
     p.add_argument("--out", required=True, type=Path, help="contacts file: .geojson, .kml or .csv")
-    p.add_argument("--gate", type=float, default=3.0, help="sightings within this distance (m) fuse into one contact")
-    p.add_argument("--same-class-only", action="store_true", help="fuse only sightings of the same class")
-    p.add_argument("--look-gap", type=float, default=10.0, help="sightings further apart in time (s) are different looks")
-    p.add_argument("--sigma", type=float, default=1.0, help="one sighting's position uncertainty (m)")
-    p.add_argument("--layback", type=float, default=0.0, help="towed sonar: distance behind the navigation reference (m)")
-    p.add_argument("--offset-x", type=float, default=0.0, help="sonar lever arm forward of the navigation reference (m)")
-    p.add_argument("--offset-y", type=float, default=0.0, help="sonar lever arm left of the navigation reference (m)")
-    p.add_argument("--max-nav-gap", type=float, default=2.0, help="longest gap (s) between fixes to interpolate across")
+    add_contact_args(p)
     p.add_argument("--png", type=Path, default=None, help="also draw the contacts on the track as a PNG")
     p.add_argument("--truth", type=Path, default=None, help="true objects (GeoJSON, e.g. simulate --truth) for the PNG")
     p.set_defaults(func=run_contacts)
 
 
 def run_contacts(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.contacts import ContactOptions, contacts_from_bag, plot_contacts
-    from mine_jepa_ros.geo.contacts import ContactSettings
+    from mine_jepa_ros.detect.contacts import contacts_from_bag, plot_contacts
     from mine_jepa_ros.geo.formats import read_geojson_points, write_contacts
-    from mine_jepa_ros.geo.navigation import SensorMounting
 
-    opts = ContactOptions(detections_topic=args.detections_topic, nav_topics=tuple(args.nav_topic),
-                          settings=ContactSettings(gate_m=args.gate, same_class_only=args.same_class_only,
-                                                   look_gap_s=args.look_gap, sigma_m=args.sigma),
-                          mounting=SensorMounting(args.layback, args.offset_x, args.offset_y), max_gap_s=args.max_nav_gap)
+    opts = replace(contact_options_from_args(args), detections_topic=args.detections_topic)
     truth = read_geojson_points(args.truth) if args.truth else []
     result = contacts_from_bag(args.bag, opts)
     write_contacts(result.contacts, args.out)

@@ -117,6 +117,24 @@ class ContactOptions:
     distro: str = "jazzy"
 
 
+def navigation_from_bag(bag: Path | str, opts: ContactOptions) -> tuple[NavigationTrack, ReadStats]:
+    """Every navigation message of the bag (``opts.nav_topics``, else all by type) in a track; bad ones
+    are skipped and counted in the returned stats."""
+    topics = list_topics(bag)
+    nav_topics = list(opts.nav_topics) or sorted(t for t, m in topics.items() if m in NAV_TYPES)
+    if not nav_topics:
+        raise BagError(f"{bag}: no navigation topic ({', '.join(NAV_TYPES)}): contacts need positions")
+    track = NavigationTrack(max_gap_s=opts.max_gap_s, hold_s=opts.hold_s)
+    stats = ReadStats()
+    for topic, index, _t, msg in iter_messages(bag, nav_topics, NAV_TYPES, stats, opts.distro):
+        try:
+            add_nav_sample(track, msg, topics[topic])
+            stats.read += 1
+        except InputError as exc:
+            stats.skip(exc.reason, f"{topic}[{index}]: {exc}")
+    return track, stats
+
+
 def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> ContactsResult:
     """Georeference and fuse one ``Detection2DArray`` topic of ``bag`` with the bag's navigation."""
     opts = opts or ContactOptions()
@@ -128,17 +146,7 @@ def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> Co
             raise BagError(f"{bag}: {len(found)} Detection2DArray topics ({', '.join(found) or 'none'}): "
                            "choose one with --detections-topic")
         det_topic = found[0]
-    nav_topics = list(opts.nav_topics) or sorted(t for t, m in topics.items() if m in NAV_TYPES)
-    if not nav_topics:
-        raise BagError(f"{bag}: no navigation topic ({', '.join(NAV_TYPES)}): contacts need positions")
-    track = NavigationTrack(max_gap_s=opts.max_gap_s, hold_s=opts.hold_s)
-    nav_stats = ReadStats()
-    for _topic, _index, _t, msg in iter_messages(bag, nav_topics, NAV_TYPES, nav_stats, opts.distro):
-        try:
-            add_nav_sample(track, msg, topics[_topic])
-            nav_stats.read += 1
-        except InputError as exc:
-            nav_stats.skip(exc.reason, f"{_topic}[{_index}]: {exc}")
+    track, nav_stats = navigation_from_bag(bag, opts)
     info = read_sonar_info(bag, opts.distro)
     geometry, width = None, 0
     if info.get("slant_resolution_m") and info.get("samples_per_side"):

@@ -1,8 +1,9 @@
 """The ROS-free detection pipeline that the node and ``mine-jepa replay`` both run.
 
 ``DetectionPipeline.process(msg)`` takes an ``Image`` / ``CompressedImage`` message (rclpy or
-rosbags class alike), decodes it, tiles it, classifies the windows in batches and returns the
-detections for that message. Input modes:
+rosbags class alike), or pings a sonar driver's messages were assembled into
+(:class:`~mine_jepa_ros.io.sonar_drivers.PingRows`), decodes it, tiles it, classifies the windows in
+batches and returns the detections for that message. Input modes:
 
 * ``frames``: each message is a waterfall frame; detections are in that frame's pixels.
 * ``pings``: each message adds one or more pings (rows) to a running waterfall; a window is
@@ -36,6 +37,7 @@ from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.image_codec import decode_image
 from mine_jepa_ros.io.messages import stamp_ns
 from mine_jepa_ros.io.pictures import draw_detections
+from mine_jepa_ros.io.sonar_drivers import PingRows
 
 INPUT_MODES = ("frames", "pings")
 
@@ -174,14 +176,18 @@ class DetectionPipeline:
         self.stats.received += 1
         where = f"message {self.stats.received - 1}"
         try:
-            decoded = decode_image(msg)
-            header = getattr(msg, "header", None)
+            if isinstance(msg, PingRows):
+                if self.config.input_mode != "pings":
+                    raise UserError("sonar driver pings need input_mode 'pings'")
+                pixels, header = msg.pixels, msg.header
+            else:
+                pixels, header = decode_image(msg).pixels, getattr(msg, "header", None)
             if header is None:
                 raise InputError("header", "missing")
             if self.config.input_mode == "frames":
-                out = self._process_frame(decoded.pixels, header)
+                out = self._process_frame(pixels, header)
             else:
-                out = self._process_pings(decoded.pixels, header)
+                out = self._process_pings(pixels, header)
         except InputError as exc:
             self.stats.skip(exc.reason, f"{where}: {exc}")
             return None

@@ -19,11 +19,13 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.contacts import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
 from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
-from mine_jepa_ros.errors import BagError
+from mine_jepa_ros.errors import BagError, InputError, UserError
+from mine_jepa_ros.geo.formats import write_contacts
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.bag import (
     DETECTION_TYPE,
@@ -42,6 +44,16 @@ from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image, encode_
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.pictures import draw_detections, write_png
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
+from mine_jepa_ros.io.sonar_drivers import (
+    RAW_SONAR_IMAGE_TYPE,
+    SMARC_SIDESCAN_TYPE,
+    ChannelPairer,
+    PingRows,
+    raw_sonar_channel,
+    smarc_row,
+)
+
+INPUT_TYPES = ("auto", "image", "raw_sonar_image", "smarc_sidescan")
 
 DETECTIONS_TOPIC = "/mine_jepa/detections"
 LABEL_INFO_TOPIC = "/mine_jepa/label_info"
@@ -53,6 +65,10 @@ class ReplayOptions:
     topic: str | None = None
     gt_topic: str | None = None  # None: the bag's only Detection2DArray topic, if any
     mode: str = "auto"  # auto | frames | pings
+    input_type: str = "auto"  # auto | image | raw_sonar_image (port + starboard topics) | smarc_sidescan
+    port_topic: str | None = None  # raw_sonar_image: default the RawSonarImage topic whose name holds "port"
+    starboard_topic: str | None = None  # ... and "starboard"
+    pair_tolerance_s: float = 0.02  # raw_sonar_image: port and starboard stamps closer than this are one ping
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 64
@@ -65,6 +81,8 @@ class ReplayOptions:
     ping_spacing_m: float = 0.0  # with a bag's sonar info (import-xtf), enables metric positions
     match_distance_m: float = 2.0  # a detection matches an object whose centre is this close (geometry known)
     match_pixels: float = 48.0  # the same without geometry, in pixels
+    contacts: Path | None = None  # also georeference and fuse the detections with the bag's navigation: this file
+    contact_options: ContactOptions = field(default_factory=ContactOptions)
     distro: str = "jazzy"
     progress: bool = True
 
@@ -82,6 +100,7 @@ class ReplayResult:
     skip_reasons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     detection_list: list[dict[str, Any]] = field(default_factory=list)
+    contacts: ContactsResult | None = None
 
     @property
     def windows_per_second(self) -> float:
@@ -93,6 +112,7 @@ class ReplayResult:
             "detections": self.detections, "seconds": round(self.seconds, 3), "mode": self.mode,
             "windows_per_second": round(self.windows_per_second, 1), "metrics": self.metrics,
             "skip_reasons": self.skip_reasons, "warnings": self.warnings, "detection_list": self.detection_list,
+            "contacts": None if self.contacts is None else [c.to_dict() for c in self.contacts.contacts],
         }
 
 
@@ -128,6 +148,9 @@ class BagInputs:
     sonar_info: dict[str, Any]
     geometry: SonarGeometry | None
     truth_by_stamp: dict[int, list[Detection]]
+    input_type: str = "image"
+    driver_topics: tuple[str, ...] = ()  # raw_sonar_image: (port, starboard); smarc_sidescan: (topic,)
+    pair_tolerance_ns: int = 20_000_000
 
     @classmethod
     def open(cls, bag: Path | str, opts: ReplayOptions) -> BagInputs:
@@ -139,21 +162,94 @@ class BagInputs:
             spacing = opts.ping_spacing_m or float(sonar_info.get("ping_spacing_m") or 0.0)
             geometry = SonarGeometry.from_values(float(sonar_info.get("slant_resolution_m") or 0.0),
                                                  float(sonar_info.get("altitude_m_median") or 0.0), spacing)
-        image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
-        if image_topic is None:
-            raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
+        input_type = _input_type(topics, opts, bag)
+        driver_topics: tuple[str, ...] = ()
+        if input_type == "image":
+            image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
+            if image_topic is None:
+                raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
+            mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
+        else:
+            driver_topics = _driver_topics(topics, input_type, opts, bag)
+            image_topic, mode = driver_topics[0], "pings"
         gt_topic = _pick_topic(topics, opts.gt_topic, (DETECTION_TYPE,), "ground-truth", bag)
-        mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
         truth_by_stamp: dict[int, list[Detection]] = {}
         if gt_topic:
             for stamp, dets in read_detections(bag, gt_topic, distro=opts.distro):
                 truth_by_stamp.setdefault(stamp, []).extend(dets)
-        return cls(bag, image_topic, gt_topic, mode, sonar_info, geometry, truth_by_stamp)
+        return cls(bag, image_topic, gt_topic, mode, sonar_info, geometry, truth_by_stamp, input_type, driver_topics,
+                   int(opts.pair_tolerance_s * 1e9))
 
     def messages(self, stats: ReadStats, distro: str) -> Iterator[tuple[int, Any]]:
-        """``(bag timestamp, image message)`` in order; bad messages are counted in ``stats``."""
-        for _topic, _index, timestamp, msg in iter_messages(self.path, [self.image_topic], IMAGE_TYPES, stats, distro):
-            yield timestamp, msg
+        """``(bag timestamp, image message or PingRows)`` in order; bad messages are counted in ``stats``
+        (a driver channel whose partner never came: ``unpaired ping``)."""
+        if self.input_type == "image":
+            for _topic, _index, timestamp, msg in iter_messages(self.path, [self.image_topic], IMAGE_TYPES, stats, distro):
+                yield timestamp, msg
+            return
+        if self.input_type == "smarc_sidescan":
+            for topic, index, timestamp, msg in iter_messages(self.path, list(self.driver_topics), [SMARC_SIDESCAN_TYPE],
+                                                              stats, distro):
+                try:
+                    header, row = smarc_row(msg)
+                except InputError as exc:
+                    stats.skip(exc.reason, f"{topic}[{index}]: {exc}")
+                    continue
+                stats.read += 1
+                yield timestamp, PingRows(header, row)
+            return
+        pairer = ChannelPairer(self.pair_tolerance_ns)
+        port_topic = self.driver_topics[0]
+        for topic, index, timestamp, msg in iter_messages(self.path, list(self.driver_topics), [RAW_SONAR_IMAGE_TYPE],
+                                                          stats, distro):
+            try:
+                channel = raw_sonar_channel(msg)
+                pairs = pairer.add("port" if topic == port_topic else "starboard", channel)
+            except InputError as exc:
+                stats.skip(exc.reason, f"{topic}[{index}]: {exc}")
+                continue
+            stats.read += 1
+            for port, _starboard, row in pairs:
+                yield timestamp, PingRows(port.header, row)
+        pairer.flush()
+        for side, n in pairer.unpaired.items():
+            for _ in range(n):
+                stats.skip("unpaired ping", f"a {side} channel whose partner never came")
+
+
+def _input_type(topics: dict[str, str], opts: ReplayOptions, bag: Path) -> str:
+    if opts.input_type not in INPUT_TYPES:
+        raise UserError(f"input type {opts.input_type!r}: expected one of {INPUT_TYPES}")
+    if opts.input_type != "auto":
+        return opts.input_type
+    kinds = set(topics.values())
+    if opts.topic or kinds & set(IMAGE_TYPES):
+        return "image"
+    if RAW_SONAR_IMAGE_TYPE in kinds:
+        return "raw_sonar_image"
+    return "smarc_sidescan" if SMARC_SIDESCAN_TYPE in kinds else "image"
+
+
+def _driver_topics(topics: dict[str, str], input_type: str, opts: ReplayOptions, bag: Path) -> tuple[str, ...]:
+    if input_type == "smarc_sidescan":
+        topic = _pick_topic(topics, opts.topic, (SMARC_SIDESCAN_TYPE,), "image", bag)
+        if topic is None:
+            raise BagError(f"{bag}: no smarc_msgs/Sidescan topic; it has {sorted(topics)}")
+        return (topic,)
+    raw = sorted(t for t, m in topics.items() if m == RAW_SONAR_IMAGE_TYPE)
+    chosen = []
+    for side, wanted in (("port", opts.port_topic), ("starboard", opts.starboard_topic)):
+        if wanted is None:
+            named = [t for t in raw if side in t.rsplit("/", 1)[-1].lower()]
+            if len(named) != 1:
+                raise BagError(f"{bag}: cannot tell the {side} RawSonarImage topic among {raw}: give --{side}-topic")
+            wanted = named[0]
+        elif topics.get(wanted) != RAW_SONAR_IMAGE_TYPE:
+            raise BagError(f"{bag}: {wanted} is not a {RAW_SONAR_IMAGE_TYPE} topic of the bag")
+        chosen.append(wanted)
+    if chosen[0] == chosen[1]:
+        raise BagError(f"{bag}: port and starboard topics are the same ({chosen[0]})")
+    return tuple(chosen)
 
 
 class SceneCollector:
@@ -212,9 +308,14 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     report_rows: list[np.ndarray] = []
     max_report_rows = 4096
 
+    tracker = nav_stats = None
+    if opts.contacts is not None:
+        track, nav_stats = navigation_from_bag(bag, opts.contact_options)
+        tracker = ContactTracker(track, opts.contact_options.settings, opts.contact_options.mounting, inputs.geometry)
     read_stats = ReadStats()
     start = time.perf_counter()
     images = 0
+    located = 0
     with atomic_bag_writer(out, opts.storage) as writer:  # type: ignore[arg-type]
         det_conn = writer.add_connection(DETECTIONS_TOPIC, DETECTION_TYPE, typestore=store)
         label_conn = writer.add_connection(LABEL_INFO_TOPIC, "vision_msgs/msg/LabelInfo", typestore=store)
@@ -223,6 +324,10 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         last_t = 0
 
         def emit(output: PipelineOutput, timestamp: int) -> None:
+            nonlocal located
+            if tracker is not None:
+                located += len(output.detections)
+                tracker.add(output.detections, stamp_ns(output.header), output.shape[1] or pipeline.stream_width)
             msg = detections_to_msg(factory, output.detections, output.header)
             writer.write(det_conn, timestamp, store.serialize_cdr(msg, DETECTION_TYPE))
             if overlay_conn is not None and output.overlay is not None:
@@ -249,13 +354,18 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             else:
                 stream_dets.extend(output.detections)
                 if opts.report_dir is not None and sum(len(r) for r in report_rows) < max_report_rows:
-                    report_rows.append(decode_image(msg).pixels)
+                    report_rows.append(msg.pixels if isinstance(msg, PingRows) else decode_image(msg).pixels)
         final = pipeline.flush()
         if final is not None:
             emit(final, last_t)
             stream_dets.extend(final.detections)
             scenes.add(final)
     seconds = time.perf_counter() - start
+    contacts = None
+    if tracker is not None and nav_stats is not None and opts.contacts is not None:
+        write_contacts(tracker.contacts, opts.contacts)
+        contacts = ContactsResult(tracker.contacts, located, tracker.sightings, tracker.skipped, nav_stats.read,
+                                  nav_stats.reasons, tracker.track.fixes())
 
     metrics = None
     if inputs.gt_topic:
@@ -268,7 +378,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     result = ReplayResult(
         out=out, images=images, skipped=pipeline.stats.skipped + read_stats.skipped, windows=pipeline.stats.windows,
         detections=pipeline.stats.detections, seconds=seconds, mode=mode, metrics=metrics, skip_reasons=skip_reasons,
-        warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list,
+        warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list, contacts=contacts,
     )
     if opts.report_dir is not None:
         truth_all = [d for dets in inputs.truth_by_stamp.values() for d in dets]

@@ -89,16 +89,23 @@ def decode_image(msg: Any) -> DecodedImage:
     return _decode_raw(msg)
 
 
+def to_unit_intensity(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """``values / full_scale`` as float32, computed the one way every input path shares (so an Image
+    row and the same samples from a sonar driver give bit-identical pixels)."""
+    out = values.astype(np.float32)
+    if full_scale != 1.0:
+        out *= np.float32(1.0 / full_scale)
+    return out
+
+
 def _finish(pixels: np.ndarray, full_scale: float, encoding: str) -> DecodedImage:
     if pixels.ndim == 3:
         order = cv2.COLOR_RGB2GRAY if encoding.startswith("rgb") else cv2.COLOR_BGR2GRAY
         if pixels.shape[2] == 4:
             order = cv2.COLOR_RGBA2GRAY if encoding.startswith("rgb") else cv2.COLOR_BGRA2GRAY
         pixels = cv2.cvtColor(np.ascontiguousarray(pixels), order)
-    out = pixels.astype(np.float32)
-    if full_scale != 1.0:
-        out *= np.float32(1.0 / full_scale)
-    elif not np.isfinite(out).all():
+    out = to_unit_intensity(pixels, full_scale)
+    if full_scale == 1.0 and not np.isfinite(out).all():
         bad = int((~np.isfinite(out)).sum())
         raise ImageDecodeError("data", f"{bad} NaN/inf value(s) in a float image")
     return DecodedImage(pixels=out, encoding=encoding)

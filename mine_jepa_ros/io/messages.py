@@ -23,7 +23,9 @@ import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-VISION_MSGS_DIR = Path(__file__).parents[1] / "interfaces" / "vision_msgs" / "msg"
+INTERFACES_DIR = Path(__file__).parents[1] / "interfaces"
+VISION_MSGS_DIR = INTERFACES_DIR / "vision_msgs" / "msg"
+INTERFACE_PACKAGES = ("vision_msgs", "marine_acoustic_msgs", "smarc_msgs")  # bundled .msg definitions
 
 DISTROS: dict[str, Stores] = {
     "humble": Stores.ROS2_HUMBLE,
@@ -34,12 +36,19 @@ DISTROS: dict[str, Stores] = {
 
 def vision_msgs_definitions() -> dict[str, str]:
     """``{"vision_msgs/msg/Name": msg text}`` for every bundled vision_msgs definition."""
-    return {f"vision_msgs/msg/{p.stem}": p.read_text() for p in sorted(VISION_MSGS_DIR.glob("*.msg"))}
+    return interface_definitions("vision_msgs")
+
+
+def interface_definitions(package: str) -> dict[str, str]:
+    """``{"package/msg/Name": msg text}`` for every bundled definition of ``package``."""
+    folder = INTERFACES_DIR / package / "msg"
+    return {f"{package}/msg/{p.stem}": p.read_text() for p in sorted(folder.glob("*.msg"))}
 
 
 @cache
 def typestore_for(distro: str = "jazzy") -> Typestore:
-    """A rosbags typestore for ``distro`` (humble, jazzy, kilted) with vision_msgs registered.
+    """A rosbags typestore for ``distro`` (humble, jazzy, kilted) with the bundled interface packages
+    (vision_msgs, and the sonar drivers' marine_acoustic_msgs and smarc_msgs) registered.
 
     Cached: a typestore is immutable once built and registering types takes milliseconds.
     """
@@ -48,8 +57,9 @@ def typestore_for(distro: str = "jazzy") -> Typestore:
     except KeyError:
         raise ValueError(f"unknown ROS distro {distro!r}; expected one of {sorted(DISTROS)}") from None
     types: dict[str, Any] = {}
-    for name, text in vision_msgs_definitions().items():
-        types.update(get_types_from_msg(text, name))
+    for package in INTERFACE_PACKAGES:
+        for name, text in interface_definitions(package).items():
+            types.update(get_types_from_msg(text, name))
     store.register(types)
     return store
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import (
     DEFAULT_FRAME_ID,
@@ -22,6 +24,12 @@ from mine_jepa_ros.io.bag import (
 from mine_jepa_ros.io.detections import Detection, detections_to_msg
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory
+from mine_jepa_ros.io.sonar_drivers import (
+    RAW_SONAR_IMAGE_TYPE,
+    SMARC_SIDESCAN_TYPE,
+    raw_sonar_image_msg,
+    smarc_sidescan_msg,
+)
 from mine_jepa_ros.sim.survey import Survey
 
 Mode = Literal["frames", "pings"]
@@ -40,6 +48,10 @@ class SurveyBagOptions:
     frame_id: str = DEFAULT_FRAME_ID
     distro: str = "jazzy"
     start_ns: int = 1_700_000_000_000_000_000
+    # How the pings travel: "image" (the modes above), or as a sonar driver sends them (pings only):
+    # "raw_sonar_image" (one marine_acoustic_msgs/RawSonarImage per channel on <image_topic>_port and
+    # <image_topic>_starboard) or "smarc_sidescan" (one smarc_msgs/Sidescan per ping on image_topic).
+    input_type: Literal["image", "raw_sonar_image", "smarc_sidescan"] = "image"
 
 
 def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions = SurveyBagOptions()) -> Path:
@@ -54,6 +66,10 @@ def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions
     """
     if options.frame_height < 1:
         raise UserError(f"frame_height must be >= 1, got {options.frame_height}")
+    if options.input_type != "image" and options.mode != "pings":
+        raise UserError(f"input type {options.input_type} sends one ping per message: use mode 'pings'")
+    if options.input_type == "smarc_sidescan" and options.encoding != "mono8":
+        raise UserError("smarc_msgs/Sidescan channels are uint8: use encoding mono8")
     factory = MessageFactory.for_rosbags(options.distro)
     store = factory.typestore
     assert store is not None
@@ -66,7 +82,13 @@ def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions
             "ping_spacing_m": cfg.ping_spacing_m, "pings": n,
             "layout": "row = concatenate([flip(port), starboard]); nadir at column samples_per_side"}
     with atomic_bag_writer(path, options.storage) as writer:
-        img_conn = writer.add_connection(options.image_topic, IMAGE_TYPES[0], typestore=store)
+        if options.input_type == "raw_sonar_image":
+            driver_conns = [writer.add_connection(f"{options.image_topic}_{side}", RAW_SONAR_IMAGE_TYPE, typestore=store)
+                            for side in ("port", "starboard")]
+        elif options.input_type == "smarc_sidescan":
+            driver_conns = [writer.add_connection(options.image_topic, SMARC_SIDESCAN_TYPE, typestore=store)]
+        else:
+            img_conn = writer.add_connection(options.image_topic, IMAGE_TYPES[0], typestore=store)
         gt_conn = writer.add_connection(options.gt_topic, DETECTION_TYPE, typestore=store)
         info_conn = writer.add_connection(INFO_TOPIC, STRING_TYPE, typestore=store)
 
@@ -90,9 +112,25 @@ def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions
             for row in range(n):
                 t = int(stamps[row])
                 header = factory.header(t, options.frame_id)
-                put(img_conn, encode_image(factory, pixels[row : row + 1], header), t, IMAGE_TYPES[0])
+                if options.input_type == "image":
+                    put(img_conn, encode_image(factory, pixels[row : row + 1], header), t, IMAGE_TYPES[0])
+                else:
+                    _put_driver_ping(factory, store, writer, driver_conns, options.input_type, pixels[row], header, t,
+                                     cfg.slant_resolution_m, cfg.samples_per_side)
                 if row in ends:
                     put(gt_conn, detections_to_msg(factory, ends[row], header), t, DETECTION_TYPE)
         else:
             raise UserError(f"unknown mode {options.mode!r}; expected 'frames' or 'pings'")
     return Path(path)
+
+
+def _put_driver_ping(factory: MessageFactory, store: Any, writer: Any, conns: list[Any], input_type: str, row: np.ndarray,
+                     header: Any, t: int, slant_resolution_m: float, samples_per_side: int) -> None:
+    port, starboard = row[:samples_per_side][::-1], row[samples_per_side:]
+    if input_type == "smarc_sidescan":
+        writer.write(conns[0], t, store.serialize_cdr(smarc_sidescan_msg(factory, header, port, starboard),
+                                                      SMARC_SIDESCAN_TYPE))
+        return
+    for conn, channel in zip(conns, (port, starboard)):
+        msg = raw_sonar_image_msg(factory, header, np.ascontiguousarray(channel), slant_resolution_m)
+        writer.write(conn, t, store.serialize_cdr(msg, RAW_SONAR_IMAGE_TYPE))
