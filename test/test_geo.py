@@ -236,3 +236,28 @@ def test_box_centres_use_the_sonar_geometry_and_the_altitude_at_their_stamp() ->
     az, _back, dist = GEOD.inv(LON, LAT, c.longitude, c.latitude)
     assert dist == pytest.approx(4.0, abs=1e-6) and az % 360 == pytest.approx(270.0, abs=1e-6)
     assert np.isfinite(c.uncertainty_m)
+
+
+@pytest.mark.slow
+def test_replay_contacts_match_the_contacts_command_on_its_own_output(tmp_path: Path, busy_checkpoint: Path) -> None:
+    from mine_jepa_ros.detect.replay import ReplayOptions, replay
+
+    bag = tmp_path / "mission"
+    assert main(["simulate", "--lines", "2", "--line-spacing", "30", "--line-length", "60", "--samples-per-side", "128",
+                 "--max-range", "12", "--altitude", "2", "--milco", "2", "--nombo", "2", "--out", str(bag)]) == 0
+    result = replay(bag, busy_checkpoint, tmp_path / "out",
+                    ReplayOptions(thresholds=0.4, contacts=tmp_path / "contacts.csv", progress=False))
+    assert result.contacts is not None and result.detections > 0
+    assert result.contacts.sightings == result.detections and result.contacts.nav_messages > 0
+    rows = list(csv.DictReader((tmp_path / "contacts.csv").open()))
+    assert len(rows) == len(result.contacts.contacts) > 0
+    # the same fusion offline: the replay's detections bag, located with the input bag's navigation
+    from mine_jepa_ros.detect.contacts import ContactTracker, navigation_from_bag
+    from mine_jepa_ros.io.bag import read_detections
+
+    track, _stats = navigation_from_bag(bag, ContactOptions())
+    tracker = ContactTracker(track)
+    for stamp, dets in read_detections(tmp_path / "out", "/mine_jepa/detections"):
+        tracker.add(dets, stamp)
+    assert [(c.id, c.class_name, c.looks) for c in tracker.contacts] == \
+        [(r["id"], r["class"], int(r["looks"])) for r in rows]

@@ -26,6 +26,10 @@ def add_simulate(sub: Subcommands) -> None:
                    help="'frames': waterfall images of --frame-height pings; 'pings': one height-1 image per ping")
     p.add_argument("--frame-height", type=positive_int, default=256, help="pings per waterfall frame (frames mode)")
     p.add_argument("--encoding", choices=["mono8", "mono16"], default="mono8", help="image encoding")
+    p.add_argument("--input-type", choices=["image", "raw_sonar_image", "smarc_sidescan"], default="image",
+                   help="how the pings travel (pings mode): sensor_msgs/Image rows, a side-scan driver's "
+                   "marine_acoustic_msgs/RawSonarImage per channel on <image-topic>_port and _starboard, or "
+                   "smarc_msgs/Sidescan")
     p.add_argument("--pings", type=positive_int, default=d.pings, help="number of pings (waterfall rows)")
     p.add_argument("--samples-per-side", type=positive_int, default=d.samples_per_side,
                    help="slant-range samples per channel; the waterfall is twice as wide")
@@ -89,6 +93,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         mode=args.mode,
         frame_height=args.frame_height,
         encoding=args.encoding,
+        input_type=args.input_type,
         image_topic=args.image_topic,
         gt_topic=args.gt_topic,
         frame_id=args.frame_id,
