@@ -30,6 +30,13 @@ LAUNCH_ARGUMENTS = (
     "thresholds",
     "publish_overlay",
     "queue_depth",
+    "port_topic",
+    "starboard_topic",
+    "fix_topic",
+    "heading_topic",
+    "heading_type",
+    "altitude_topic",
+    "layback_m",
 )
 
 

@@ -323,3 +323,78 @@ def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "absent.safetensors" in out and "Traceback" not in out
+
+
+def test_driver_pings_and_navigation_make_contacts_that_agree_with_replay(
+        tmp_path: Path, busy_checkpoint: Path, ros_node: rclpy.node.Node) -> None:
+    """A Garmin-like driver (RawSonarImage per channel) and navigation topics in; the node's
+    ~/contacts GeographicMap equals `replay --contacts` on the same mission."""
+    pytest.importorskip("geographic_msgs.msg", reason="geographic_msgs not built (python -m mine_jepa_ros.interfaces.build)")
+    from geographic_msgs.msg import GeographicMap
+    from geometry_msgs.msg import QuaternionStamped
+    from marine_acoustic_msgs.msg import RawSonarImage
+    from sensor_msgs.msg import NavSatFix, Range
+
+    from mine_jepa_ros.detect.replay import ReplayOptions, replay
+    from mine_jepa_ros.geo.formats import read_geojson_points
+    from mine_jepa_ros.io.bag import ReadStats, iter_messages
+    from mine_jepa_ros.io.image_codec import decode_image
+    from mine_jepa_ros.io.navigation import NAV_TYPES, altitude_msg, fix_msg, heading_msg, nav_sample
+    from mine_jepa_ros.io.sonar_drivers import raw_sonar_image_msg
+    from mine_jepa_ros.sim.mission import MissionConfig, write_mission_bag
+    from mine_jepa_ros.sim.survey import SurveyConfig
+
+    sonar = SurveyConfig(pings=1, samples_per_side=128, max_range_m=12.0, altitude_m=2.0, ping_rate_hz=20.0,
+                         milco_count=0, nombo_count=0)
+    cfg = MissionConfig(lines=2, line_spacing_m=20.0, line_length_m=40.0, milco_count=2, nombo_count=2, sonar=sonar, seed=4)
+    bag, _objects, _lines = write_mission_bag(cfg, tmp_path / "mission")
+    replayed = replay(bag, busy_checkpoint, tmp_path / "out", ReplayOptions(thresholds=0.34, precision="fp32",
+                                                                            contacts=tmp_path / "c.geojson", progress=False))
+    expected = sorted((p["class"], round(lat, 7), round(lon, 7), p["looks"]) for lat, lon, p in read_geojson_points(tmp_path / "c.geojson"))
+    assert expected, "the replay found no contact: the test would not bite"
+
+    proc = start_node(tmp_path, "sss_nav", busy_checkpoint, input_mode="pings", input_type="raw_sonar_image",
+                      port_topic="/t/port", starboard_topic="/t/starboard", fix_topic="/t/fix", heading_topic="/t/heading",
+                      altitude_topic="/t/altitude", thresholds=[0.34], precision="fp32", queue_depth=5000,
+                      slant_resolution_m=sonar.slant_resolution_m, altitude_m=sonar.altitude_m,
+                      ping_spacing_m=cfg.ping_spacing_m)
+    maps: list = []  # type: ignore[type-arg]
+    deep = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
+    sub = ros_node.create_subscription(GeographicMap, "/sss_nav/contacts", maps.append, LATCHED)
+    pubs = {name: ros_node.create_publisher(cls, f"/t/{name}", deep) for name, cls in
+            (("port", RawSonarImage), ("starboard", RawSonarImage), ("fix", NavSatFix), ("heading", QuaternionStamped),
+             ("altitude", Range))}
+    try:
+        assert spin_until(ros_node, lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 60)
+        time.sleep(0.5)
+        for topic, _i, _t, msg in iter_messages(bag, None, NAV_TYPES, ReadStats()):
+            s = nav_sample(msg, {"/nav/fix": NAV_TYPES[0], "/nav/heading": NAV_TYPES[1], "/nav/altitude": NAV_TYPES[4]}[topic])
+            if s.kind == "fix":
+                pubs["fix"].publish(fix_msg(FACTORY, s.stamp_ns, "gps", *s.values))
+            elif s.kind == "heading":
+                pubs["heading"].publish(heading_msg(FACTORY, s.stamp_ns, "base_link", s.values[0]))
+            else:
+                pubs["altitude"].publish(altitude_msg(FACTORY, s.stamp_ns, "altimeter", s.values[0]))
+        spin_until(ros_node, lambda: False, 1.0)
+        s = sonar.samples_per_side
+        for _topic, _i, _t, msg in iter_messages(bag, ["/sonar/sidescan/image"], ("sensor_msgs/msg/Image",), ReadStats()):
+            row = (decode_image(msg).pixels[0] * 255 + 0.5).astype(np.uint8)
+            header = FACTORY.header(stamp_ns(msg.header), "sidescan")
+            pubs["port"].publish(raw_sonar_image_msg(FACTORY, header, np.ascontiguousarray(row[:s][::-1]), sonar.slant_resolution_m))
+            pubs["starboard"].publish(raw_sonar_image_msg(FACTORY, header, np.ascontiguousarray(row[s:]), sonar.slant_resolution_m))
+            rclpy.spin_once(ros_node, timeout_sec=0.001)
+
+        def got() -> list:  # type: ignore[type-arg]
+            if not maps:
+                return []
+            return sorted((next(kv.value for kv in p.props if kv.key == "class"), round(p.position.latitude, 7),
+                           round(p.position.longitude, 7), int(next(kv.value for kv in p.props if kv.key == "looks")))
+                          for p in maps[-1].points)
+
+        spin_until(ros_node, lambda: got() == expected, 60)
+    finally:
+        code, out = stop(proc)
+        spin_until(ros_node, lambda: False, 1.0)
+        ros_node.destroy_subscription(sub)
+    assert code == 0 and "Traceback" not in out, out
+    assert got() == expected, out

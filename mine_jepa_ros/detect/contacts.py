@@ -18,18 +18,22 @@ messages skipped and counted), then every ``Detection2DArray`` of the detections
 from __future__ import annotations
 
 import math
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mine_jepa_ros.errors import BagError, InputError, UserError
-from mine_jepa_ros.geo.contacts import Contact, ContactManager, ContactSettings, Sighting
+from mine_jepa_ros.geo.contacts import CONTACT_NAMESPACE, Contact, ContactManager, ContactSettings, Sighting
+from mine_jepa_ros.geo.formats import contact_properties
 from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_messages, list_topics, read_sonar_info
 from mine_jepa_ros.io.detections import Detection, detections_from_msg
-from mine_jepa_ros.io.messages import stamp_ns
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import NAV_TYPES, nav_sample
 from mine_jepa_ros.io.plots import pyplot, save_figure
 
@@ -202,3 +206,26 @@ def plot_contacts(result: ContactsResult, path: Path, truth: Sequence[tuple[floa
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
+
+
+def contacts_map_msg(factory: MessageFactory, contacts: Sequence[Contact], header: object) -> object:
+    """A ``geographic_msgs/GeographicMap``: one ``WayPoint`` per contact (UUID id, ``GeoPoint``, props
+    class, confidence, looks, headings, uncertainty_m, first_seen, last_seen), bounds around them."""
+    def key_values(props: dict[str, object]) -> list[object]:
+        return [factory.make("geographic_msgs/msg/KeyValue", key=k, value=str(v)) for k, v in props.items()]
+
+    def uuid_msg(text: str) -> object:
+        return factory.make("unique_identifier_msgs/msg/UUID", uuid=np.frombuffer(uuid.UUID(text).bytes, np.uint8).copy())
+
+    def geo_point(lat: float, lon: float) -> object:
+        return factory.make("geographic_msgs/msg/GeoPoint", latitude=float(lat), longitude=float(lon), altitude=math.nan)
+
+    points = [factory.make("geographic_msgs/msg/WayPoint", id=uuid_msg(c.id), position=geo_point(c.latitude, c.longitude),
+                           props=key_values({k: v for k, v in contact_properties(c).items() if k != "id"}))
+              for c in contacts]
+    lats = [c.latitude for c in contacts] or [math.nan]
+    lons = [c.longitude for c in contacts] or [math.nan]
+    bounds = factory.make("geographic_msgs/msg/BoundingBox", min_pt=geo_point(min(lats), min(lons)),
+                          max_pt=geo_point(max(lats), max(lons)))
+    return factory.make("geographic_msgs/msg/GeographicMap", header=header, id=uuid_msg(str(CONTACT_NAMESPACE)),
+                        bounds=bounds, points=points, features=[], props=key_values({"contacts": len(contacts)}))

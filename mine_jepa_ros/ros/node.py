@@ -5,10 +5,14 @@ pipeline (:mod:`mine_jepa_ros.detect.pipeline`), the queue, worker and health
 (:mod:`mine_jepa_ros.ros.worker`) and message building (:mod:`mine_jepa_ros.io.detections`,
 duck-typed over rclpy classes here).
 
-Topics: input (sensor-data QoS: best effort, small depth) -> ``~/detections``
+Topics: input (sensor-data QoS: best effort, small depth: ``Image`` / ``CompressedImage``, or a
+side-scan driver's ``RawSonarImage`` port and starboard channels, or ``smarc_msgs/Sidescan``; driver
+messages become waterfall rows in :mod:`mine_jepa_ros.ros.sensing`) -> ``~/detections``
 (``vision_msgs/Detection2DArray``, reliable), ``~/label_info`` (``vision_msgs/LabelInfo``,
 transient local), ``~/overlay`` (``sensor_msgs/Image``, when ``publish_overlay``) and
-``/diagnostics``.
+``/diagnostics``. With a ``fix_topic`` (and optionally heading and altitude topics), detections are
+georeferenced and fused into contacts, published on ``~/contacts`` (``geographic_msgs/GeographicMap``,
+transient local) whenever one changes.
 
 Shutdown: SIGINT / SIGTERM end the spin loop while the ROS context is still valid; the worker then
 stops, the open ping stream is flushed, its last detections are published and acknowledged by the
@@ -38,15 +42,20 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.contacts import contacts_map_msg
 from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
 from mine_jepa_ros.errors import MineJepaError, ParameterError
 from mine_jepa_ros.io.detections import detections_to_msg, label_info_msg
 from mine_jepa_ros.io.image_codec import encode_image
-from mine_jepa_ros.io.messages import MessageFactory
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
+from mine_jepa_ros.io.navigation import ALTITUDE_TYPE, FIX_TYPE, HEADING_TYPES
 from mine_jepa_ros.ros.params import PARAMS, NodeSettings, check_value
+from mine_jepa_ros.ros.sensing import DriverAssembler, NavigationFusion
 from mine_jepa_ros.ros.worker import DetectionWorker, DropOldestQueue, HealthMonitor
+
+HEADING_TYPE = dict(zip(("quaternion_stamped", "imu", "odometry"), HEADING_TYPES))
 
 
 def _descriptor(spec: Any) -> ParameterDescriptor:
@@ -103,11 +112,19 @@ class MineJepaNode(Node):
         self.queue = DropOldestQueue(s.effective_queue_depth)
         self.worker = DetectionWorker(self.pipeline, self.queue, self._publish)
         self.health = HealthMonitor(window_s=max(10.0, 5 * s.diagnostics_period))
+        self.fusion: NavigationFusion | None = None
+        if s.navigation:
+            from geographic_msgs.msg import GeographicMap
+
+            self.fusion = NavigationFusion(s.contact_settings(), s.mounting(), s.geometry(), s.nav_max_gap_s)
+            self.contacts_pub = self.create_publisher(GeographicMap, s.contacts_topic, latched)
         self.worker.start()
-        msg_type = Image if s.input_type == "image" else CompressedImage
         sensor_qos = QoSProfile(depth=max(s.effective_queue_depth, qos_profile_sensor_data.depth),
                                 reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.sub = self.create_subscription(msg_type, s.input_topic, self._on_image, sensor_qos)
+        self.assembler = DriverAssembler(s.pair_tolerance_s)
+        self.subs = self._subscribe_inputs(sensor_qos)
+        if self.fusion is not None:
+            self.subs += self._subscribe_navigation(sensor_qos)
         self.diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._dropped_logged = 0
@@ -116,7 +133,49 @@ class MineJepaNode(Node):
             f"({model.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name}"
         )
 
+    def _subscribe_inputs(self, qos: QoSProfile) -> list[Any]:
+        s = self.settings
+        if s.input_type == "raw_sonar_image":
+            from marine_acoustic_msgs.msg import RawSonarImage
+
+            return [self.create_subscription(RawSonarImage, topic, partial(self._on_channel, side), qos)
+                    for side, topic in (("port", s.port_topic), ("starboard", s.starboard_topic))]
+        if s.input_type == "smarc_sidescan":
+            from smarc_msgs.msg import Sidescan
+
+            return [self.create_subscription(Sidescan, s.input_topic, self._on_smarc, qos)]
+        msg_type = Image if s.input_type == "image" else CompressedImage
+        return [self.create_subscription(msg_type, s.input_topic, self._on_image, qos)]
+
+    def _subscribe_navigation(self, qos: QoSProfile) -> list[Any]:
+        from sensor_msgs.msg import Imu, NavSatFix, Range
+
+        s = self.settings
+        assert self.fusion is not None
+        fusion = self.fusion
+        subs = [self.create_subscription(NavSatFix, s.fix_topic, lambda m: fusion.add_nav(m, FIX_TYPE), qos)]
+        if s.heading_topic:
+            heading_type = HEADING_TYPE[s.heading_type]
+            if s.heading_type == "quaternion_stamped":
+                from geometry_msgs.msg import QuaternionStamped as heading_cls
+            elif s.heading_type == "imu":
+                heading_cls = Imu
+            else:
+                from nav_msgs.msg import Odometry as heading_cls
+            subs.append(self.create_subscription(heading_cls, s.heading_topic, lambda m: fusion.add_nav(m, heading_type), qos))
+        if s.altitude_topic:
+            subs.append(self.create_subscription(Range, s.altitude_topic, lambda m: fusion.add_nav(m, ALTITUDE_TYPE), qos))
+        return subs
+
     # -- callbacks ------------------------------------------------------------------------------
+    def _on_channel(self, side: str, msg: Any) -> None:
+        for rows in self.assembler.channel(side, msg):
+            self._on_image(rows)
+
+    def _on_smarc(self, msg: Any) -> None:
+        for rows in self.assembler.smarc(msg):
+            self._on_image(rows)
+
     def _on_image(self, msg: Any) -> None:
         if self.queue.put(msg):
             dropped = self.queue.dropped
@@ -126,6 +185,10 @@ class MineJepaNode(Node):
 
     def _publish(self, out: PipelineOutput) -> None:
         self.det_pub.publish(detections_to_msg(self.factory, out.detections, out.header))
+        if self.fusion is not None:
+            width = out.shape[1] or self.pipeline.stream_width
+            if self.fusion.add_detections(out.detections, stamp_ns(out.header), width):
+                self.contacts_pub.publish(contacts_map_msg(self.factory, self.fusion.contacts(), out.header))
         if out.overlay is not None and self.pipeline.config.overlay:
             self.overlay_pub.publish(encode_image(self.factory, out.overlay, out.header, "bgr8"))
 
@@ -136,6 +199,10 @@ class MineJepaNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level, summary, values = self.health.assess(self.pipeline, self.queue, self.worker)
+        values = {**values, **(self.fusion.diagnostics() if self.fusion is not None else
+                               {"positions": "unavailable (no fix_topic: detections are not georeferenced)"})}
+        if self.settings.input_type in ("raw_sonar_image", "smarc_sidescan"):
+            values.update(self.assembler.diagnostics())
         status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: detector", message=summary,
                                   hardware_id=self.pipeline.classifier.device_name,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
@@ -171,6 +238,8 @@ class MineJepaNode(Node):
             return
         if not self.det_pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
             self.get_logger().warning(f"the last detections were not acknowledged within {ACK_TIMEOUT_S} s")
+        if self.fusion is not None and not self.contacts_pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+            self.get_logger().warning(f"the last contacts were not acknowledged within {ACK_TIMEOUT_S} s")
         d = self.pipeline.stats
         self.get_logger().info(f"stopped: {d.received} received, {d.processed} processed, {d.skipped} skipped, "
                                f"{self.queue.dropped} dropped, {d.detections} detections")

@@ -16,7 +16,12 @@ from typing import Any
 from mine_jepa_ros.detect.operating_point import OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
+from mine_jepa_ros.geo.contacts import ContactSettings
+from mine_jepa_ros.geo.navigation import SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry
+
+INPUT_TYPES = ("image", "compressed", "raw_sonar_image", "smarc_sidescan")
+DRIVER_INPUT_TYPES = ("raw_sonar_image", "smarc_sidescan")
 
 
 def _param(default: Any, description: str, read_only: bool = True, choices: tuple[str, ...] = (),
@@ -49,8 +54,12 @@ class NodeSettings:
     device: str = _param("auto", "Inference device: auto, cpu or cuda[:N]; CUDA absent -> CPU with one warning.")
     precision: str = _param("auto", "Inference precision: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or "
                             "bf16.", choices=("auto", "fp32", "bf16"))
-    input_topic: str = _param("/sonar/sidescan/image", "Side-scan image topic (sensor_msgs/Image or CompressedImage).")
-    input_type: str = _param("image", "Message type of input_topic.", choices=("image", "compressed"))
+    input_topic: str = _param("/sonar/sidescan/image", "Side-scan image topic (sensor_msgs/Image or CompressedImage; "
+                              "smarc_msgs/Sidescan for smarc_sidescan).")
+    input_type: str = _param("image", "What the sonar publishes: image / compressed on input_topic; raw_sonar_image: "
+                             "marine_acoustic_msgs/RawSonarImage per channel on port_topic and starboard_topic, paired "
+                             "by stamp; smarc_sidescan: smarc_msgs/Sidescan on input_topic (the driver inputs need "
+                             "input_mode pings).", choices=INPUT_TYPES)
     input_mode: str = _param("frames", "frames: each message is a waterfall frame; pings: each message adds pings "
                              "(height-1 images) to a running waterfall.", choices=INPUT_MODES)
     window: int = _param(0, "Window size in pixels; 0 = the checkpoint's (another value must match it).", min_value=0)
@@ -68,10 +77,32 @@ class NodeSettings:
     label_info_topic: str = _param("~/label_info", "Output vision_msgs/LabelInfo topic (transient local, latched).")
     overlay_topic: str = _param("~/overlay", "Output debug overlay sensor_msgs/Image topic.")
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.", min_value=0.05, max_value=3600.0)
+    port_topic: str = _param("/sonar/sidescan/image_port", "raw_sonar_image: the port channel's topic.")
+    starboard_topic: str = _param("/sonar/sidescan/image_starboard", "raw_sonar_image: the starboard channel's topic.")
+    pair_tolerance_s: float = _param(0.02, "raw_sonar_image: port and starboard stamps closer than this are one ping; "
+                                     "a channel without a partner is dropped and counted.", min_value=0.0, max_value=10.0)
     slant_resolution_m: float = _param(0.0, "Slant range per sample (m); > 0 together with altitude_m and "
                                        "ping_spacing_m puts metric positions in the hypothesis pose.", min_value=0.0)
     altitude_m: float = _param(0.0, "Sonar altitude above the seabed (m), for metric positions.", min_value=0.0)
     ping_spacing_m: float = _param(0.0, "Along-track distance between pings (m), for metric positions.", min_value=0.0)
+    fix_topic: str = _param("", "sensor_msgs/NavSatFix of the navigation reference; empty = no navigation (no "
+                            "georeferenced contacts; diagnostics say positions are unavailable).")
+    heading_topic: str = _param("", "Heading topic (ENU orientation; type heading_type); empty = the course over "
+                                "ground of the fixes.")
+    heading_type: str = _param("quaternion_stamped", "Message type of heading_topic.",
+                               choices=("quaternion_stamped", "imu", "odometry"))
+    altitude_topic: str = _param("", "sensor_msgs/Range altitude above the seabed; empty = altitude_m.")
+    nav_max_gap_s: float = _param(2.0, "Longest gap between navigation samples to interpolate across (s); a ping in a "
+                                  "longer gap is not located (counted).", min_value=0.0, max_value=3600.0)
+    layback_m: float = _param(0.0, "Towed sonar: distance behind the navigation reference along track (m).",
+                              min_value=0.0)
+    sensor_offset_x_m: float = _param(0.0, "Sonar lever arm forward of the navigation reference (m).")
+    sensor_offset_y_m: float = _param(0.0, "Sonar lever arm left of the navigation reference (m; REP-103).")
+    contacts_topic: str = _param("~/contacts", "Output geographic_msgs/GeographicMap of the fused contacts (transient "
+                                 "local; republished when a contact changes).")
+    contact_gate_m: float = _param(3.0, "Detections closer than this (m) to a contact fuse into it.", min_value=0.0)
+    contact_look_gap_s: float = _param(10.0, "Sightings of a contact further apart in time (s) are separate looks.",
+                                       min_value=0.0)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
@@ -83,8 +114,11 @@ class NodeSettings:
         if not merged["model_path"]:
             raise ParameterError("model_path: required (a checkpoint from `mine-jepa init-model` or `mine-jepa probe`)")
         merged["thresholds"] = [float(v) for v in merged["thresholds"]]
-        for name in ("diagnostics_period", "slant_resolution_m", "altitude_m", "ping_spacing_m"):
-            merged[name] = float(merged[name])
+        for spec in PARAMS:
+            if isinstance(spec.default, float):
+                merged[spec.name] = float(merged[spec.name])
+        if merged["input_type"] in DRIVER_INPUT_TYPES and merged["input_mode"] != "pings":
+            raise ParameterError(f"input_mode: {merged['input_type']} sends one ping per message: set input_mode to pings")
         return cls(**merged)
 
     @property
@@ -93,6 +127,17 @@ class NodeSettings:
         if self.queue_depth > 0:
             return self.queue_depth
         return 256 if self.input_mode == "pings" else 2
+
+    @property
+    def navigation(self) -> bool:
+        """Whether a fix topic is set: detections are then georeferenced into contacts."""
+        return bool(self.fix_topic)
+
+    def contact_settings(self) -> ContactSettings:
+        return ContactSettings(gate_m=self.contact_gate_m, look_gap_s=self.contact_look_gap_s)
+
+    def mounting(self) -> SensorMounting:
+        return SensorMounting(self.layback_m, self.sensor_offset_x_m, self.sensor_offset_y_m)
 
     def geometry(self) -> SonarGeometry | None:
         return SonarGeometry.from_values(self.slant_resolution_m, self.altitude_m, self.ping_spacing_m)

@@ -8,10 +8,12 @@ training, validation and test surveys come from that one distribution but are ne
    files with ground truth;
 2. SIGReg-pretrain a ViT-Tiny on the training windows (small scale, sonar augmentations);
 3. fine-tune it with a linear head on the labelled training patches (``--probe linear``: head
-   only), then in ``--hard-negative-rounds`` rounds add the training surveys' background windows it
-   calls objects and train again (hard-negative mining for the deployment prior);
-4. calibrate: fit a temperature and pick per-class thresholds (best F1) on the validation surveys,
-   stored in the checkpoint (its operating point);
+   only), once per candidate background loss weight (``--background-weights``), optionally with
+   ``--hard-negative-rounds`` rounds of adding the training surveys' background windows it calls
+   objects and training again (hard-negative mining for the deployment prior);
+4. calibrate each candidate: fit a temperature and pick per-class thresholds (best F1) on the
+   validation surveys; the candidate with the best validation F1 is kept, its operating point in the
+   checkpoint;
 5. replay the held-out test surveys at that operating point (each with its overlays in
    ``report/survey_K/``) and score them together: Pd, precision, false alarms per km², localisation
    error and the FROC curve (``report/metrics.json``, ``report/froc.png``); the MILCO numbers are
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mine_jepa_ros.atomic import write_json_atomic
-from mine_jepa_ros.detect.calibrate import Target, calibrate, evaluate_detector
+from mine_jepa_ros.detect.calibrate import Target, evaluate_detector
 from mine_jepa_ros.detect.replay import ReplayOptions, plot_froc, plot_metrics, replay
 from mine_jepa_ros.detect.replay import format_metrics as format_replay_metrics
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
@@ -53,13 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hard-negative-rounds", type=int, default=0, help="rounds of hard-negative mining (0: none)")
     parser.add_argument("--hard-negatives-per-round", type=int, default=0,
                         help="windows added per round (0: as many as the labelled training patches)")
+    parser.add_argument("--background-weights", default="1,3",
+                        help="candidate background loss weights, chosen on the validation surveys")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
+    weights = [float(w) for w in args.background_weights.split(",") if w.strip()]
 
     from mine_jepa_ros.training.config import PretrainConfig
     from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator
     from mine_jepa_ros.training.pretrain import Pretrainer
-    from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics, train_probe
+    from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics
+    from mine_jepa_ros.training.weighting import choose_background_weight
 
     out: Path = args.out
     if out.exists():
@@ -93,19 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"SIGReg pretraining: loss {last['loss']:.3f}, online probe accuracy {last['probe_acc']:.2f} "
         f"-> {pre.backbone} (curves: {out / 'pretrain' / 'metrics.png'})")
 
-    probe_path = out / "probe.safetensors"
+    model_path = out / "model.safetensors"
     epochs = args.probe_epochs or (30 if args.probe == "finetune" else 200)
     probe_cfg = ProbeConfig(mode=args.probe, init=str(pre.backbone), epochs=epochs, device=args.device,
                             hard_negative_rounds=args.hard_negative_rounds,
                             hard_negatives_per_round=args.hard_negatives_per_round)
-    model = train_probe(store, probe_cfg, probe_path)
-    say(f"probe ({args.probe}, {epochs} epochs, {args.hard_negative_rounds} hard-negative round(s)) -> {probe_path}")
-    print(format_metrics(evaluate(model, store, "test", device=args.device)))
-
-    model_path = out / "model.safetensors"
-    report = calibrate(probe_path, validation_bags, model_path, Target("f1"), ReplayOptions(device=args.device))
-    say(f"operating point chosen on the validation surveys -> {model_path}")
-    print(report.summary())
+    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
+                                      ReplayOptions(device=args.device))
+    say(f"probe ({args.probe}, {epochs} epochs, {args.hard_negative_rounds} hard-negative round(s), background weight "
+        f"chosen among {weights}) and its operating point, both chosen on the validation surveys -> {model_path}")
+    print(choice.summary())
+    print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
     windows = 0
     for k, bag in enumerate(test_bags):

@@ -1,0 +1,96 @@
+"""What the node does with sonar-driver and navigation messages, without ROS (tested offline).
+
+* :class:`DriverAssembler` turns a side-scan driver's messages into waterfall rows for the
+  detection queue: ``RawSonarImage`` port / starboard channels paired by stamp, or ``smarc_msgs/Sidescan``
+  pings. A bad message or a channel without a partner is counted, never raised.
+* :class:`NavigationFusion` keeps the navigation track (fixes, headings, altitudes as they arrive)
+  and the contact tracker; the subscription callbacks add navigation, the inference worker adds
+  detections. Both sides take one lock, so the node's executor thread and its worker can share it.
+  Its :meth:`~NavigationFusion.diagnostics` say whether positions are available.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from mine_jepa_ros.detect.contacts import ContactTracker, add_nav_sample
+from mine_jepa_ros.errors import InputError
+from mine_jepa_ros.geo.contacts import Contact, ContactSettings
+from mine_jepa_ros.geo.navigation import NavigationTrack, SensorMounting
+from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.sonar_drivers import ChannelPairer, PingRows, raw_sonar_channel, smarc_row
+
+
+class DriverAssembler:
+    """Driver messages -> :class:`PingRows` (see the module docstring)."""
+
+    def __init__(self, tolerance_s: float = 0.02) -> None:
+        self.pairer = ChannelPairer(int(tolerance_s * 1e9))
+        self.skipped: Counter[str] = Counter()
+
+    def channel(self, side: str, msg: Any) -> list[PingRows]:
+        """One ``RawSonarImage`` of ``side`` (port / starboard); the rows it completes."""
+        try:
+            pairs = self.pairer.add(side, raw_sonar_channel(msg))
+        except InputError as exc:
+            self.skipped[exc.reason] += 1
+            return []
+        return [PingRows(port.header, row) for port, _starboard, row in pairs]
+
+    def smarc(self, msg: Any) -> list[PingRows]:
+        try:
+            header, row = smarc_row(msg)
+        except InputError as exc:
+            self.skipped[exc.reason] += 1
+            return []
+        return [PingRows(header, row)]
+
+    def diagnostics(self) -> dict[str, str]:
+        counts = self.skipped + Counter({f"unpaired {side}": n for side, n in self.pairer.unpaired.items()})
+        return {"driver messages skipped": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "0"}
+
+
+class NavigationFusion:
+    """Navigation in, detections in, contacts out; thread-safe."""
+
+    def __init__(self, settings: ContactSettings, mounting: SensorMounting, geometry: SonarGeometry | None,
+                 max_gap_s: float = 2.0) -> None:
+        self._lock = threading.Lock()
+        self.tracker = ContactTracker(NavigationTrack(max_gap_s=max_gap_s), settings, mounting, geometry)
+        self.nav_messages = 0
+        self.nav_skipped: Counter[str] = Counter()
+        self.detections = 0
+
+    def add_nav(self, msg: Any, msgtype: str) -> None:
+        with self._lock:
+            try:
+                add_nav_sample(self.tracker.track, msg, msgtype)
+                self.nav_messages += 1
+            except InputError as exc:
+                self.nav_skipped[exc.reason] += 1
+
+    def add_detections(self, detections: Sequence[Detection], stamp_ns: int, width: int) -> list[Contact]:
+        """Locate and fuse; returns the contacts that changed (empty when none)."""
+        if not detections:
+            return []
+        with self._lock:
+            self.detections += len(detections)
+            return self.tracker.add(detections, stamp_ns, width)
+
+    def contacts(self) -> list[Contact]:
+        with self._lock:
+            return list(self.tracker.contacts)
+
+    def diagnostics(self) -> dict[str, str]:
+        with self._lock:
+            t = self.tracker
+            positions = "available" if len(t.track) else "unavailable (no navigation fix received yet)"
+            return {"positions": positions, "navigation messages": str(self.nav_messages),
+                    "navigation skipped": ", ".join(f"{k}: {v}" for k, v in sorted(self.nav_skipped.items())) or "0",
+                    "detections located": f"{t.sightings} of {self.detections}",
+                    "detections not located": ", ".join(f"{k}: {v}" for k, v in sorted(t.skipped.items())) or "0",
+                    "contacts": str(len(t.contacts))}
