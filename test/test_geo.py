@@ -261,3 +261,15 @@ def test_replay_contacts_match_the_contacts_command_on_its_own_output(tmp_path: 
         tracker.add(dets, stamp)
     assert [(c.id, c.class_name, c.looks) for c in tracker.contacts] == \
         [(r["id"], r["class"], int(r["looks"])) for r in rows]
+
+
+def test_a_pose_made_at_the_configured_altitude_is_reprojected_with_the_navigation_altitude() -> None:
+    track = _northbound_track()
+    track.add_altitude(0, 3.0)
+    track.add_altitude(10 * S, 3.0)
+    geometry = SonarGeometry(slant_resolution_m=0.05, altitude_m=4.0, ping_spacing_m=0.1)
+    tracker = ContactTracker(track, geometry=geometry)
+    # the producer put y = 3 m from a 5 m slant range at its 4 m altitude; at the real 3 m: 4 m ground range
+    det = Detection("MILCO", 0.8, (0.0, 0.0, 10.0, 10.0), position_m=(0.0, 3.0))
+    c = tracker.add([det], 0)[0]
+    assert distance_m(LAT, LON, c.latitude, c.longitude) == pytest.approx(4.0, abs=1e-6)

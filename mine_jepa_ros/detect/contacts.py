@@ -4,9 +4,10 @@
 
 * when: the detection's own header stamp (the time of its centre ping), else its array's stamp;
 * across track: the hypothesis pose's ``y`` when the producer filled it (signed ground range,
-  REP-103: port positive; the simulator's ground truth holds the object's own), else the box
-  centre's column through the sonar geometry (slant range -> ground range with the altitude from
-  navigation at that stamp, else the geometry's altitude);
+  REP-103: port positive; the simulator's ground truth holds the object's own), re-projected from
+  the geometry's altitude to the navigation's altitude at that stamp when both are known; else the
+  box centre's column through the sonar geometry (slant range -> ground range with the altitude
+  from navigation at that stamp, else the geometry's altitude);
 
 and fuses the sightings in a :class:`~mine_jepa_ros.geo.contacts.ContactManager`. A detection that
 cannot be located (a navigation gap, no geometry) is skipped and counted by reason.
@@ -30,7 +31,7 @@ from mine_jepa_ros.errors import BagError, InputError, UserError
 from mine_jepa_ros.geo.contacts import CONTACT_NAMESPACE, Contact, ContactManager, ContactSettings, Sighting
 from mine_jepa_ros.geo.formats import contact_properties
 from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
-from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_messages, list_topics, read_sonar_info
 from mine_jepa_ros.io.detections import Detection, detections_from_msg
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
@@ -69,7 +70,13 @@ class ContactTracker:
         """The detection located on the Earth, or None (counted in ``skipped``)."""
         stamp = det.stamp_ns if det.stamp_ns is not None else array_stamp_ns
         if det.position_m is not None:
-            located = self.georeferencer.locate(stamp, det.position_m[1])
+            y = det.position_m[1]
+            pose = self.track.pose_at(stamp)
+            if self.geometry is not None and pose is not None and pose.altitude_m is not None and y != 0.0:
+                # the producer's ground range assumed the geometry's altitude: re-project with this ping's own
+                slant = math.hypot(y, self.geometry.altitude_m)
+                y = ground_range_m(math.copysign(slant, y), pose.altitude_m)
+            located = self.georeferencer.locate(stamp, y)
         elif self.geometry is not None and width > 0:
             slant = self.geometry.slant_range_m(det.centre[1], width)
             located = self.georeferencer.locate_slant(stamp, slant, self.geometry.altitude_m)
