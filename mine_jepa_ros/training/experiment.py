@@ -251,7 +251,7 @@ class SurveyBags:
 def _survey_bags(out: Path, sc: ExperimentRecipe, seed: int) -> SurveyBags:
     """Validation and test surveys drawn like the store's (other seeds), as bags; reused when present."""
     def bag(kind: str, k: int, survey_seed: int) -> Path:
-        path = out / "surveys" / f"{kind}_{seed}_{k}"
+        path = out / "survey_bags" / f"{kind}_{seed}_{k}"  # "surveys/" held port-negative truth (before REP-103)
         if not path.exists():
             write_survey_bag(simulate_survey(survey_config(sc.sim, survey_seed)), path, SurveyBagOptions(frame_height=512))
         return path
