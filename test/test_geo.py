@@ -222,12 +222,15 @@ def test_bad_navigation_is_skipped_and_counted_and_gaps_leave_detections_unlocat
     assert "navigation messages skipped" in result.summary()
 
 
-def test_box_centres_use_the_sonar_geometry_and_the_altitude_at_their_stamp() -> None:
+def _tracker_at_3m_altitude(geometry_altitude_m: float) -> ContactTracker:
     track = _northbound_track()
     track.add_altitude(0, 3.0)
     track.add_altitude(10 * S, 3.0)
-    geometry = SonarGeometry(slant_resolution_m=0.05, altitude_m=9.0, ping_spacing_m=0.1)
-    tracker = ContactTracker(track, geometry=geometry)
+    return ContactTracker(track, geometry=SonarGeometry(0.05, geometry_altitude_m, 0.1))
+
+
+def test_box_centres_use_the_sonar_geometry_and_the_altitude_at_their_stamp() -> None:
+    tracker = _tracker_at_3m_altitude(9.0)
     # a box centred 100 samples left of nadir (port): slant 5 m, ground 4 m with the navigation's 3 m altitude
     det = Detection("MILCO", 0.8, (0.0, 80.0, 10.0, 120.0))  # centre column 100 of 400: 100 samples to port
     changed = tracker.add([det], 0, width=400)
@@ -264,11 +267,7 @@ def test_replay_contacts_match_the_contacts_command_on_its_own_output(tmp_path: 
 
 
 def test_a_pose_made_at_the_configured_altitude_is_reprojected_with_the_navigation_altitude() -> None:
-    track = _northbound_track()
-    track.add_altitude(0, 3.0)
-    track.add_altitude(10 * S, 3.0)
-    geometry = SonarGeometry(slant_resolution_m=0.05, altitude_m=4.0, ping_spacing_m=0.1)
-    tracker = ContactTracker(track, geometry=geometry)
+    tracker = _tracker_at_3m_altitude(4.0)
     # the producer put y = 3 m from a 5 m slant range at its 4 m altitude; at the real 3 m: 4 m ground range
     det = Detection("MILCO", 0.8, (0.0, 0.0, 10.0, 10.0), position_m=(0.0, 3.0))
     c = tracker.add([det], 0)[0]
