@@ -149,6 +149,8 @@ def test_bad_input_is_counted_and_good_input_still_flows(frames_node: dict, ros_
 
     assert spin_until(ros_node, skipped_two, 10)
     assert frames_node["proc"].poll() is None
+    values = {kv.key: kv.value for kv in got["diag"][-1].status[0].values}
+    assert values["positions"].startswith("unavailable (no fix_topic")  # no navigation: pixels only, and it says so
 
 
 def test_parameters_are_validated_by_the_real_parameter_services(frames_node: dict, ros_node: rclpy.node.Node) -> None:  # type: ignore[type-arg]

@@ -22,6 +22,7 @@ nothing prints a traceback.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
@@ -71,6 +72,16 @@ def _descriptor(spec: Any) -> ParameterDescriptor:
     return desc
 
 
+def _interface(package: str, name: str, parameter: str) -> Any:
+    """A message class of an interface package that ``mine_jepa_ros.interfaces.build`` builds; a
+    missing one is a parameter error saying how to get it, not a traceback."""
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except ImportError as exc:
+        raise ParameterError(f"{parameter}: needs {package}, which is not installed here ({exc}); build it with "
+                             "`python -m mine_jepa_ros.interfaces.build` (or install it from your ROS distribution)") from exc
+
+
 ACK_TIMEOUT_S = 5.0
 """How long the shutdown waits for subscribers to acknowledge the last detections (Fast DDS sends
 its heartbeats, which readers acknowledge, every 3 s by default)."""
@@ -114,8 +125,7 @@ class MineJepaNode(Node):
         self.health = HealthMonitor(window_s=max(10.0, 5 * s.diagnostics_period))
         self.fusion: NavigationFusion | None = None
         if s.navigation:
-            from geographic_msgs.msg import GeographicMap
-
+            GeographicMap = _interface("geographic_msgs", "GeographicMap", "fix_topic")  # noqa: N806
             self.fusion = NavigationFusion(s.contact_settings(), s.mounting(), s.geometry(), s.nav_max_gap_s)
             self.contacts_pub = self.create_publisher(GeographicMap, s.contacts_topic, latched)
         self.worker.start()
@@ -136,13 +146,11 @@ class MineJepaNode(Node):
     def _subscribe_inputs(self, qos: QoSProfile) -> list[Any]:
         s = self.settings
         if s.input_type == "raw_sonar_image":
-            from marine_acoustic_msgs.msg import RawSonarImage
-
+            RawSonarImage = _interface("marine_acoustic_msgs", "RawSonarImage", "input_type")  # noqa: N806
             return [self.create_subscription(RawSonarImage, topic, partial(self._on_channel, side), qos)
                     for side, topic in (("port", s.port_topic), ("starboard", s.starboard_topic))]
         if s.input_type == "smarc_sidescan":
-            from smarc_msgs.msg import Sidescan
-
+            Sidescan = _interface("smarc_msgs", "Sidescan", "input_type")  # noqa: N806
             return [self.create_subscription(Sidescan, s.input_topic, self._on_smarc, qos)]
         msg_type = Image if s.input_type == "image" else CompressedImage
         return [self.create_subscription(msg_type, s.input_topic, self._on_image, qos)]
