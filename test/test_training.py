@@ -467,7 +467,7 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
             milco = p["detection"]["MILCO"]
             assert 0 <= milco["pd"] <= 1 and milco["false_alarms_per_km2"] >= 0 and 0 <= milco["froc_auc"] <= 1
         assert r["metrics"]["detection"]["MILCO"]["pd"] == pytest.approx(sum(p["detection"]["MILCO"]["pd"] for p in r["per_seed"]) / 2)
-    assert (tmp_path / "exp" / "surveys" / "validation_0_0").is_dir() and (tmp_path / "exp" / "surveys" / "test_0_0").is_dir()
+    assert (tmp_path / "exp" / "survey_bags" / "validation_0_0").is_dir() and (tmp_path / "exp" / "survey_bags" / "test_0_0").is_dir()
     for r in rows:  # the row's mean is the mean of its seeds
         assert [p["seed"] for p in r["per_seed"]] == [0, 1]
         f1s = [p["metrics"]["finetune"]["macro_f1"] for p in r["per_seed"]]
