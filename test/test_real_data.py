@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, INFO_TOPIC, ReplayOptions, replay
-from mine_jepa_ros.io.bag import ReadStats, iter_images, iter_messages, list_topics, read_detections
+from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.io.bag import INFO_TOPIC, ReadStats, iter_images, iter_messages, list_topics, read_detections
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 XTF = SHARED / "xtf" / "scotsman-iver2.xtf"

@@ -30,8 +30,6 @@ from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.bag import (
     DETECTION_TYPE,
     IMAGE_TYPES,
-    INFO_TOPIC,
-    STRING_TYPE,
     ReadStats,
     atomic_bag_writer,
     iter_messages,
