@@ -20,6 +20,11 @@ def ground_range_m(slant_range_m: float, altitude_m: float) -> float:
     return math.copysign(ground, slant_range_m)
 
 
+def slant_range_of_column(col: float, width: int, slant_resolution_m: float) -> float:
+    """Signed slant range of waterfall column ``col`` (REP-103: port, the left half, positive)."""
+    return (width / 2 - col) * slant_resolution_m
+
+
 @dataclass(frozen=True)
 class SonarGeometry:
     """What turns a waterfall pixel into metres: slant range per sample, altitude, ping spacing."""
@@ -37,7 +42,7 @@ class SonarGeometry:
 
     def slant_range_m(self, col: float, width: int) -> float:
         """Signed slant range of waterfall column ``col`` (REP-103: port positive)."""
-        return (width / 2 - col) * self.slant_resolution_m
+        return slant_range_of_column(col, width, self.slant_resolution_m)
 
     def cross_track_m(self, col: float, width: int) -> float:
         """Signed ground range of waterfall column ``col`` (REP-103: port positive)."""

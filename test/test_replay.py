@@ -76,6 +76,9 @@ def test_replay_pings_json(tmp_path: Path, narrow_survey: Survey, busy_checkpoin
     assert len(outputs) == narrow_survey.config.pings + 1  # one per ping + the end-of-stream flush
     dets = [d for _, ds in outputs for d in ds]
     assert dets and all(d.position_m is not None and d.stamp_ns is not None for d in dets)
+    listed = result["detection_list"]
+    width = 2 * narrow_survey.config.samples_per_side
+    assert listed and all((d["slant_range_m"] > 0) == (d["column"] < width / 2) for d in listed)  # REP-103: port +
 
 
 def test_replay_errors_are_one_line(tmp_path: Path, frames_bag: Path, busy_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:

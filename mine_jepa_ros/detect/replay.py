@@ -26,7 +26,7 @@ from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, Pip
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import BagError, InputError, UserError
 from mine_jepa_ros.geo.formats import write_contacts
-from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
+from mine_jepa_ros.geometry import SonarGeometry, ground_range_m, slant_range_of_column
 from mine_jepa_ros.io.bag import (
     DETECTION_TYPE,
     IMAGE_TYPES,
@@ -394,7 +394,7 @@ def locate(det: Detection, info: dict[str, Any]) -> dict[str, Any]:
                            "pings": [int(det.box[0]), int(det.box[2])], "column": round(col, 1), "stamp_ns": det.stamp_ns}
     res, half = info.get("slant_resolution_m"), info.get("samples_per_side")
     if res and half:
-        slant = (col - half) * res
+        slant = slant_range_of_column(col, 2 * int(half), float(res))
         out["slant_range_m"] = round(slant, 2)  # signed: port positive (REP-103)
         alt = info.get("altitude_m_median")
         if alt:
