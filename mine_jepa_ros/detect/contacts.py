@@ -32,7 +32,7 @@ from mine_jepa_ros.geo.contacts import CONTACT_NAMESPACE, Contact, ContactManage
 from mine_jepa_ros.geo.formats import contact_properties
 from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
-from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_messages, list_topics, read_sonar_info
+from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_messages, list_topics, read_sonar_info, sonar_geometry
 from mine_jepa_ros.io.detections import Detection, detections_from_msg
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import NAV_TYPES, nav_sample
@@ -59,6 +59,7 @@ class ContactTracker:
         self.georeferencer = Georeferencer(track, mounting)
         self.manager = ContactManager(settings)
         self.geometry = geometry
+        self.detections = 0
         self.sightings = 0
         self.skipped: Counter[str] = Counter()
 
@@ -69,31 +70,37 @@ class ContactTracker:
     def sighting(self, det: Detection, array_stamp_ns: int, width: int) -> Sighting | None:
         """The detection located on the Earth, or None (counted in ``skipped``)."""
         stamp = det.stamp_ns if det.stamp_ns is not None else array_stamp_ns
-        if det.position_m is not None:
-            y = det.position_m[1]
-            pose = self.track.pose_at(stamp)
-            if self.geometry is not None and pose is not None and pose.altitude_m is not None and y != 0.0:
-                # the producer's ground range assumed the geometry's altitude: re-project with this ping's own
-                slant = math.hypot(y, self.geometry.altitude_m)
-                y = ground_range_m(math.copysign(slant, y), pose.altitude_m)
-            located = self.georeferencer.locate(stamp, y)
-        elif self.geometry is not None and width > 0:
-            slant = self.geometry.slant_range_m(det.centre[1], width)
-            located = self.georeferencer.locate_slant(stamp, slant, self.geometry.altitude_m)
-        else:
+        geometry = self.geometry
+        if det.position_m is None and (geometry is None or width <= 0):
             self.skipped["no cross-track position (no pose, no sonar geometry)"] += 1
             return None
-        if located is None:
+        pose = self.track.pose_at(stamp)
+        if pose is None:
             self.skipped["no navigation at its stamp"] += 1
             return None
-        point, pose = located
+        if det.position_m is not None:
+            y = det.position_m[1]
+            if geometry is not None and pose.altitude_m is not None and y != 0.0:
+                # the producer's ground range assumed the geometry's altitude: re-project with this ping's own
+                y = ground_range_m(math.copysign(math.hypot(y, geometry.altitude_m), y), pose.altitude_m)
+        else:
+            assert geometry is not None
+            altitude = pose.altitude_m if pose.altitude_m is not None else geometry.altitude_m
+            y = ground_range_m(geometry.slant_range_m(det.centre[1], width), altitude)
+        point = self.georeferencer.place(pose, y)
         return Sighting(det.class_name, det.score, point.latitude, point.longitude, stamp, pose.heading_deg)
 
     def add(self, detections: Sequence[Detection], array_stamp_ns: int, width: int = 0) -> list[Contact]:
         """Locate and fuse detections; returns the contacts that changed."""
         found = [s for det in detections if (s := self.sighting(det, array_stamp_ns, width)) is not None]
+        self.detections += len(detections)
         self.sightings += len(found)
         return self.manager.add_all(found)
+
+    def result(self, nav_stats: ReadStats) -> ContactsResult:
+        """What this tracker made of its detections, with the navigation that was read for it."""
+        return ContactsResult(self.contacts, self.detections, self.sightings, self.skipped, nav_stats.read,
+                              nav_stats.reasons, self.track.fixes())
 
 
 @dataclass
@@ -159,20 +166,13 @@ def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> Co
         det_topic = found[0]
     track, nav_stats = navigation_from_bag(bag, opts)
     info = read_sonar_info(bag, opts.distro)
-    geometry, width = None, 0
-    if info.get("slant_resolution_m") and info.get("samples_per_side"):
-        geometry = SonarGeometry.from_values(float(info["slant_resolution_m"]), float(info.get("altitude_m_median", 0.0)),
-                                             float(info.get("ping_spacing_m", 0.0)) or 1.0)
-        width = 2 * int(info["samples_per_side"])
+    # the along-track spacing plays no part in locating a detection: 1 m stands in where the info has none
+    geometry = sonar_geometry(info, ping_spacing_m=float(info.get("ping_spacing_m") or 1.0))
+    width = 2 * int(info.get("samples_per_side") or 0)
     tracker = ContactTracker(track, opts.settings, opts.mounting, geometry)
-    det_stats = ReadStats()
-    detections = 0
-    for _topic, _index, _t, msg in iter_messages(bag, [det_topic], [DETECTION_TYPE], det_stats, opts.distro):
-        dets = detections_from_msg(msg)
-        detections += len(dets)
-        tracker.add(dets, stamp_ns(msg.header), width)
-    return ContactsResult(tracker.contacts, detections, tracker.sightings, tracker.skipped, nav_stats.read,
-                          nav_stats.reasons, track.fixes())
+    for _topic, _index, _t, msg in iter_messages(bag, [det_topic], [DETECTION_TYPE], ReadStats(), opts.distro):
+        tracker.add(detections_from_msg(msg), stamp_ns(msg.header), width)
+    return tracker.result(nav_stats)
 
 
 def plot_contacts(result: ContactsResult, path: Path, truth: Sequence[tuple[float, float, dict[str, object]]] = (),

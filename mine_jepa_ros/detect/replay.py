@@ -36,6 +36,7 @@ from mine_jepa_ros.io.bag import (
     list_topics,
     read_detections,
     read_sonar_info,
+    sonar_geometry,
 )
 from mine_jepa_ros.io.detections import Detection, detections_to_msg, label_info_msg
 from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
@@ -156,10 +157,8 @@ class BagInputs:
         topics = list_topics(bag)
         sonar_info = read_sonar_info(bag, opts.distro)
         geometry = opts.geometry
-        if geometry is None:  # the bag's sonar info (import-xtf, simulate) and --ping-spacing where it has none
-            spacing = opts.ping_spacing_m or float(sonar_info.get("ping_spacing_m") or 0.0)
-            geometry = SonarGeometry.from_values(float(sonar_info.get("slant_resolution_m") or 0.0),
-                                                 float(sonar_info.get("altitude_m_median") or 0.0), spacing)
+        if geometry is None:  # the bag's sonar info (import-xtf, simulate), --ping-spacing standing in for its own
+            geometry = sonar_geometry(sonar_info, opts.ping_spacing_m)
         input_type = _input_type(topics, opts, bag)
         driver_topics: tuple[str, ...] = ()
         if input_type == "image":
@@ -313,7 +312,6 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     read_stats = ReadStats()
     start = time.perf_counter()
     images = 0
-    located = 0
     with atomic_bag_writer(out, opts.storage) as writer:  # type: ignore[arg-type]
         det_conn = writer.add_connection(DETECTIONS_TOPIC, DETECTION_TYPE, typestore=store)
         label_conn = writer.add_connection(LABEL_INFO_TOPIC, "vision_msgs/msg/LabelInfo", typestore=store)
@@ -322,9 +320,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         last_t = 0
 
         def emit(output: PipelineOutput, timestamp: int) -> None:
-            nonlocal located
             if tracker is not None:
-                located += len(output.detections)
                 tracker.add(output.detections, stamp_ns(output.header), output.shape[1] or pipeline.stream_width)
             msg = detections_to_msg(factory, output.detections, output.header)
             writer.write(det_conn, timestamp, store.serialize_cdr(msg, DETECTION_TYPE))
@@ -362,8 +358,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     contacts = None
     if tracker is not None and nav_stats is not None and opts.contacts is not None:
         write_contacts(tracker.contacts, opts.contacts)
-        contacts = ContactsResult(tracker.contacts, located, tracker.sightings, tracker.skipped, nav_stats.read,
-                                  nav_stats.reasons, tracker.track.fixes())
+        contacts = tracker.result(nav_stats)
 
     metrics = None
     if inputs.gt_topic:

@@ -179,16 +179,16 @@ class Georeferencer:
         self.track = track
         self.mounting = mounting or SensorMounting()
 
-    def locate(self, stamp_ns: int, cross_track_m: float) -> tuple[GeoPoint, Pose] | None:
-        """The seabed point ``cross_track_m`` (signed ground range, port positive) abeam the sensor at
-        ``stamp_ns``; None in a navigation gap."""
-        pose = self.track.pose_at(stamp_ns)
-        if pose is None:
-            return None
+    def place(self, pose: Pose, cross_track_m: float) -> GeoPoint:
+        """The seabed point ``cross_track_m`` (signed ground range, port positive) abeam the sensor at ``pose``."""
         m = self.mounting
-        point = offset_position(pose.latitude, pose.longitude, pose.heading_deg, m.offset_x_m - m.layback_m,
-                                m.offset_y_m + cross_track_m)
-        return point, pose
+        return offset_position(pose.latitude, pose.longitude, pose.heading_deg, m.offset_x_m - m.layback_m,
+                               m.offset_y_m + cross_track_m)
+
+    def locate(self, stamp_ns: int, cross_track_m: float) -> tuple[GeoPoint, Pose] | None:
+        """:meth:`place` at the pose of ``stamp_ns``; None in a navigation gap."""
+        pose = self.track.pose_at(stamp_ns)
+        return None if pose is None else (self.place(pose, cross_track_m), pose)
 
     def locate_slant(self, stamp_ns: int, slant_range_m: float, fallback_altitude_m: float | None) -> tuple[GeoPoint, Pose] | None:
         """Like :meth:`locate` from a signed slant range: the ground range uses the altitude at that stamp
@@ -199,4 +199,4 @@ class Georeferencer:
         altitude = pose.altitude_m if pose.altitude_m is not None else fallback_altitude_m
         if altitude is None:
             return None
-        return self.locate(stamp_ns, ground_range_m(slant_range_m, altitude))
+        return self.place(pose, ground_range_m(slant_range_m, altitude)), pose

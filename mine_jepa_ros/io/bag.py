@@ -27,6 +27,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
 from mine_jepa_ros.errors import BagError
+from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection, detections_from_msg
 from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image
 from mine_jepa_ros.io.messages import stamp_ns, typestore_for
@@ -218,3 +219,11 @@ def read_sonar_info(bag: Path | str, distro: str = "jazzy") -> dict[str, Any]:
             return {}
         return info if isinstance(info, dict) else {}
     return {}
+
+
+def sonar_geometry(info: dict[str, Any], ping_spacing_m: float = 0.0) -> SonarGeometry | None:
+    """The geometry a bag's sonar info gives (None where a value is missing); ``ping_spacing_m`` > 0
+    stands in for the info's own spacing."""
+    spacing = ping_spacing_m or float(info.get("ping_spacing_m") or 0.0)
+    return SonarGeometry.from_values(float(info.get("slant_resolution_m") or 0.0),
+                                     float(info.get("altitude_m_median") or 0.0), spacing)
