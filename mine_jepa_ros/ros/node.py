@@ -22,7 +22,6 @@ nothing prints a traceback.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import threading
@@ -52,7 +51,8 @@ from mine_jepa_ros.io.detections import detections_to_msg, label_info_msg
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import ALTITUDE_TYPE, FIX_TYPE, HEADING_TYPES
-from mine_jepa_ros.ros.params import PARAMS, NodeSettings, check_value
+from mine_jepa_ros.io.sonar_drivers import RAW_SONAR_IMAGE_TYPE, SMARC_SIDESCAN_TYPE
+from mine_jepa_ros.ros.params import DRIVER_INPUT_TYPES, PARAMS, NodeSettings, check_value
 from mine_jepa_ros.ros.sensing import DriverAssembler, NavigationFusion
 from mine_jepa_ros.ros.worker import DetectionWorker, DropOldestQueue, HealthMonitor
 
@@ -72,12 +72,13 @@ def _descriptor(spec: Any) -> ParameterDescriptor:
     return desc
 
 
-def _interface(package: str, name: str, parameter: str) -> Any:
-    """A message class of an interface package that ``mine_jepa_ros.interfaces.build`` builds; a
-    missing one is a parameter error saying how to get it, not a traceback."""
+def _message_class(factory: MessageFactory, msgtype: str, parameter: str) -> Any:
+    """The rclpy class of ``msgtype``; a package that is not installed (the driver, geographic and
+    nav_msgs interfaces may not be) is a parameter error saying how to get it, not a traceback."""
     try:
-        return getattr(importlib.import_module(f"{package}.msg"), name)
+        return factory.cls(msgtype)
     except ImportError as exc:
+        package = msgtype.split("/")[0]
         raise ParameterError(f"{parameter}: needs {package}, which is not installed here ({exc}); build it with "
                              "`python -m mine_jepa_ros.interfaces.build` (or install it from your ROS distribution)") from exc
 
@@ -125,9 +126,9 @@ class MineJepaNode(Node):
         self.health = HealthMonitor(window_s=max(10.0, 5 * s.diagnostics_period))
         self.fusion: NavigationFusion | None = None
         if s.navigation:
-            GeographicMap = _interface("geographic_msgs", "GeographicMap", "fix_topic")  # noqa: N806
+            map_cls = _message_class(self.factory, "geographic_msgs/msg/GeographicMap", "fix_topic")
             self.fusion = NavigationFusion(s.contact_settings(), s.mounting(), s.geometry(), s.nav_max_gap_s)
-            self.contacts_pub = self.create_publisher(GeographicMap, s.contacts_topic, latched)
+            self.contacts_pub = self.create_publisher(map_cls, s.contacts_topic, latched)
         self.worker.start()
         sensor_qos = QoSProfile(depth=max(s.effective_queue_depth, qos_profile_sensor_data.depth),
                                 reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -146,34 +147,23 @@ class MineJepaNode(Node):
     def _subscribe_inputs(self, qos: QoSProfile) -> list[Any]:
         s = self.settings
         if s.input_type == "raw_sonar_image":
-            RawSonarImage = _interface("marine_acoustic_msgs", "RawSonarImage", "input_type")  # noqa: N806
-            return [self.create_subscription(RawSonarImage, topic, partial(self._on_channel, side), qos)
+            channel_cls = _message_class(self.factory, RAW_SONAR_IMAGE_TYPE, "input_type")
+            return [self.create_subscription(channel_cls, topic, partial(self._on_channel, side), qos)
                     for side, topic in (("port", s.port_topic), ("starboard", s.starboard_topic))]
         if s.input_type == "smarc_sidescan":
-            Sidescan = _interface("smarc_msgs", "Sidescan", "input_type")  # noqa: N806
-            return [self.create_subscription(Sidescan, s.input_topic, self._on_smarc, qos)]
+            ping_cls = _message_class(self.factory, SMARC_SIDESCAN_TYPE, "input_type")
+            return [self.create_subscription(ping_cls, s.input_topic, self._on_smarc, qos)]
         msg_type = Image if s.input_type == "image" else CompressedImage
         return [self.create_subscription(msg_type, s.input_topic, self._on_image, qos)]
 
     def _subscribe_navigation(self, qos: QoSProfile) -> list[Any]:
-        from sensor_msgs.msg import Imu, NavSatFix, Range
-
         s = self.settings
         assert self.fusion is not None
-        fusion = self.fusion
-        subs = [self.create_subscription(NavSatFix, s.fix_topic, lambda m: fusion.add_nav(m, FIX_TYPE), qos)]
-        if s.heading_topic:
-            heading_type = HEADING_TYPE[s.heading_type]
-            if s.heading_type == "quaternion_stamped":
-                from geometry_msgs.msg import QuaternionStamped as heading_cls
-            elif s.heading_type == "imu":
-                heading_cls = Imu
-            else:
-                from nav_msgs.msg import Odometry as heading_cls
-            subs.append(self.create_subscription(heading_cls, s.heading_topic, lambda m: fusion.add_nav(m, heading_type), qos))
-        if s.altitude_topic:
-            subs.append(self.create_subscription(Range, s.altitude_topic, lambda m: fusion.add_nav(m, ALTITUDE_TYPE), qos))
-        return subs
+        wanted = [(s.fix_topic, FIX_TYPE, "fix_topic"), (s.heading_topic, HEADING_TYPE[s.heading_type], "heading_type"),
+                  (s.altitude_topic, ALTITUDE_TYPE, "altitude_topic")]
+        return [self.create_subscription(_message_class(self.factory, msgtype, parameter), topic,
+                                         partial(self.fusion.add_nav, msgtype=msgtype), qos)
+                for topic, msgtype, parameter in wanted if topic]
 
     # -- callbacks ------------------------------------------------------------------------------
     def _on_channel(self, side: str, msg: Any) -> None:
@@ -209,7 +199,7 @@ class MineJepaNode(Node):
         level, summary, values = self.health.assess(self.pipeline, self.queue, self.worker)
         values = {**values, **(self.fusion.diagnostics() if self.fusion is not None else
                                {"positions": "unavailable (no fix_topic: detections are not georeferenced)"})}
-        if self.settings.input_type in ("raw_sonar_image", "smarc_sidescan"):
+        if self.settings.input_type in DRIVER_INPUT_TYPES:
             values.update(self.assembler.diagnostics())
         status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: detector", message=summary,
                                   hardware_id=self.pipeline.classifier.device_name,

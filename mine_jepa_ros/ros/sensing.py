@@ -25,6 +25,11 @@ from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.sonar_drivers import ChannelPairer, PingRows, raw_sonar_channel, smarc_row
 
 
+def _counts(counter: Counter[str]) -> str:
+    """``reason: n, ...`` in reason order, or ``0``: a diagnostics value."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items())) or "0"
+
+
 class DriverAssembler:
     """Driver messages -> :class:`PingRows` (see the module docstring)."""
 
@@ -51,7 +56,7 @@ class DriverAssembler:
 
     def diagnostics(self) -> dict[str, str]:
         counts = self.skipped + Counter({f"unpaired {side}": n for side, n in self.pairer.unpaired.items()})
-        return {"driver messages skipped": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "0"}
+        return {"driver messages skipped": _counts(counts)}
 
 
 class NavigationFusion:
@@ -63,7 +68,6 @@ class NavigationFusion:
         self.tracker = ContactTracker(NavigationTrack(max_gap_s=max_gap_s), settings, mounting, geometry)
         self.nav_messages = 0
         self.nav_skipped: Counter[str] = Counter()
-        self.detections = 0
 
     def add_nav(self, msg: Any, msgtype: str) -> None:
         with self._lock:
@@ -78,7 +82,6 @@ class NavigationFusion:
         if not detections:
             return []
         with self._lock:
-            self.detections += len(detections)
             return self.tracker.add(detections, stamp_ns, width)
 
     def contacts(self) -> list[Contact]:
@@ -90,7 +93,7 @@ class NavigationFusion:
             t = self.tracker
             positions = "available" if len(t.track) else "unavailable (no navigation fix received yet)"
             return {"positions": positions, "navigation messages": str(self.nav_messages),
-                    "navigation skipped": ", ".join(f"{k}: {v}" for k, v in sorted(self.nav_skipped.items())) or "0",
-                    "detections located": f"{t.sightings} of {self.detections}",
-                    "detections not located": ", ".join(f"{k}: {v}" for k, v in sorted(t.skipped.items())) or "0",
+                    "navigation skipped": _counts(self.nav_skipped),
+                    "detections located": f"{t.sightings} of {t.detections}",
+                    "detections not located": _counts(t.skipped),
                     "contacts": str(len(t.contacts))}
