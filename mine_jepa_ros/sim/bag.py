@@ -30,7 +30,7 @@ from mine_jepa_ros.io.sonar_drivers import (
     raw_sonar_image_msg,
     smarc_sidescan_msg,
 )
-from mine_jepa_ros.sim.survey import Survey
+from mine_jepa_ros.sim.survey import Survey, SurveyConfig
 
 Mode = Literal["frames", "pings"]
 
@@ -52,6 +52,13 @@ class SurveyBagOptions:
     # "raw_sonar_image" (one marine_acoustic_msgs/RawSonarImage per channel on <image_topic>_port and
     # <image_topic>_starboard) or "smarc_sidescan" (one smarc_msgs/Sidescan per ping on image_topic).
     input_type: Literal["image", "raw_sonar_image", "smarc_sidescan"] = "image"
+
+
+def sonar_info(cfg: SurveyConfig, pings: int, source: str) -> dict[str, Any]:
+    """The sonar geometry written on :data:`~mine_jepa_ros.io.bag.INFO_TOPIC` (what replay needs for metres)."""
+    return {"source": source, "samples_per_side": cfg.samples_per_side, "slant_resolution_m": cfg.slant_resolution_m,
+            "altitude_m_median": cfg.altitude_m, "ping_spacing_m": cfg.ping_spacing_m, "pings": pings,
+            "layout": "row = concatenate([flip(port), starboard]); nadir at column samples_per_side"}
 
 
 def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions = SurveyBagOptions()) -> Path:
@@ -77,10 +84,7 @@ def write_survey_bag(survey: Survey, path: Path | str, options: SurveyBagOptions
     stamps = survey.ping_stamps_ns(options.start_ns)
     n = pixels.shape[0]
     cfg = survey.config
-    info = {"source": "mine-jepa simulate", "samples_per_side": cfg.samples_per_side,
-            "slant_resolution_m": cfg.slant_resolution_m, "altitude_m_median": cfg.altitude_m,
-            "ping_spacing_m": cfg.ping_spacing_m, "pings": n,
-            "layout": "row = concatenate([flip(port), starboard]); nadir at column samples_per_side"}
+    info = sonar_info(cfg, n, "mine-jepa simulate")
     with atomic_bag_writer(path, options.storage) as writer:
         if options.input_type == "raw_sonar_image":
             driver_conns = [writer.add_connection(f"{options.image_topic}_{side}", RAW_SONAR_IMAGE_TYPE, typestore=store)

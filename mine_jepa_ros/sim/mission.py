@@ -60,6 +60,7 @@ from mine_jepa_ros.io.navigation import (
     fix_msg,
     heading_msg,
 )
+from mine_jepa_ros.sim.bag import sonar_info
 from mine_jepa_ros.sim.survey import MILCO_SHAPES, NOMBO_SHAPES, ObjectPlacement, SurveyConfig, simulate_survey
 
 MISSION_SONAR = SurveyConfig(pings=1, samples_per_side=512, max_range_m=30.0, altitude_m=4.5, ping_rate_hz=10.0,
@@ -200,12 +201,8 @@ def write_mission_bag(cfg: MissionConfig, path: Path | str, truth: Path | str | 
     assert store is not None
     rng = np.random.default_rng([cfg.seed, 0x4A7])
     sonar = replace(cfg.sonar, pings=cfg.pings_per_line, ping_spacing_m=cfg.ping_spacing_m)
-    info = {"source": "mine-jepa simulate (mission)", "samples_per_side": sonar.samples_per_side,
-            "slant_resolution_m": sonar.slant_resolution_m, "altitude_m_median": sonar.altitude_m,
-            "ping_spacing_m": cfg.ping_spacing_m, "pings": cfg.pings_per_line * cfg.lines,
-            "layout": "row = concatenate([flip(port), starboard]); nadir at column samples_per_side",
+    info = {**sonar_info(sonar, cfg.pings_per_line * cfg.lines, "mine-jepa simulate (mission)"),
             "mission": {k: v for k, v in asdict(cfg).items() if k != "sonar"}}
-    ping_ns = 1e9 / sonar.ping_rate_hz
     nav_every = max(1, int(round(sonar.ping_rate_hz / cfg.nav_rate_hz)))
     with atomic_bag_writer(path, "mcap") as writer:
         conns = {
@@ -226,17 +223,18 @@ def write_mission_bag(cfg: MissionConfig, path: Path | str, truth: Path | str | 
         for line in lines:
             survey = simulate_survey(replace(sonar, seed=cfg.seed * 1000 + line.index), placements=line.placements)
             pixels = survey.to_uint8()
+            stamps = survey.ping_stamps_ns(line.start_ns)
             ends: dict[int, list[Detection]] = {}
             for obj_id, obj in zip(line.object_ids, survey.objects):
                 r0, c0, r1, c1 = obj.box
                 abeam = min(cfg.pings_per_line - 1, max(0, int(round(obj.along_track_m / cfg.ping_spacing_m))))
                 det = Detection(obj.class_name, 1.0, (float(line.first_ping + r0), float(c0), float(line.first_ping + r1), float(c1)),
                                 id=f"{obj_id}-line{line.index}",
-                                stamp_ns=line.start_ns + int(round(abeam * ping_ns)),
+                                stamp_ns=int(stamps[abeam]),
                                 position_m=((line.first_ping + abeam) * cfg.ping_spacing_m, obj.cross_track_m))
                 ends.setdefault(min(r1, cfg.pings_per_line) - 1, []).append(det)
             for i in range(cfg.pings_per_line):
-                t = line.start_ns + int(round(i * ping_ns))
+                t = int(stamps[i])
                 header = factory.header(t, DEFAULT_FRAME_ID)
                 put("image", encode_image(factory, pixels[i : i + 1], header), t)
                 if i in ends:
