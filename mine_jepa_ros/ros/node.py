@@ -140,8 +140,9 @@ class MineJepaNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._dropped_logged = 0
         self.get_logger().info(
-            f"listening on {s.input_topic} ({s.input_type}, {s.input_mode}); model {s.model_path} "
-            f"({model.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name}"
+            f"listening on {', '.join(sub.topic_name for sub in self.subs)} ({s.input_type}, {s.input_mode}); model "
+            f"{s.model_path} ({model.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name}"
+            + ("" if self.fusion is None else f"; contacts on {self.contacts_pub.topic_name}")
         )
 
     def _subscribe_inputs(self, qos: QoSProfile) -> list[Any]:
