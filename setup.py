@@ -1,4 +1,7 @@
-"""ament_python package (colcon build) that also installs with plain pip (pip install -e .[xtf,export,test]).
+"""ament_python package (colcon build) that also installs with plain pip.
+
+``pip install .`` is the vehicle runtime (no torch: exported ONNX models on ONNX Runtime);
+``pip install -e .[train,export,xtf,test]`` is the development install (``make`` uses it).
 
 One importable package, ``mine_jepa_ros``; nothing else is installed at top level. The training
 recipes (``training/*.yaml``) go to ``share/mine_jepa_ros/training`` beside the launch and config files.
@@ -10,19 +13,23 @@ from setuptools import find_packages, setup
 
 PACKAGE = "mine_jepa_ros"
 
+# The vehicle install (`pip install .`): the node, replay, simulate, the bag tools, import-xtf's bag
+# side and contacts, running exported .onnx models on ONNX Runtime. No torch.
 RUNTIME = [
     "numpy>=1.23",
     "opencv-python-headless>=4.8",  # image decoding, drawing, PNGs
     "rosbags>=0.10",  # rosbag2 read/write and message definitions without ROS
     "safetensors>=0.4",  # checkpoints (never pickle)
-    "torch==2.14.1",  # the model
+    "onnxruntime>=1.18",  # the vehicle's inference backend (onnxruntime-gpu instead for CUDA / TensorRT)
+    "pyproj>=3.4",  # WGS84 geodesy: georeferenced contacts
+    "tqdm>=4.60",  # progress bars
+]
+TORCH = [
+    "torch==2.14.1",  # the torch backend (.safetensors checkpoints) and training
     "torchvision==0.29.1",  # not imported here: timm needs it (pinned to the torch build it matches)
     "timm>=1.0",  # the ViT backbones
-    "tqdm>=4.60",  # progress bars
-    "PyYAML>=6.0",  # training recipes
-    "matplotlib>=3.7",  # metric plots
-    "pyproj>=3.4",  # WGS84 geodesy: georeferenced contacts
 ]
+PLOTS = ["matplotlib>=3.7"]  # metric plots: training, replay --report, contacts --png
 
 setup(
     name=PACKAGE,
@@ -39,10 +46,15 @@ setup(
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={
+        # The torch backend: node and replay on .safetensors checkpoints (bf16 autocast, CUDA).
+        "torch": TORCH,
+        "plots": PLOTS,
+        # Pretraining, probing, calibration, experiments (recipes are YAML).
+        "train": [*TORCH, *PLOTS, "PyYAML>=6.0"],
         # `mine-jepa import-xtf` and `extract --xtf`: raw XTF side-scan recordings.
         "xtf": ["pyxtf>=1.4"],
-        # `mine-jepa export`: ONNX graph (onnx + onnxscript for torch's exporter), checked with onnxruntime.
-        "export": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
+        # `mine-jepa export [--int8]`: ONNX graph (onnx + onnxscript for torch's exporter), checked with onnxruntime.
+        "export": [*TORCH, "onnx>=1.16", "onnxscript>=0.5"],
         "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8"],
     },
     # rclpy: the system's on a ROS 2 machine, else the pinned ROS 2 wheels that

@@ -1,6 +1,7 @@
 """Launch mine_jepa_node with config/mine_jepa.yaml; the key parameters are launch arguments.
 
-    ros2 launch mine_jepa_ros mine_jepa.launch.py model_path:=/path/to/model.safetensors
+    ros2 launch mine_jepa_ros mine_jepa.launch.py model_path:=/path/to/model.onnx
+    ros2 launch mine_jepa_ros mine_jepa.launch.py model_path:=/path/to/model.safetensors device:=cuda
     ros2 launch mine_jepa_ros mine_jepa.launch.py params_file:=my.yaml input_mode:=pings
 
 Every launch argument's default is the value in the package's config/mine_jepa.yaml (read at launch
@@ -22,6 +23,8 @@ from launch import LaunchContext, LaunchDescription
 # The parameters exposed as launch arguments (each is also in config/mine_jepa.yaml).
 LAUNCH_ARGUMENTS = (
     "model_path",
+    "backend",
+    "providers",
     "device",
     "input_topic",
     "input_type",

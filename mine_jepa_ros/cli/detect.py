@@ -1,4 +1,4 @@
-"""Detector commands: ``init-model``, ``replay``, ``export``."""
+"""Detector commands: ``replay``, ``calibrate``, ``contacts``."""
 
 from __future__ import annotations
 
@@ -22,37 +22,6 @@ from mine_jepa_ros.geometry import SonarGeometry
 
 if TYPE_CHECKING:
     from mine_jepa_ros.detect.contacts import ContactOptions
-
-
-def add_init_model(sub: Subcommands) -> None:
-    p = add_command(
-        sub,
-        "init-model",
-        help="write a valid checkpoint with an untrained head",
-        description="Build a Mine-JEPA classifier (timm ViT at 96 px, one grayscale channel) and save it as a "
-        "self-describing safetensors checkpoint. The head is untrained: use `mine-jepa probe` to train it.",
-    )
-    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size")
-    p.add_argument("--head", choices=["linear", "mlp"], default="linear", help="classifier head")
-    p.add_argument("--init", default="random",
-                   help="backbone weights: 'random', 'timm' (ImageNet from timm's hub, needs internet) or a local "
-                   ".safetensors/.pth timm state dict (adapted to 1 channel and 96 px)")
-    p.add_argument("--window", type=positive_int, default=96, help="window (= model input) size in pixels")
-    p.add_argument("--stride", type=positive_int, default=64, help="default window stride stored in the checkpoint")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the head and random backbone")
-    p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
-    p.set_defaults(func=run_init_model)
-
-
-def run_init_model(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
-
-    model = new_classifier(arch=args.arch, head=args.head, init=args.init, window=args.window, stride=args.stride,
-                           seed=args.seed, provenance={"created_by": "mine-jepa init-model"})
-    save_checkpoint(args.out, model)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out}: {args.arch} ({params / 1e6:.1f}M parameters), head {args.head}, init {args.init}")
-    return 0
 
 
 def add_match_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +48,8 @@ def add_replay(sub: Subcommands) -> None:
         "confusion matrix.",
     )
     p.add_argument("--bag", required=True, type=Path, help="input rosbag2 (mcap or sqlite3)")
-    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from init-model or probe")
+    p.add_argument("--model", required=True, type=Path,
+                   help="exported model (.onnx, from export [--int8]; ONNX Runtime) or checkpoint (.safetensors; torch)")
     p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
     p.add_argument("--topic", default=None, help="image topic (default: the bag's only image topic)")
     p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
@@ -94,6 +64,11 @@ def add_replay(sub: Subcommands) -> None:
                    help="also georeference and fuse the detections with the bag's navigation into this contacts file "
                    "(.geojson, .kml or .csv), as `mine-jepa contacts` does")
     add_contact_args(p)
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto: onnxruntime for .onnx models, torch for .safetensors checkpoints")
+    p.add_argument("--providers", default="",
+                   help="onnxruntime execution providers, comma-separated: cpu, cuda, tensorrt (default: CUDA where "
+                   "available, else CPU)")
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
@@ -114,7 +89,9 @@ def run_replay(args: argparse.Namespace) -> int:
 
     opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, input_type=args.input_type,
                          port_topic=args.port_topic, starboard_topic=args.starboard_topic, contacts=args.contacts,
-                         contact_options=contact_options_from_args(args), device=args.device, precision=args.precision,
+                         contact_options=contact_options_from_args(args), backend=args.backend,
+                         providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
+                         device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
                          overlay=args.overlay, report_dir=args.report, geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing),
                          ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
@@ -137,29 +114,6 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"contacts: {args.contacts}")
     if args.report:
         print(f"report: {args.report}")
-    return 0
-
-
-def add_export(sub: Subcommands) -> None:
-    p = add_command(
-        sub,
-        "export",
-        help="export a checkpoint as a self-contained ONNX model (ONNX Runtime, TensorRT)",
-        description="Write the checkpoint as ONNX: input 'patches' float32 (N, window, window) 0..1 intensities, "
-        "output 'probabilities' (N, classes); normalisation and softmax are in the graph, class names and window in "
-        "the metadata. Checked against PyTorch with ONNX Runtime (when installed) before the file is kept.",
-    )
-    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from probe or init-model")
-    p.add_argument("--out", required=True, type=Path, help="output file (.onnx)")
-    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
-    p.set_defaults(func=run_export)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.export import export_onnx
-
-    print(export_onnx(args.model, args.out, opset=args.opset, verify=not args.no_verify).summary())
     return 0
 
 
@@ -246,7 +200,10 @@ def add_contacts(sub: Subcommands) -> None:
 def run_contacts(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.contacts import contacts_from_bag, plot_contacts
     from mine_jepa_ros.geo.formats import read_geojson_points, write_contacts
+    from mine_jepa_ros.io.plots import require_matplotlib
 
+    if args.png:
+        require_matplotlib("--png")
     opts = replace(contact_options_from_args(args), detections_topic=args.detections_topic)
     truth = read_geojson_points(args.truth) if args.truth else []
     result = contacts_from_bag(args.bag, opts)
@@ -261,8 +218,6 @@ def run_contacts(args: argparse.Namespace) -> int:
 
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
-    add_init_model(sub)
     add_replay(sub)
-    add_export(sub)
     add_calibrate(sub)
     add_contacts(sub)

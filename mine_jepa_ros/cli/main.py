@@ -1,11 +1,13 @@
 """``mine-jepa``: the parser, the subcommand modules and the error policy.
 
-Each area's subcommands live in their own module (``sim``, ``data``, ``detect``, ``training``,
-``tools``), each with a ``register(sub)``; heavy imports (torch, timm) happen inside the command
+Each area's subcommands live in their own module (``sim``, ``data``, ``training``, ``models``,
+``detect``, ``tools``), each with a ``register(sub)``; heavy imports (torch, timm) happen inside the command
 functions, so ``mine-jepa --help``, ``simulate``, ``import-xtf`` and the bag tools start without
-torch. Expected failures (:class:`~mine_jepa_ros.errors.MineJepaError`, and :class:`OSError` for
-files) print one line ``mine-jepa COMMAND: error: ...`` and exit 2; ``--debug`` adds their
-traceback. Any other exception is a bug and shows its traceback.
+torch. Expected failures (:class:`~mine_jepa_ros.errors.MineJepaError`, :class:`OSError` for
+files, and a command whose optional dependency this install lacks: the vehicle install has no
+torch, matplotlib, onnx or pyxtf) print one line ``mine-jepa COMMAND: error: ...`` naming what to
+install and exit 2; ``--debug`` adds their traceback. Any other exception is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from mine_jepa_ros.cli import data, detect, sim, tools, training
+from mine_jepa_ros.cli import data, detect, models, sim, tools, training
 from mine_jepa_ros.errors import MineJepaError
 
-AREAS = (sim, data, training, detect, tools)
+AREAS = (sim, data, training, models, detect, tools)
+
+EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "timm": "train", "yaml": "train", "matplotlib": "plots",
+                   "onnx": "export", "onnxscript": "export", "pyxtf": "xtf"}
+"""Optional top-level modules -> the ``mine_jepa_ros`` extra that installs them (setup.py)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"mine-jepa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRA_OF_MODULE:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"mine-jepa {args.command}: error: this needs '{top}', which this install does not have: "
+              f"pip install 'mine_jepa_ros[{EXTRA_OF_MODULE[top]}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mine-jepa {args.command}: interrupted", file=sys.stderr)

@@ -37,6 +37,7 @@ class PatchClassifier:
         self.batch_size = batch_size
         self.precision = precision
         self.autocast_dtype = resolve_precision(precision, self.device)
+        self.metadata = model.metadata
         self.class_names: list[str] = list(model.metadata.class_names)
         self.window = model.metadata.window
         self.stride = model.metadata.stride

@@ -2,18 +2,21 @@
 
 The exported graph takes what the detector feeds the model — ``patches``, float32 (N, window,
 window) intensities in 0..1, any N — and returns ``probabilities`` (N, classes): the checkpoint's
-normalisation and the softmax are inside the graph, so ONNX Runtime / TensorRT users need no
-Python from this package. The class names, window, stride and provenance travel as ONNX metadata
-properties (``mine_jepa.*``). The file is written atomically and, when ``onnxruntime`` is
-installed, checked against the PyTorch model on random and structured patches before it is kept.
-Needs the ``export`` extra (``onnx``, ``onnxscript``; ``onnxruntime`` for the check).
+normalisation, temperature and softmax are inside the graph, so ONNX Runtime / TensorRT users need
+no Python from this package, and the node and ``replay`` run it without torch
+(:mod:`mine_jepa_ros.detect.onnx_backend`). The checkpoint's whole metadata (class names, window,
+stride, operating point, normalisation, provenance) travels as ONNX metadata properties
+(``mine_jepa.*``). The file is written atomically and checked against the PyTorch model with ONNX
+Runtime on random and structured windows before it is kept. ``int8`` quantises the checked graph
+(:mod:`mine_jepa_ros.detect.quantise`) and keeps only the INT8 model, if it passes its own check.
+Needs the ``export`` extra (``onnx``, ``onnxscript``, torch).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +25,16 @@ import torch
 
 from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint
+from mine_jepa_ros.detect.onnx_backend import INPUT_NAME, OUTPUT_NAME, model_properties, onnx_properties_for
+from mine_jepa_ros.detect.quantise import (
+    DEFAULT_MAX_F1_DROP,
+    CheckWindows,
+    QuantisationReport,
+    quantise_model,
+    structured_windows,
+)
 from mine_jepa_ros.errors import UserError
 
-INPUT_NAME = "patches"
-OUTPUT_NAME = "probabilities"
 DEFAULT_OPSET = 18
 MAX_ABS_DIFF = 1e-4  # probabilities; fp32 graph vs fp32 PyTorch
 
@@ -53,12 +62,16 @@ class ExportReport:
     verified: bool
     max_abs_diff: float | None  # largest probability difference ONNX Runtime vs PyTorch (None: not verified)
     checked_batches: tuple[int, ...]
+    quantisation: QuantisationReport | None = None  # the INT8 check (None: an fp32 model)
 
     def summary(self) -> str:
-        check = (f"ONNX Runtime matches PyTorch (max |dp| {self.max_abs_diff:.1e} over batches of {list(self.checked_batches)})"
-                 if self.verified else "not verified (onnxruntime not installed)")
-        return (f"{self.path}: {self.bytes / 1e6:.1f} MB, input '{INPUT_NAME}' float32 (N, {self.window}, {self.window}) "
-                f"0..1, output '{OUTPUT_NAME}' (N, {len(self.classes)}) = {self.classes}, opset {self.opset}; {check}")
+        check = (f"the fp32 graph matches PyTorch in ONNX Runtime (max |dp| {self.max_abs_diff:.1e} over batches of "
+                 f"{list(self.checked_batches)})" if self.verified else "not verified (onnxruntime not installed)")
+        kind = "fp32" if self.quantisation is None else f"INT8 ({self.quantisation.mode})"
+        text = (f"{self.path}: {kind}, {self.bytes / 1e6:.1f} MB, input '{INPUT_NAME}' float32 (N, {self.window}, "
+                f"{self.window}) 0..1, output '{OUTPUT_NAME}' (N, {len(self.classes)}) = {self.classes}, opset "
+                f"{self.opset}; {check}")
+        return text if self.quantisation is None else text + "\n" + self.quantisation.summary()
 
 
 def _require(module: str) -> None:
@@ -75,21 +88,24 @@ def _sha256(path: Path) -> str:
 
 
 def check_patches(window: int, batches: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
-    """Test inputs: uniform noise, speckle-like gamma noise with a bright blob and a dark shadow."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for n in batches:
-        x = rng.uniform(0, 1, (n, window, window)).astype(np.float32)
-        speckle = np.clip(rng.gamma(1.0, 0.2, (n, window, window)), 0, 1).astype(np.float32)
-        speckle[:, window // 3 : window // 2, window // 3 : window // 2] = 0.95
-        speckle[:, window // 3 : window // 2, window // 2 : 3 * window // 4] = 0.02
-        out.append(np.concatenate([x[: (n + 1) // 2], speckle[: n // 2]]))
-    return out
+    """Test inputs in batches of the given sizes (:func:`~mine_jepa_ros.detect.quantise.structured_windows`)."""
+    return [structured_windows(window, n, seed + i) for i, n in enumerate(batches)]
 
 
 def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OPSET, verify: bool = True,
-                check_batches: tuple[int, ...] = (1, 5, 32)) -> ExportReport:
-    """Export ``checkpoint`` to ``out`` (.onnx), atomically; verify with ONNX Runtime when available."""
+                check_batches: tuple[int, ...] = (1, 5, 32), int8: str | None = None,
+                calibration: CheckWindows | None = None, max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> ExportReport:
+    """Export ``checkpoint`` to ``out`` (.onnx), atomically; verify with ONNX Runtime when available.
+    ``int8`` (``dynamic`` or ``static``): write the quantised model instead, checked on ``calibration``."""
+    if int8 is not None:
+        with tempfile.TemporaryDirectory(prefix="mine_jepa_export_") as tmp:
+            fp32 = export_onnx(checkpoint, Path(tmp) / "fp32.onnx", opset=opset, verify=True, check_batches=check_batches)
+            if not Path(out).parent.is_dir():
+                raise UserError(f"{Path(out).parent}: output directory does not exist")
+            report = quantise_model(fp32.path, out, int8, calibration, max_f1_drop)
+        return ExportReport(path=Path(out), bytes=Path(out).stat().st_size, classes=fp32.classes, window=fp32.window,
+                            opset=opset, verified=True, max_abs_diff=fp32.max_abs_diff,
+                            checked_batches=fp32.checked_batches, quantisation=report)
     _require("onnx")
     _require("onnxscript")
     import onnx
@@ -110,18 +126,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
-    props = {
-        "mine_jepa.class_names": json.dumps(list(meta.class_names)),
-        "mine_jepa.window": str(meta.window),
-        "mine_jepa.stride": str(meta.stride),
-        "mine_jepa.arch": meta.arch,
-        "mine_jepa.probe_mode": meta.probe_mode,
-        "mine_jepa.input": f"{INPUT_NAME}: float32 (N, {meta.window}, {meta.window}) intensities 0..1 (normalisation is in the graph)",
-        "mine_jepa.output": f"{OUTPUT_NAME}: float32 (N, {len(meta.class_names)}) softmax(logits / temperature) over class_names",
-        "mine_jepa.operating_point": json.dumps(meta.operating_point),  # "null" when not calibrated
-        "mine_jepa.source_checkpoint": src.name,
-        "mine_jepa.source_sha256": _sha256(src),
-    }
+    props = {**onnx_properties_for(meta), "mine_jepa.source_checkpoint": src.name, "mine_jepa.source_sha256": _sha256(src)}
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -156,8 +161,7 @@ def _compare_with_torch(path: Path, wrapper: ProbabilityModel, window: int, batc
 
 def read_onnx_metadata(path: Path | str) -> dict[str, str]:
     """The ``mine_jepa.*`` metadata properties of an exported model."""
-    _require("onnx")
-    import onnx
+    import onnxruntime
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props if p.key.startswith("mine_jepa.")}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {k: v for k, v in model_properties(session).items() if k.startswith("mine_jepa.")}

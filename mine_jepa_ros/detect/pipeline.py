@@ -17,7 +17,9 @@ here raises for bad input. Any other exception (from the classifier or the merge
 propagates to the caller: it is not counted as a skipped input.
 
 The classifier is anything with the :class:`WindowClassifier` interface, so this module does not
-import torch (:class:`~mine_jepa_ros.detect.classifier.PatchClassifier` is the torch one).
+import torch (:class:`~mine_jepa_ros.detect.classifier.PatchClassifier` is the torch one,
+:class:`~mine_jepa_ros.detect.onnx_backend.OnnxClassifier` the ONNX Runtime one;
+:func:`~mine_jepa_ros.detect.backends.load_classifier` picks).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for
+from mine_jepa_ros.detect.metadata import ModelMetadata
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geometry import SonarGeometry
@@ -45,6 +48,7 @@ INPUT_MODES = ("frames", "pings")
 class WindowClassifier(Protocol):
     """What the pipeline needs from a model: batched window probabilities and a description."""
 
+    metadata: ModelMetadata  # the model's self-description (operating point, arch, provenance)
     class_names: list[str]
     window: int
     stride: int

@@ -3,7 +3,9 @@
 Writes a rosbag2 with a ``Detection2DArray`` per input image (same header, same timestamp) and a
 ``LabelInfo``; where the bag holds ground truth (a ``Detection2DArray`` topic), scores the
 detections and the windows against it (:mod:`mine_jepa_ros.detect.scoring`). ``--report DIR`` adds
-overlay PNGs (detections solid, ground truth cyan) and a metrics plot.
+overlay PNGs (detections solid, ground truth cyan) and a metrics plot. The model is an exported
+``.onnx`` (ONNX Runtime, no torch) or a ``.safetensors`` checkpoint (torch):
+:func:`~mine_jepa_ros.detect.backends.load_classifier` picks the backend.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.atomic import write_json_atomic
-from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.backends import load_classifier
 from mine_jepa_ros.detect.contacts import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
-from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
@@ -42,7 +43,7 @@ from mine_jepa_ros.io.detections import Detection, detections_to_msg, label_info
 from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.pictures import draw_detections, write_png
-from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
+from mine_jepa_ros.io.plots import draw_confusion, pyplot, require_matplotlib, save_figure
 from mine_jepa_ros.io.sonar_drivers import (
     RAW_SONAR_IMAGE_TYPE,
     SMARC_SIDESCAN_TYPE,
@@ -68,6 +69,8 @@ class ReplayOptions:
     port_topic: str | None = None  # raw_sonar_image: default the RawSonarImage topic whose name holds "port"
     starboard_topic: str | None = None  # ... and "starboard"
     pair_tolerance_s: float = 0.02  # raw_sonar_image: port and starboard stamps closer than this are one ping
+    backend: str = "auto"  # auto (by the model file) | torch | onnxruntime
+    providers: tuple[str, ...] = ()  # onnxruntime: cpu, cuda, tensorrt (empty: CUDA where available, else CPU)
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 64
@@ -287,12 +290,14 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     out = Path(out)
     if out.exists():
         raise BagError(f"{out}: exists already; not overwriting")
+    if opts.report_dir is not None:
+        require_matplotlib("--report")
     inputs = BagInputs.open(bag, opts)
     mode = inputs.mode
-    model = load_checkpoint(model_path)
-    thresholds = thresholds_in_force(model.metadata.class_names, opts.thresholds, model.metadata.op(str(model_path)),
+    classifier = load_classifier(model_path, backend=opts.backend, device=opts.device, precision=opts.precision,
+                                 batch_size=opts.batch_size, providers=opts.providers)
+    thresholds = thresholds_in_force(classifier.class_names, opts.thresholds, classifier.metadata.op(str(model_path)),
                                      str(model_path))
-    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
     config = PipelineConfig(input_mode=mode, thresholds=thresholds, overlay=opts.overlay, geometry=inputs.geometry)
     pipeline = DetectionPipeline(classifier, config)
     factory = MessageFactory.for_rosbags(opts.distro)

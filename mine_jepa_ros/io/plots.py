@@ -1,7 +1,9 @@
-"""Matplotlib helpers shared by the reports (headless, atomic PNG writes)."""
+"""Matplotlib helpers shared by the reports (headless, atomic PNG writes; matplotlib is the ``plots``
+extra, imported only when a plot is drawn)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,15 @@ from typing import Any
 import numpy as np
 
 from mine_jepa_ros.atomic import atomic_file
+from mine_jepa_ros.errors import UserError
+
+
+def require_matplotlib(what: str) -> None:
+    """Fail before the work starts, not after it, where ``what`` needs plots that this install
+    (the vehicle runtime has no matplotlib) cannot draw."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError(f"{what} draws plots with matplotlib, which this install does not have: "
+                        "pip install 'mine_jepa_ros[plots]'")
 
 
 def pyplot() -> Any:

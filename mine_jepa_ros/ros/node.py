@@ -41,9 +41,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.backends import load_classifier
 from mine_jepa_ros.detect.contacts import contacts_map_msg
-from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
 from mine_jepa_ros.errors import MineJepaError, ParameterError
@@ -102,11 +101,11 @@ class MineJepaNode(Node):
         values["thresholds"] = list(values["thresholds"] or [])  # unset = empty = the checkpoint's operating point
         self.settings = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
         s = self.settings
-        model = load_checkpoint(s.model_path)
-        classifier = PatchClassifier(model, device=s.device, batch_size=s.batch_size, precision=s.precision)
+        classifier = load_classifier(s.model_path, backend=s.backend, device=s.device, precision=s.precision,
+                                     batch_size=s.batch_size, providers=s.provider_list)
         for warning in classifier.warnings:
             self.get_logger().warning(warning)
-        self.operating_point = model.metadata.op(s.model_path)
+        self.operating_point = classifier.metadata.op(s.model_path)
         self.pipeline = DetectionPipeline(classifier, s.pipeline_config(classifier.class_names, self.operating_point),
                                           window=s.window or None, stride=s.stride or None)
         self.factory = MessageFactory.for_rclpy()
@@ -141,7 +140,8 @@ class MineJepaNode(Node):
         self._dropped_logged = 0
         self.get_logger().info(
             f"listening on {', '.join(sub.topic_name for sub in self.subs)} ({s.input_type}, {s.input_mode}); model "
-            f"{s.model_path} ({model.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name}"
+            f"{s.model_path} ({classifier.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name} "
+            f"({classifier.precision_name})"
             + ("" if self.fusion is None else f"; contacts on {self.contacts_pub.topic_name}")
         )
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mine_jepa_ros.detect.backends import BACKENDS, backend_for
+from mine_jepa_ros.detect.onnx_backend import provider_names
 from mine_jepa_ros.detect.operating_point import OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
@@ -50,10 +52,18 @@ class ParamSpec:
 class NodeSettings:
     """Validated parameter values of ``mine_jepa_node`` (one attribute per ROS parameter)."""
 
-    model_path: str = _param("", "Checkpoint (.safetensors) written by `mine-jepa init-model` or `mine-jepa probe`.")
-    device: str = _param("auto", "Inference device: auto, cpu or cuda[:N]; CUDA absent -> CPU with one warning.")
-    precision: str = _param("auto", "Inference precision: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or "
-                            "bf16.", choices=("auto", "fp32", "bf16"))
+    model_path: str = _param("", "The model: an exported .onnx (`mine-jepa export [--int8]`; ONNX Runtime, no torch "
+                             "needed) or a .safetensors checkpoint (`mine-jepa probe`; torch).")
+    backend: str = _param("auto", "Inference backend: auto (onnxruntime for .onnx, torch for .safetensors), torch or "
+                          "onnxruntime.", choices=BACKENDS)
+    providers: str = _param("", "onnxruntime: execution providers in order of preference, comma-separated (cpu, cuda, "
+                            "tensorrt; CUDA and TensorRT need onnxruntime-gpu); empty = CUDA where available, else "
+                            "CPU (CPU only with device cpu).")
+    device: str = _param("auto", "torch: inference device auto, cpu or cuda[:N]; CUDA absent -> CPU with one warning "
+                         "(onnxruntime: cpu restricts the default providers to the CPU).")
+    precision: str = _param("auto", "torch: inference precision auto (bf16 on CUDA and on CPUs with native bf16), fp32 "
+                            "or bf16 (an ONNX model runs at its own precision, fp32 or INT8).",
+                            choices=("auto", "fp32", "bf16"))
     input_topic: str = _param("/sonar/sidescan/image", "Side-scan image topic (sensor_msgs/Image or CompressedImage; "
                               "smarc_msgs/Sidescan for smarc_sidescan).")
     input_type: str = _param("image", "What the sonar publishes: image / compressed on input_topic; raw_sonar_image: "
@@ -112,7 +122,19 @@ class NodeSettings:
         for name, value in merged.items():
             check_value(name, value)
         if not merged["model_path"]:
-            raise ParameterError("model_path: required (a checkpoint from `mine-jepa init-model` or `mine-jepa probe`)")
+            raise ParameterError("model_path: required (an .onnx model from `mine-jepa export`, or a checkpoint from "
+                                 "`mine-jepa probe`)")
+        try:
+            backend = backend_for(merged["model_path"], merged["backend"])
+        except UserError as exc:
+            raise ParameterError(f"backend: {exc}") from exc
+        try:
+            providers = provider_names(split_providers(merged["providers"])) if merged["providers"] else []
+        except UserError as exc:
+            raise ParameterError(f"providers: {exc}") from exc
+        if providers and backend != "onnxruntime":
+            raise ParameterError(f"providers: only the onnxruntime backend has execution providers; {merged['model_path']} "
+                                 "runs on torch (use device)")
         merged["thresholds"] = [float(v) for v in merged["thresholds"]]
         for spec in PARAMS:
             if isinstance(spec.default, float):
@@ -120,6 +142,11 @@ class NodeSettings:
         if merged["input_type"] in DRIVER_INPUT_TYPES and merged["input_mode"] != "pings":
             raise ParameterError(f"input_mode: {merged['input_type']} sends one ping per message: set input_mode to pings")
         return cls(**merged)
+
+    @property
+    def provider_list(self) -> tuple[str, ...]:
+        """``providers`` as a tuple (empty: the default choice)."""
+        return split_providers(self.providers)
 
     @property
     def effective_queue_depth(self) -> int:
@@ -160,6 +187,11 @@ PARAMS: tuple[ParamSpec, ...] = tuple(
 """Every parameter in declaration order (the order of ``config/mine_jepa.yaml``)."""
 
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def split_providers(text: str) -> tuple[str, ...]:
+    """``"cuda, cpu"`` -> ``("cuda", "cpu")``."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def check_value(name: str, value: Any) -> None:

@@ -36,6 +36,7 @@ from mine_jepa_ros.detect.model import (
     load_checkpoint,
     save_checkpoint,
 )
+from mine_jepa_ros.detect.scoring import ClassificationMetrics, classification_metrics
 from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, augment
@@ -251,50 +252,6 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ClassificationMetrics:
-    """Scores of a classifier on labelled patches; ``to_dict`` is its JSON form (``from_dict`` reads it back)."""
-
-    macro_f1: float
-    per_class_f1: dict[str, float]
-    accuracy: float
-    confusion: dict[str, Any]  # {"classes": [...], "matrix": rows true, columns predicted}
-    samples: int
-    milco_vs_rest_f1: float | None = None  # where a class is called MILCO
-    milco_recall: float | None = None
-    split: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassificationMetrics:
-        return cls(**data)
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> ClassificationMetrics:
-    k = len(class_names)
-    cm = np.zeros((k, k), np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-
-    def f1_of(tp: float, fp: float, fn: float) -> float:
-        return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-    per_class = {name: f1_of(cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]) for i, name in enumerate(class_names)}
-    out = ClassificationMetrics(
-        macro_f1=float(np.mean(list(per_class.values()))), per_class_f1=per_class,
-        accuracy=float(np.trace(cm) / max(1, cm.sum())), confusion={"classes": class_names, "matrix": cm.tolist()},
-        samples=int(cm.sum()),
-    )
-    if "MILCO" in class_names:
-        m = class_names.index("MILCO")
-        t, p = y_true == m, y_pred == m
-        tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
-        out.milco_vs_rest_f1 = f1_of(tp, fp, fn)
-        out.milco_recall = tp / max(1, tp + fn)
-    return out
 
 
 def evaluate(model: MineClassifier | Path | str, store: PatchStore, split: str = "test", device: str = "auto",

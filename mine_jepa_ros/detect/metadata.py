@@ -1,0 +1,125 @@
+"""A checkpoint's self-description, without torch: :class:`ModelMetadata` and :func:`read_metadata`.
+
+A checkpoint is ONE ``.safetensors`` file; in its header metadata, under the key ``mine_jepa``, a
+JSON document says everything needed to use it: architecture, input size, class names,
+normalisation statistics, window and stride, probe mode, operating point and training provenance.
+An exported ONNX model carries the same document (:mod:`mine_jepa_ros.detect.onnx_backend`), so
+both kinds of model describe themselves alike. Reading it needs ``safetensors`` and numpy only
+(the vehicle install has no torch); every field is validated and a problem is a
+:class:`~mine_jepa_ros.errors.CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from mine_jepa_ros.detect.operating_point import OperatingPoint
+from mine_jepa_ros.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "mine_jepa_ros.checkpoint"
+CHECKPOINT_VERSION = 1
+METADATA_KEY = "mine_jepa"
+
+ARCHS: dict[str, str] = {
+    "vit_tiny": "vit_tiny_patch16_224",
+    "vit_small": "vit_small_patch16_224",
+}
+"""Short names -> timm model names; built at ``img_size`` (96 by default), patch 16."""
+
+HEADS = ("linear", "mlp")
+PROBE_MODES: dict[str, str] = {"linear": "linear", "mlp": "mlp", "finetune": "linear", "ft_mlp": "mlp"}
+"""Probe mode -> head type. ``linear``/``mlp`` train the head on a frozen backbone; ``finetune``
+and ``ft_mlp`` train the backbone too."""
+
+DEFAULT_CLASS_NAMES = ("background", "MILCO", "NOMBO")
+
+
+@dataclass
+class ModelMetadata:
+    """Everything a checkpoint says about itself (stored as JSON inside the safetensors file)."""
+
+    arch: str = "vit_tiny"
+    img_size: int = 96
+    patch_size: int = 16
+    in_chans: int = 1
+    head: str = "linear"
+    probe_mode: str = "linear"
+    class_names: list[str] = field(default_factory=lambda: list(DEFAULT_CLASS_NAMES))
+    norm_mean: float = 0.5
+    norm_std: float = 0.25
+    window: int = 96
+    stride: int = 64
+    provenance: dict[str, Any] = field(default_factory=dict)
+    operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict(), from `mine-jepa calibrate`
+    format: str = CHECKPOINT_FORMAT
+    version: int = CHECKPOINT_VERSION
+
+    def validate(self, where: str) -> None:
+        problems = []
+        if self.format != CHECKPOINT_FORMAT:
+            problems.append(f"format {self.format!r} is not {CHECKPOINT_FORMAT!r}")
+        if self.version != CHECKPOINT_VERSION:
+            problems.append(f"version {self.version} is not supported (expected {CHECKPOINT_VERSION})")
+        if self.arch not in ARCHS:
+            problems.append(f"arch {self.arch!r} is not one of {sorted(ARCHS)}")
+        if self.head not in HEADS:
+            problems.append(f"head {self.head!r} is not one of {HEADS}")
+        if self.probe_mode not in PROBE_MODES:
+            problems.append(f"probe_mode {self.probe_mode!r} is not one of {sorted(PROBE_MODES)}")
+        if len(self.class_names) < 2 or self.class_names[0] != "background" or len(set(self.class_names)) != len(self.class_names):
+            problems.append(f"class_names {self.class_names} must be unique and start with 'background'")
+        if self.img_size % self.patch_size or self.img_size < self.patch_size:
+            problems.append(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.window != self.img_size:
+            problems.append(f"window {self.window} differs from the model's img_size {self.img_size}")
+        if self.stride < 1:
+            problems.append(f"stride {self.stride} must be >= 1")
+        if not self.norm_std > 0:
+            problems.append(f"norm_std {self.norm_std} must be > 0")
+        if problems:
+            raise CheckpointError(f"{where}: invalid metadata: " + "; ".join(problems))
+        if self.operating_point is not None:
+            OperatingPoint.from_dict(self.operating_point, where).check(self.class_names, where)
+
+    def op(self, where: str = "checkpoint") -> OperatingPoint | None:
+        """The operating point as a record (None when the checkpoint has none)."""
+        return None if self.operating_point is None else OperatingPoint.from_dict(self.operating_point, where)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> ModelMetadata:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{where}: metadata is not valid JSON ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{where}: metadata is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(f"{where}: unknown metadata field(s) {unknown}")
+        try:
+            meta = cls(**raw)
+        except TypeError as exc:
+            raise CheckpointError(f"{where}: bad metadata ({exc})") from exc
+        meta.validate(where)
+        return meta
+
+
+def read_metadata(path: Path | str) -> ModelMetadata:
+    """The metadata of a checkpoint, validated, without loading the tensors."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        with safe_open(str(p), framework="numpy") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # truncated, empty or not safetensors at all
+        raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{p}: safetensors file without '{METADATA_KEY}' metadata (not a mine_jepa_ros checkpoint)")
+    return ModelMetadata.from_json(header[METADATA_KEY], str(p))
