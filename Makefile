@@ -8,23 +8,35 @@ STAMP := $(VENV)/.installed
 JAZZY_VENV := .venv-jazzy
 JAZZY_BIN := $(JAZZY_VENV)/bin
 JAZZY_STAMP := $(JAZZY_VENV)/.installed
+# The vehicle install: `pip install .` alone (no torch; exported .onnx models on ONNX Runtime) with
+# the ROS 2 Jazzy wheels; `make test` runs replay and the node in it with torch absent.
+RUNTIME_VENV := .venv-runtime
+RUNTIME_BIN := $(RUNTIME_VENV)/bin
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-quick ros ros-jazzy bench venv clean
+.PHONY: demo test test-quick ros ros-jazzy runtime bench venv clean
 
 venv: $(STAMP)
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[xtf,export,test]'
+	$(BIN)/python -m pip install -q -e '.[train,export,xtf,test]'
 	touch $(STAMP)
 
 $(JAZZY_STAMP): setup.py
 	test -x $(JAZZY_BIN)/python || $(PYTHON) -m venv $(JAZZY_VENV)
 	$(JAZZY_BIN)/python -m pip install -q --upgrade pip
-	$(JAZZY_BIN)/python -m pip install -q -e '.[xtf,test]'
+	$(JAZZY_BIN)/python -m pip install -q -e '.[train,xtf,test]'
 	touch $(JAZZY_STAMP)
+
+# Editable, so the tests run the working tree's code; the dependencies are exactly `pip install .`'s.
+$(RUNTIME_STAMP): setup.py
+	test -x $(RUNTIME_BIN)/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_BIN)/python -m pip install -q --upgrade pip
+	$(RUNTIME_BIN)/python -m pip install -q -e .
+	touch $(RUNTIME_STAMP)
 
 # ROS 2 wheels from PyPI + vision_msgs built from its .msg files (cached; see README): Kilted into
 # .venv, Jazzy into .venv-jazzy. A failed build does not stop the tests: the real-rclpy tests then
@@ -35,10 +47,13 @@ ros: $(STAMP)
 ros-jazzy: $(JAZZY_STAMP)
 	-$(JAZZY_BIN)/python -m mine_jepa_ros.interfaces.build --distro jazzy
 
+runtime: $(RUNTIME_STAMP)
+	-$(RUNTIME_BIN)/python -m mine_jepa_ros.interfaces.build --distro jazzy
+
 demo: $(STAMP)
 	$(BIN)/python -m mine_jepa_ros.tools.demo --out $(DEMO_OUT)
 
-test: $(STAMP) ros ros-jazzy
+test: $(STAMP) ros ros-jazzy runtime
 	$(BIN)/python -m pytest -q
 	@echo "== the real-rclpy tests (marker ros) again, under ROS 2 Jazzy in $(JAZZY_VENV) =="
 	$(JAZZY_BIN)/python -m pytest -q -m ros
@@ -47,8 +62,8 @@ test: $(STAMP) ros ros-jazzy
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
-	$(BIN)/mine-jepa bench
+bench: $(STAMP) runtime
+	$(BIN)/mine-jepa bench --runtime-venv $(RUNTIME_VENV)
 
 clean:
 	rm -rf $(DEMO_OUT) build *.egg-info

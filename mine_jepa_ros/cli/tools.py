@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mine_jepa_ros.cli.args import Subcommands, add_command, add_device, add_precision, positive_int, print_json
+from mine_jepa_ros.errors import UserError
 
 
 def add_bench(sub: Subcommands) -> None:
     p = add_command(
         sub,
         "bench",
-        help="measure end-to-end throughput against the bare model and a naive loop",
-        description="Benchmark on a simulated survey, in one run: end-to-end replay windows/s vs the bare model "
-        "forward pass on the same windows at the same batch size (goal >= 0.85) and vs a naive batch-1 loop "
-        "(goal >= 5x); the streaming path's real-time factor for each architecture; peak memory.",
+        help="measure the pipeline (vs the bare model, a naive loop) and the backends side by side",
+        description="Benchmark on a simulated survey, in one run. pipeline: end-to-end replay windows/s vs the bare "
+        "model forward pass on the same windows at the same batch size (goal >= 0.85) and vs a naive batch-1 loop "
+        "(goal >= 5x); the streaming path's real-time factor for each architecture; peak memory. backends: torch "
+        "fp32 and auto precision, ONNX Runtime fp32 and INT8 (dynamic, static), each in its own process: windows/s "
+        "at the batch size, streaming real-time factor, start-up to the first detection, peak memory; and the "
+        "runtime-only install's size; goals: INT8 >= 1.1x the best torch and >= 2x torch fp32, install <= 500 MB, "
+        "ONNX start-up <= 2 s and peak memory <= 300 MiB.",
     )
+    p.add_argument("--section", choices=["all", "pipeline", "backends"], default="all", help="what to measure")
+    p.add_argument("--runtime-venv", type=Path, default=None,
+                   help="the runtime-only environment (make runtime: .venv-runtime): ONNX Runtime runs there and its "
+                   "installed size is measured")
+    p.add_argument("--model", type=Path, default=None,
+                   help="backends: this checkpoint instead of a random-init ViT-Tiny (the speed does not depend on weights)")
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="model for the throughput ratios")
     p.add_argument("--pings", type=positive_int, default=1024, help="pings in the simulated survey")
     p.add_argument("--samples-per-side", type=positive_int, default=1024, help="samples per channel")
@@ -30,15 +42,31 @@ def add_bench(sub: Subcommands) -> None:
 
 
 def run_bench_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.tools.backend_bench import BackendBenchConfig, format_backend_bench, run_backend_bench
     from mine_jepa_ros.tools.bench import BenchConfig, format_bench, run_bench
 
-    cfg = BenchConfig(arch=args.arch, pings=args.pings, samples_per_side=args.samples_per_side, batch_size=args.batch_size,
-                      device=args.device, precision=args.precision, ping_rate_hz=args.ping_rate, stream_pings=args.stream_pings, repeats=args.repeats)
-    results = run_bench(cfg)
+    runtime_python = None
+    if args.runtime_venv is not None:
+        runtime_python = args.runtime_venv / "bin" / "python"
+        if not runtime_python.is_file():
+            raise UserError(f"{args.runtime_venv}: no bin/python there (make runtime builds .venv-runtime)")
+    results: dict[str, object] = {}
+    if args.section in ("all", "pipeline"):
+        results["pipeline"] = run_bench(BenchConfig(
+            arch=args.arch, pings=args.pings, samples_per_side=args.samples_per_side, batch_size=args.batch_size,
+            device=args.device, precision=args.precision, ping_rate_hz=args.ping_rate, stream_pings=args.stream_pings,
+            repeats=args.repeats))
+        if not args.json:
+            print(format_bench(results["pipeline"]))  # type: ignore[arg-type]
+    if args.section in ("all", "backends"):
+        results["backends"] = run_backend_bench(BackendBenchConfig(
+            checkpoint=args.model, pings=args.pings, samples_per_side=args.samples_per_side, batch_size=args.batch_size,
+            stream_pings=args.stream_pings, ping_rate_hz=args.ping_rate, repeats=args.repeats,
+            runtime_python=str(runtime_python) if runtime_python else None))
+        if not args.json:
+            print(format_backend_bench(results["backends"]))  # type: ignore[arg-type]
     if args.json:
         print_json(results)
-    else:
-        print(format_bench(results))
     return 0
 
 
