@@ -20,7 +20,7 @@ RUNTIME = [
     "opencv-python-headless>=4.8",  # image decoding, drawing, PNGs
     "rosbags>=0.10",  # rosbag2 read/write and message definitions without ROS
     "safetensors>=0.4",  # checkpoints (never pickle)
-    "onnxruntime>=1.18",  # the vehicle's inference backend (onnxruntime-gpu instead for CUDA / TensorRT)
+    "onnxruntime>=1.23",  # the vehicle's inference backend (onnxruntime-gpu instead for CUDA / TensorRT)
     "pyproj>=3.4",  # WGS84 geodesy: georeferenced contacts
     "tqdm>=4.60",  # progress bars
 ]

@@ -55,7 +55,9 @@ def add_export(sub: Subcommands) -> None:
     )
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) from probe or init-model")
     p.add_argument("--out", required=True, type=Path, help="output file (.onnx)")
-    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=positive_int, default=23,
+                   help="ONNX opset: 23 has the Attention and Gelu ops ONNX Runtime (>= 1.23) runs fused; 18 for runtimes "
+                   "without opset 23 (older TensorRT)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     q = p.add_argument_group("INT8 (the vehicle's fastest CPU model)")
     q.add_argument("--int8", action="store_true",

@@ -151,9 +151,9 @@ def _quantise_graph(fp32: Path, out: Path, mode: str, input_name: str, calibrati
 
     with tempfile.TemporaryDirectory(prefix="mine_jepa_quant_") as tmp:
         prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and the graph simplified, as the quantiser wants
-        quant_pre_process(str(fp32), str(prepared))
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # it mistakes ONNX Attention for ORT's
         if mode == "dynamic":
-            quantize_dynamic(prepared, out, weight_type=QuantType.QInt8)
+            quantize_dynamic(prepared, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
             return
         quantize_static(prepared, out, WindowReader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
