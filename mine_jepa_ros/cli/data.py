@@ -68,6 +68,9 @@ def add_extract(sub: Subcommands) -> None:
                    help="simulator: extra labelled crops per object, off-centre as a sliding window sees it")
     p.add_argument("--stride", type=positive_int, default=64, help="sliding-window stride")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, simulator)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="--bag / --xtf: process the files in this many parallel processes, one shard each "
+                   "(OUT/shard-NNN; pretrain, probe and evaluate read the directory as one store)")
     p.set_defaults(func=run_extract)
 
 
@@ -76,25 +79,16 @@ def run_extract(args: argparse.Namespace) -> int:
 
     if args.out.exists():
         raise UserError(f"{args.out}: exists already; not overwriting")
+    if args.workers > 1 and not (args.bag or args.xtf):
+        raise UserError("--workers parallelises over input files: it applies to --bag and --xtf")
     if args.sim:
         store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings, vary=args.vary,
                                                               offset_crops=args.offset_crops,
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
                                   stride=args.stride, test_fraction=args.test_fraction)
     elif args.xtf:
-        import tempfile
-
-        from mine_jepa_ros.io.xtf import import_xtf
-
-        with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
-            bags = []
-            for i, xtf in enumerate(args.xtf):
-                bag = Path(tmp) / f"{i:03d}_{xtf.stem}"
-                info = import_xtf(xtf, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
-                print(f"{xtf}: {info['pings']} pings; {info['skip_summary']}")
-                bags.append(bag)
-            store = extract_bags(args.out, bags, None, None, stride=args.stride, source=args.source or "xtf",
-                                 test_fraction=args.test_fraction, seed=args.seed)
+        store = extract_bags(args.out, args.xtf, None, None, stride=args.stride, source=args.source or "xtf",
+                             test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, xtf=True)
     elif args.masks:
         from mine_jepa_ros.training.real_eval import extract_mask_folders
 
@@ -106,7 +100,8 @@ def run_extract(args: argparse.Namespace) -> int:
                                     test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed)
     else:
         store = extract_bags(args.out, args.bag, args.topic, args.gt_topic, stride=args.stride,
-                             source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed)
+                             source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,
+                             workers=args.workers)
     print(store.summary())
     return 0
 

@@ -79,9 +79,9 @@ def check_windows_from_store(path: Path, limit: int, seed: int = 0) -> CheckWind
     import numpy as np
 
     from mine_jepa_ros.detect.quantise import CheckWindows
-    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.patches import open_store
 
-    store = PatchStore(path)
+    store = open_store(path)
     idx = store.indices(labelled=True)
     labelled = len(idx) > 0
     if not labelled:

@@ -31,7 +31,8 @@ def add_pretrain(sub: Subcommands) -> None:
         "normalised with its own statistics). Writes OUT/state.safetensors every epoch (atomic; --resume "
         "continues bit for bit), OUT/backbone.safetensors for `probe --init`, metrics.csv, steps.csv, metrics.png.",
     )
-    p.add_argument("--store", required=True, type=Path, action="append", help="patch store (repeatable: Real+Syn)")
+    p.add_argument("--store", required=True, type=Path, action="append",
+                   help="patch store or directory of shards (repeatable: Real+Syn, each normalised with its own statistics)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default=d.arch, help="ViT size")
@@ -57,7 +58,7 @@ def add_pretrain(sub: Subcommands) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.config import PretrainConfig
-    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.patches import open_store
     from mine_jepa_ros.training.pretrain import Pretrainer
 
     cfg = PretrainConfig(method=args.method, arch=args.arch, init=args.init, augment=args.augment, epochs=args.epochs,
@@ -65,7 +66,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
                          warmup_epochs=args.warmup_epochs, lam=args.lam, proj_dim=args.proj_dim, proj_hidden=args.proj_hidden,
                          num_slices=args.num_slices, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                          device=args.device, precision=args.precision)
-    result = Pretrainer(cfg, [PatchStore(s) for s in args.store], args.out).run(resume=args.resume)
+    trainer = Pretrainer(cfg, [open_store(s) for s in args.store], args.out)
+    try:
+        result = trainer.run(resume=args.resume)
+    finally:
+        trainer.ctx.close()
+    if not trainer.ctx.main:
+        return 0
     last = result.metrics[-1]
     print(f"pretrained {result.epochs_done} epoch(s): loss {last['loss']:.4f}, online probe accuracy {last['probe_acc']:.3f}, "
           f"{last['patches_per_s']:.0f} patches/s, data wait {100 * last['data_wait_fraction']:.1f}% -> {result.backbone}")
@@ -81,7 +88,8 @@ def add_probe(sub: Subcommands) -> None:
         "backbone, finetune / ft_mlp with the backbone trained. Writes a checkpoint the node and replay load, "
         "and prints the held-out metrics.",
     )
-    p.add_argument("--store", required=True, type=Path, help="patch store with labels")
+    p.add_argument("--store", required=True, type=Path, action="append",
+                   help="patch store with labels, or a directory of shards (repeatable: the shards of one store)")
     p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size when --init is not a checkpoint")
     p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
@@ -110,10 +118,10 @@ def add_probe(sub: Subcommands) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.patches import open_store
     from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics, train_probe
 
-    store = PatchStore(args.store)
+    store = open_store(args.store)
     cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
                       hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round,
@@ -142,7 +150,8 @@ def add_evaluate(sub: Subcommands) -> None:
         description="macro-F1, per-class F1, accuracy, confusion matrix, 2-class MILCO-vs-rest F1 and MILCO recall.",
     )
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
-    p.add_argument("--store", required=True, type=Path, help="patch store with labels")
+    p.add_argument("--store", required=True, type=Path, action="append",
+                   help="patch store with labels, or a directory of shards (repeatable: the shards of one store)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split")
     add_device(p)
     p.add_argument("--png", type=Path, default=None, help="also write the confusion matrix as a PNG")
@@ -151,10 +160,10 @@ def add_evaluate(sub: Subcommands) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.training.patches import PatchStore
+    from mine_jepa_ros.training.patches import open_store
     from mine_jepa_ros.training.probe import evaluate, format_metrics, plot_confusion
 
-    metrics = evaluate(args.model, PatchStore(args.store), args.split, device=args.device)
+    metrics = evaluate(args.model, open_store(args.store), args.split, device=args.device)
     if args.png:
         plot_confusion(metrics, args.png)
     if args.json:

@@ -44,25 +44,42 @@ AUGMENTATIONS: dict[str, AugmentConfig] = {
 }
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g, device=device)
+@dataclass(frozen=True)
+class Draws:
+    """Random numbers for ``b`` samples that are rows ``offset .. offset + b`` of a batch of ``total``:
+    every draw is made for the whole batch and sliced, so a rank holding a share of the global batch
+    under torchrun gets exactly the numbers one process would give those samples."""
+
+    g: torch.Generator
+    device: torch.device
+    b: int
+    offset: int = 0
+    total: int = 0  # 0: the batch is these b samples
+
+    def rand(self) -> torch.Tensor:
+        n = self.total or self.b
+        return torch.rand(n, generator=self.g, device=self.device)[self.offset : self.offset + self.b]
+
+    def uniform(self, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * self.rand()
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """One random view of every sample in ``x`` (B, 1, H, W)."""
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, share: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """One random view of every sample in ``x`` (B, 1, H, W); ``share`` = (offset, global batch size)
+    when ``x`` is part of a larger batch (:class:`Draws`)."""
     b, _, h, w = x.shape
-    dev = x.device
+    draw = Draws(g, x.device, b, *share)
     # Random resized crop: area fraction s, aspect ratio r -> crop half-sizes in [-1, 1] units.
-    s = _uniform(b, *cfg.crop_scale, g, dev)
-    log_r = _uniform(b, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), g, dev)
+    s = draw.uniform(*cfg.crop_scale)
+    log_r = draw.uniform(math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
     r = torch.exp(log_r)
     sx = torch.sqrt(s * r).clamp(max=1.0)
     sy = torch.sqrt(s / r).clamp(max=1.0)
-    cx = (1 - sx) * (2 * torch.rand(b, generator=g, device=dev) - 1)
-    cy = (1 - sy) * (2 * torch.rand(b, generator=g, device=dev) - 1)
-    fx = torch.where(torch.rand(b, generator=g, device=dev) < cfg.hflip, -1.0, 1.0)
-    fy = torch.where(torch.rand(b, generator=g, device=dev) < cfg.vflip, -1.0, 1.0)
-    theta = torch.deg2rad(_uniform(b, -cfg.rotation_deg, cfg.rotation_deg, g, dev))
+    cx = (1 - sx) * (2 * draw.rand() - 1)
+    cy = (1 - sy) * (2 * draw.rand() - 1)
+    fx = torch.where(draw.rand() < cfg.hflip, -1.0, 1.0)
+    fy = torch.where(draw.rand() < cfg.vflip, -1.0, 1.0)
+    theta = torch.deg2rad(draw.uniform(-cfg.rotation_deg, cfg.rotation_deg))
     cos, sin = torch.cos(theta), torch.sin(theta)
     mat = torch.stack([
         torch.stack([cos * sx * fx, -sin * sy * fy, cx], dim=1),
@@ -71,23 +88,23 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
     grid = F.affine_grid(mat.to(x.dtype), [b, 1, h, w], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if cfg.brightness > 0 or cfg.contrast > 0:
-        bright = _uniform(b, 1 - cfg.brightness, 1 + cfg.brightness, g, dev).view(b, 1, 1, 1)
-        contrast = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, g, dev).view(b, 1, 1, 1)
+        bright = draw.uniform(1 - cfg.brightness, 1 + cfg.brightness).view(b, 1, 1, 1)
+        contrast = draw.uniform(1 - cfg.contrast, 1 + cfg.contrast).view(b, 1, 1, 1)
         mean = out.mean(dim=(2, 3), keepdim=True)
         out = ((out * bright - mean) * contrast + mean).clamp(0, 1)
     if cfg.solarize_p > 0:
-        sol = (torch.rand(b, generator=g, device=dev) < cfg.solarize_p).view(b, 1, 1, 1)
+        sol = (draw.rand() < cfg.solarize_p).view(b, 1, 1, 1)
         out = torch.where(sol & (out >= 0.5), 1.0 - out, out)
     if cfg.blur_p > 0:
-        out = _gaussian_blur(out, cfg, g)
+        out = _gaussian_blur(out, cfg, draw)
     return out
 
 
-def _gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def _gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, draw: Draws) -> torch.Tensor:
     b, _, h, w = x.shape
     dev = x.device
-    sigma = _uniform(b, *cfg.blur_sigma, g, dev)
-    apply = torch.rand(b, generator=g, device=dev) < cfg.blur_p
+    sigma = draw.uniform(*cfg.blur_sigma)
+    apply = draw.rand() < cfg.blur_p
     radius = 4
     t = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)
     kernel = torch.exp(-(t[None, :] ** 2) / (2 * sigma[:, None] ** 2))
@@ -102,6 +119,7 @@ def _gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> t
     return y.reshape(b, 1, h, w)
 
 
-def make_views(x: torch.Tensor, views: int, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """(V, B, 1, H, W) independent augmented views."""
-    return torch.stack([augment(x, cfg, g) for _ in range(views)])
+def make_views(x: torch.Tensor, views: int, cfg: AugmentConfig, g: torch.Generator,
+               share: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """(V, B, 1, H, W) independent augmented views (``share``: see :func:`augment`)."""
+    return torch.stack([augment(x, cfg, g, share) for _ in range(views)])

@@ -1,8 +1,9 @@
 """``mine-jepa extract``: patch stores from rosbag2 recordings, YOLO image folders or the simulator.
 
-* Bags: every sliding window (stride 64) of every image is an unlabelled patch; with a
-  ground-truth topic, windows get the scoring module's window labels (class of the object whose
-  box centre they hold, background when they touch no box, unlabelled otherwise). Group = bag.
+* Bags (and XTF recordings, imported first): every sliding window (stride 64) of every image is an
+  unlabelled patch; with a ground-truth topic, windows get the scoring module's window labels (class
+  of the object whose box centre they hold, background when they touch no box, unlabelled
+  otherwise). Group = file. ``workers`` > 1 processes the files in parallel processes into shards.
 * YOLO folders (the Santos et al. layout, ``NNNN_YYYY.jpg`` + ``NNNN_YYYY.txt`` with
   ``class cx cy w h`` normalised, class 0 = MILCO, 1 = NOMBO, empty = background): a crop centred
   on each object, background crops from windows that overlap no object, and every sliding window as
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,7 +27,7 @@ from tqdm import tqdm
 
 from mine_jepa_ros.detect.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
-from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_images, list_topics, read_detections
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.messages import stamp_ns
@@ -35,6 +39,9 @@ from mine_jepa_ros.training.patches import (
     PatchBatch,
     PatchStore,
     PatchStoreWriter,
+    assign_splits,
+    open_store,
+    sharded_store_dir,
 )
 
 YOLO_CLASSES = {0: "MILCO", 1: "NOMBO"}
@@ -140,35 +147,122 @@ def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride
 # -- rosbag2 --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BagJob:
+    """One input file of a bag extraction: a rosbag2, or an XTF recording imported first."""
+
+    path: Path
+    topic: str | None
+    gt_topic: str | None
+    window: int
+    stride: int
+    source: str
+    xtf: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.path.name
+
+
+def bag_batches(job: BagJob, progress: bool = False) -> tuple[list[PatchBatch], str]:
+    """Sliding windows of every image of one bag (one group), labelled where ground truth exists,
+    and a note on what was skipped ("" when nothing)."""
+    if job.xtf:
+        import tempfile
+
+        from mine_jepa_ros.io.xtf import import_xtf
+
+        with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
+            bag = Path(tmp) / job.path.stem
+            info = import_xtf(job.path, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
+            batches, note = bag_batches(BagJob(bag, None, None, job.window, job.stride, job.source), progress)
+            return [PatchBatch(b.patches, b.labels, job.group, b.source) for b in batches], \
+                "; ".join(x for x in (f"{info['pings']} pings, {info['skip_summary']}", note) if x)
+    topics = list_topics(job.path)
+    gt = job.gt_topic
+    if gt is None:
+        found = [t for t, m in topics.items() if m == DETECTION_TYPE]
+        gt = found[0] if len(found) == 1 else None
+    truth: dict[int, list[Detection]] = {}
+    if gt:
+        for stamp, dets in read_detections(job.path, gt):
+            truth.setdefault(stamp, []).extend(dets)
+    stats = ReadStats()
+    batches = []
+    for rec in tqdm(iter_images(job.path, job.topic, stats), desc=f"extract {job.path.name}", unit="img", disable=not progress):
+        if min(rec.pixels.shape) < job.window:
+            continue
+        image = _to_u8(rec.pixels)
+        tiles = WaterfallTiler(job.window, job.stride).tile(image)
+        labels = np.full(len(tiles), -1, np.int16)
+        if gt:
+            labels = window_truth(tiles.positions, job.window, truth.get(stamp_ns(rec.header), []),
+                                  list(DEFAULT_CLASSES)).astype(np.int16)
+        batches.append(PatchBatch(tiles.patches, labels, job.group, job.source))
+    return batches, (f"skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}" if stats.skipped else "")
+
+
+def _shard_of(job: BagJob, shard: Path, kind: str, split_of_group: dict[str, str], provenance: dict[str, Any]) -> tuple[int, str]:
+    """Worker: one input file into one shard store; (patches, note). A bad file is a note, not a crash."""
+    try:
+        batches, note = bag_batches(job)
+        if not batches:
+            return 0, f"skipped: no image of at least {job.window} px"
+        writer = PatchStoreWriter(window=job.window, source_kinds={job.source: kind}, provenance=provenance)
+        for batch in batches:
+            writer.add(batch)
+        return len(writer.write(shard, split_of_group=split_of_group)), note
+    except (MineJepaError, OSError) as exc:
+        return 0, f"skipped: {exc}"
+
+
 def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str | None, window: int = 96, stride: int = 64,
                  source: str = "real", kind: str = "real", test_fraction: float = 0.25, seed: int = 0,
-                 progress: bool = True) -> PatchStore:
-    """Sliding windows of every image in the bags (one group per bag), labelled where ground truth exists."""
-    writer = PatchStoreWriter(window=window, source_kinds={source: kind},
-                              provenance={"from": "rosbag2", "bags": [str(b) for b in bags], "stride": stride})
-    for bag in bags:
-        topics = list_topics(bag)
-        gt = gt_topic
-        if gt is None:
-            found = [t for t, m in topics.items() if m == DETECTION_TYPE]
-            gt = found[0] if len(found) == 1 else None
-        truth: dict[int, list[Detection]] = {}
-        if gt:
-            for stamp, dets in read_detections(bag, gt):
-                truth.setdefault(stamp, []).extend(dets)
-        stats = ReadStats()
-        for rec in tqdm(iter_images(bag, topic, stats), desc=f"extract {bag.name}", unit="img", disable=not progress):
-            if min(rec.pixels.shape) < window:
-                continue
-            image = _to_u8(rec.pixels)
-            tiles = WaterfallTiler(window, stride).tile(image)
-            labels = np.full(len(tiles), -1, np.int16)
-            if gt:
-                labels = window_truth(tiles.positions, window, truth.get(stamp_ns(rec.header), []), list(DEFAULT_CLASSES)).astype(np.int16)
-            writer.add(PatchBatch(tiles.patches, labels, bag.name, source))
-        if stats.skipped:
-            print(f"{bag}: skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}")
-    return writer.write(out, test_fraction=test_fraction, seed=seed)
+                 progress: bool = True, workers: int = 1, xtf: bool = False) -> PatchStore:
+    """Sliding windows of every image in the bags (one group per bag; ``xtf``: the files are XTF
+    recordings), labelled where ground truth exists. ``workers`` > 1: the files are processed in
+    parallel processes, one shard each (``OUT/shard-NNN``; read with
+    :func:`~mine_jepa_ros.training.patches.open_store`), with the same patches, labels, groups and
+    splits as one worker's store. A file that cannot be read is skipped with its name and the
+    reason, and counted; the others are kept."""
+    if len({b.name for b in bags}) != len(bags):
+        raise UserError(f"inputs {[str(b) for b in bags]}: two share a name (each file's name is its group)")
+    jobs = [BagJob(Path(b), topic, gt_topic, window, stride, source, xtf) for b in bags]
+    split_of_group = assign_splits([j.group for j in jobs], test_fraction, 0.0, seed)
+    provenance = {"from": "xtf" if xtf else "rosbag2", "bags": [str(b) for b in bags], "stride": stride}
+    skipped: list[str] = []
+    if workers <= 1:
+        writer = PatchStoreWriter(window=window, source_kinds={source: kind}, provenance=provenance)
+        for job in tqdm(jobs, desc="extract", unit="file", disable=not progress or len(jobs) < 2):
+            try:
+                batches, note = bag_batches(job, progress)
+            except (MineJepaError, OSError) as exc:
+                batches, note = [], f"skipped: {exc}"
+                skipped.append(str(job.path))
+            for batch in batches:
+                writer.add(batch)
+            if note:
+                print(f"{job.path}: {note}")
+        _report_skipped(skipped, len(jobs))
+        return writer.write(out, split_of_group=split_of_group)
+    with sharded_store_dir(out) as tmp, ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_shard_of, job, tmp / f"shard-{i:03d}", kind, split_of_group, provenance): job
+                   for i, job in enumerate(jobs)}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract ({workers} workers)", unit="file",
+                           disable=not progress):
+            job = futures[future]
+            count, note = future.result()
+            if note:
+                print(f"{job.path}: {note}")
+            if note.startswith("skipped") and not count:
+                skipped.append(str(job.path))
+        _report_skipped(skipped, len(jobs))
+    return open_store(out)
+
+
+def _report_skipped(skipped: list[str], total: int) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} of {total} file(s): {', '.join(skipped)}")
 
 
 # -- YOLO folders (Santos et al. 2024 layout) --------------------------------------------------------

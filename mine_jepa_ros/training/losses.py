@@ -15,6 +15,11 @@ give T ~ 0.40 N.
 Each method is an ``nn.Module`` holding its own projector (and target network for BYOL) whose
 ``forward(backbone, views)`` returns a dict with ``loss`` and the embeddings of the first view;
 ``after_step()`` runs post-optimiser updates (BYOL's EMA target).
+
+Under torchrun every statistic that is global in one process stays global
+(:mod:`mine_jepa_ros.training.distributed`): SIGReg's characteristic function is averaged over the
+whole global batch (N = global batch size), the projectors' BatchNorm uses the global batch,
+SimCLR's negatives and VICReg's variance / covariance are computed over every rank's embeddings.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mine_jepa_ros.training.config import METHODS
+from mine_jepa_ros.training.distributed import GlobalBatchNorm1d, gather_all, global_mean, rank, world_size
 
 
 def epps_pulley(x: torch.Tensor, knots: int = 17, t_max: float = 3.0) -> torch.Tensor:
-    """Epps-Pulley statistic of every column of ``x`` (..., N, S) -> (..., S)."""
-    n = x.shape[-2]
+    """Epps-Pulley statistic of every column of ``x`` (..., N, S) -> (..., S); under torchrun the
+    empirical characteristic function is averaged over every rank's rows (N = the global batch)."""
+    n = x.shape[-2] * world_size()
     t = torch.linspace(0.0, t_max, knots, device=x.device, dtype=x.dtype)
     phi = torch.exp(-0.5 * t * t)
     dt = t_max / (knots - 1)
@@ -38,7 +45,7 @@ def epps_pulley(x: torch.Tensor, knots: int = 17, t_max: float = 3.0) -> torch.T
     weights[0] = weights[-1] = dt
     weights = weights * phi
     xt = x.unsqueeze(-1) * t  # (..., N, S, K)
-    err = (torch.cos(xt).mean(dim=-3) - phi) ** 2 + torch.sin(xt).mean(dim=-3) ** 2  # (..., S, K)
+    err = (global_mean(torch.cos(xt).mean(dim=-3)) - phi) ** 2 + global_mean(torch.sin(xt).mean(dim=-3)) ** 2  # (..., S, K)
     return n * (err * weights).sum(dim=-1)
 
 
@@ -67,10 +74,10 @@ def lejepa_loss(z: torch.Tensor, lam: float = 0.1, num_slices: int = 256,
 
 
 def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
-    """LeJEPA reference projector: Linear-BN-ReLU twice, then a plain Linear."""
+    """LeJEPA reference projector: Linear-BN-ReLU twice, then a plain Linear (BN over the global batch)."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(in_dim, hidden), GlobalBatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden), GlobalBatchNorm1d(hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, out_dim),
     )
 
@@ -119,6 +126,7 @@ class VICReg(SSLMethod):
 
     @staticmethod
     def _var_cov(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = gather_all(z)  # every rank's samples of this view
         z = z - z.mean(dim=0)
         std = torch.sqrt(z.var(dim=0) + 1e-4)
         var = F.relu(1 - std).mean()
@@ -152,11 +160,17 @@ class SimCLR(SSLMethod):
     def forward(self, backbone: nn.Module, views: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         emb = _embed(backbone, views)
         v, b = emb.shape[:2]
-        z = F.normalize(self.projector(emb.flatten(0, 1)).float(), dim=1)  # (V*B, p)
-        logits = z @ z.T / self.temperature
-        logits = logits.masked_fill(torch.eye(v * b, dtype=torch.bool, device=z.device), float("-inf"))
-        ids = torch.arange(b, device=z.device).repeat(v)
-        positive = (ids[:, None] == ids[None, :]) & ~torch.eye(v * b, dtype=torch.bool, device=z.device)
+        z = F.normalize(self.projector(emb.flatten(0, 1)).float(), dim=1)  # (V*B, p), this rank's rows
+        z_all = gather_all(z)  # every rank's rows: the negatives of the global batch
+        logits = z @ z_all.T / self.temperature
+        me = rank()
+        cols = torch.arange(z_all.shape[0], device=z.device)
+        rows = me * v * b + torch.arange(v * b, device=z.device)  # this rank's rows among the columns
+        own = rows[:, None] == cols[None, :]
+        logits = logits.masked_fill(own, float("-inf"))
+        ids = me * b + torch.arange(b, device=z.device).repeat(v)  # global sample of each row
+        col_ids = (cols // (v * b)) * b + cols % b
+        positive = (ids[:, None] == col_ids[None, :]) & ~own
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         loss = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1)).mean()
         return {"loss": loss, "embedding": emb[0]}
@@ -170,7 +184,7 @@ class BYOL(SSLMethod):
     def __init__(self, embed_dim: int, backbone: nn.Module, proj_dim: int = 256, hidden: int = 2048, momentum: float = 0.99) -> None:
         super().__init__()
         self.projector = projector(embed_dim, hidden, proj_dim)
-        self.predictor = nn.Sequential(nn.Linear(proj_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        self.predictor = nn.Sequential(nn.Linear(proj_dim, hidden), GlobalBatchNorm1d(hidden), nn.ReLU(inplace=True),
                                        nn.Linear(hidden, proj_dim))
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)

@@ -13,6 +13,14 @@ A store is a directory::
 
 Overlapping windows of one image share its group, and splits are drawn per group, so no test patch
 overlaps a training patch. Stores are written into a temporary directory and renamed into place.
+
+**Shards.** A store can be several stores (``extract --workers N`` writes one per input file into
+``OUT/shard-NNN``; other machines' extractions are more of them): :func:`open_store` takes a store, a
+directory of shards, or a list of either, and gives one :class:`ShardedPatchStore` with the same
+interface (patches read from each shard's memmap, nothing copied). Sources of the same name are
+pooled: each shard records its pixel count, sum and sum of squares per source, so the pooled mean and
+standard deviation are those one store of all the patches would have. Splits are per group, and a
+sharded extraction draws them over all groups at once (:func:`assign_splits`), as one store does.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +47,18 @@ for hard-negative mining (``probe --hard-negative-rounds``)."""
 DEFAULT_CLASSES = ("background", "MILCO", "NOMBO")
 FILES = {"patches": ("patches.u8", np.uint8), "labels": ("labels.i16", np.int16), "groups": ("groups.i32", np.int32),
          "splits": ("splits.u8", np.uint8), "sources": ("sources.u8", np.uint8)}
+
+
+def assign_splits(groups: Sequence[str], test_fraction: float = 0.25, val_fraction: float = 0.0,
+                  seed: int = 0) -> dict[str, str]:
+    """Group -> split, at random by group (the same for the same sorted groups and seed)."""
+    groups = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(groups))
+    n_test = max(1, int(round(test_fraction * len(groups)))) if test_fraction > 0 and len(groups) > 1 else 0
+    n_val = int(round(val_fraction * len(groups)))
+    return {groups[gi]: "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            for rank, gi in enumerate(order)}
 
 
 @dataclass
@@ -80,13 +101,7 @@ class PatchStoreWriter:
             raise StoreError(f"{final}: no patches to write")
         groups = sorted({b.group for b in self.batches})
         if split_of_group is None:
-            rng = np.random.default_rng(seed)
-            order = rng.permutation(len(groups))
-            n_test = max(1, int(round(test_fraction * len(groups)))) if test_fraction > 0 and len(groups) > 1 else 0
-            n_val = int(round(val_fraction * len(groups)))
-            split_of_group = {}
-            for rank, gi in enumerate(order):
-                split_of_group[groups[gi]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            split_of_group = assign_splits(groups, test_fraction, val_fraction, seed)
         sources = sorted({b.source for b in self.batches})
         n = sum(len(b.patches) for b in self.batches)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +132,8 @@ class PatchStoreWriter:
             for s, name in enumerate(sources):
                 mean = sums[1][s] / sums[0][s]
                 std = float(np.sqrt(max(sums[2][s] / sums[0][s] - mean * mean, 1e-12)))
-                stats.append({"name": name, "kind": self.source_kinds.get(name, "syn"), "mean": float(mean), "std": std})
+                stats.append({"name": name, "kind": self.source_kinds.get(name, "syn"), "mean": float(mean), "std": std,
+                              "pixels": int(sums[0][s]), "sum": float(sums[1][s]), "sumsq": float(sums[2][s])})
             meta = {"version": 1, "window": self.window, "count": n, "classes": list(self.classes), "sources": stats,
                     "groups": groups, "split_of_group": split_of_group, "provenance": self.provenance}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -200,3 +216,130 @@ class PatchStore:
                 f"splits {counts}; labelled per class {self.classes}: {labelled}; sources "
                 + ", ".join(f"{s['name']} ({s['kind']}, mean {s['mean']:.3f}, std {s['std']:.3f})" for s in self.sources))
 
+
+class ConcatPatches:
+    """The patches of several shards as one read-only (N, W, W) array: indexing with an integer
+    array, a slice or an integer reads each shard's memmap and returns an ndarray in the asked order."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.offsets[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: int | slice | np.ndarray | Sequence[int]) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            k = int(key) % len(self)
+            part = int(np.searchsorted(self.offsets, k, side="right") - 1)
+            return np.asarray(self.parts[part][k - self.offsets[part]])
+        idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key, np.int64)
+        out = np.empty((len(idx), *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        for part in np.unique(which):
+            at = np.flatnonzero(which == part)
+            out[at] = self.parts[part][idx[at] - self.offsets[part]]
+        return out
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        whole = np.concatenate([np.asarray(p) for p in self.parts])
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def _pooled(entries: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """One source's statistics over several shards (from their pixel counts and sums)."""
+    if len(entries) == 1:
+        return dict(entries[0])
+    if any(k not in e for e in entries for k in ("pixels", "sum", "sumsq")):
+        raise StoreError(f"{where}: source {entries[0]['name']!r} is in several shards without pixel sums "
+                         "(written before sharding existed); extract them again")
+    n = sum(e["pixels"] for e in entries)
+    mean = sum(e["sum"] for e in entries) / n
+    std = float(np.sqrt(max(sum(e["sumsq"] for e in entries) / n - mean * mean, 1e-12)))
+    return {"name": entries[0]["name"], "kind": entries[0]["kind"], "mean": float(mean), "std": std, "pixels": n,
+            "sum": sum(e["sum"] for e in entries), "sumsq": sum(e["sumsq"] for e in entries)}
+
+
+class ShardedPatchStore(PatchStore):
+    """Several stores read as one (the :class:`PatchStore` interface): groups and sources are
+    renumbered over all shards, sources of the same name pooled."""
+
+    def __init__(self, shards: Sequence[PatchStore], path: Path) -> None:  # no super().__init__: no files of its own
+        if not shards:
+            raise StoreError(f"{path}: no shards")
+        self.shards, self.path = list(shards), path
+        first = self.shards[0]
+        for shard in self.shards[1:]:
+            if shard.window != first.window or shard.classes != first.classes:
+                raise StoreError(f"{shard.path}: {shard.window}px windows of {shard.classes}, but {first.path} has "
+                                 f"{first.window}px windows of {first.classes}")
+        self.window = first.window
+        names = sorted({s["name"] for shard in self.shards for s in shard.sources})
+        pooled = [_pooled([s for shard in self.shards for s in shard.sources if s["name"] == name], str(path)) for name in names]
+        groups = sorted({g for shard in self.shards for g in shard.meta["groups"]})
+        self.arrays: dict[str, np.ndarray] = {}
+        for key in ("labels", "splits"):
+            self.arrays[key] = np.concatenate([shard.arrays[key] for shard in self.shards])
+        self.arrays["groups"] = np.concatenate([
+            np.array([groups.index(g) for g in shard.meta["groups"]], np.int32)[shard.arrays["groups"]] for shard in self.shards])
+        self.arrays["sources"] = np.concatenate([
+            np.array([names.index(s["name"]) for s in shard.sources], np.uint8)[shard.arrays["sources"]] for shard in self.shards])
+        self._patches = ConcatPatches([shard.patches for shard in self.shards])
+        self.meta: dict[str, Any] = {
+            "version": 1, "window": self.window, "count": len(self._patches), "classes": first.classes, "sources": pooled,
+            "groups": groups, "shards": [str(shard.path) for shard in self.shards],
+            "provenance": {"shards": [shard.meta.get("provenance", {}) for shard in self.shards]},
+        }
+
+    def __len__(self) -> int:
+        return len(self._patches)
+
+    @property
+    def patches(self) -> ConcatPatches:  # type: ignore[override]  # indexes like the memmap it stands for
+        return self._patches
+
+    def summary(self) -> str:
+        return f"{len(self.shards)} shards: " + super().summary()
+
+
+@contextmanager
+def sharded_store_dir(final: Path) -> Iterator[Path]:
+    """A hidden sibling directory to write shards (``shard-NNN`` stores) into, renamed to ``final``
+    when the block ends without an error and holds at least one shard; removed otherwise."""
+    if final.exists():
+        raise StoreError(f"{final}: exists already; not overwriting")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if not shard_paths(tmp):
+            raise StoreError(f"{final}: no patches to write")
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shard_paths(path: Path) -> list[Path]:
+    """The shards of a directory: its sub-directories that are stores, in name order."""
+    return sorted(p for p in path.iterdir() if (p / "meta.json").is_file()) if path.is_dir() else []
+
+
+def open_store(spec: Path | str | Sequence[Path | str]) -> PatchStore:
+    """A store, a directory of shards, or a list of either, as one store."""
+    paths = [Path(spec)] if isinstance(spec, (str, Path)) else [Path(p) for p in spec]
+    if len(paths) == 1 and (paths[0] / "meta.json").is_file():
+        return PatchStore(paths[0])
+    shards: list[PatchStore] = []
+    for path in paths:
+        if (path / "meta.json").is_file():
+            shards.append(PatchStore(path))
+            continue
+        found = shard_paths(path)
+        if not found:
+            raise StoreError(f"{path}: not a patch store or a directory of shards (no meta.json); make one with "
+                             "`mine-jepa extract`")
+        shards.extend(PatchStore(p) for p in found)
+    return ShardedPatchStore(shards, paths[0] if len(paths) == 1 else Path(",".join(str(p) for p in paths)))

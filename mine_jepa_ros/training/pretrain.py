@@ -11,6 +11,12 @@
   the end of every epoch into ``OUT/state.safetensors``; ``OUT/backbone.safetensors`` is the
   pretrained backbone in the deployable checkpoint format, for ``mine-jepa probe --init``.
 * ``OUT/metrics.csv`` (per epoch), ``OUT/steps.csv`` (per step) and ``OUT/metrics.png``.
+* Under torchrun (:mod:`mine_jepa_ros.training.distributed`) it is DistributedDataParallel: the
+  batch size is the global batch; rank r takes rows ``r*B/N .. (r+1)*B/N`` of the very batch one
+  process would draw for (seed, epoch, step), with the augmentation draws one process would make
+  for those rows; losses keep their global statistics, DDP averages the gradients, and only rank 0
+  writes state, metrics and plots. ``--resume`` works with any number of processes (the state is
+  the same whatever wrote it).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.plots import pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, make_views
 from mine_jepa_ros.training.config import PretrainConfig
+from mine_jepa_ros.training.distributed import DistributedContext, global_sum_no_grad
 from mine_jepa_ros.training.losses import build_method
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.schedule import warmup_cosine_lr
@@ -73,20 +80,26 @@ class PatchSampler:
         return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
     def load(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(patches uint8 (B, W, W), labels, mean, std) for flat indices."""
-        patches, labels, means, stds = [], [], [], []
+        """(patches uint8 (B, W, W), labels, mean, std) for flat indices, in the order of ``flat``
+        (so that a rank's share of a global batch holds the same rows in the same places)."""
+        w = self.stores[0].window
+        patches = np.empty((len(flat), w, w), np.uint8)
+        labels = np.full(len(flat), -1, np.int16)
+        means = np.empty(len(flat), np.float32)
+        stds = np.empty(len(flat), np.float32)
         which = np.searchsorted(self.offsets, flat, side="right") - 1
         for k, (store, idx) in enumerate(self.parts):
-            sel = flat[which == k] - self.offsets[k]
-            if not len(sel):
+            at = np.flatnonzero(which == k)
+            if not len(at):
                 continue
-            rows = np.sort(idx[sel])  # sorted reads are kind to memmaps
-            patches.append(store.patches[rows])
-            labels.append(store.labels[rows] if store.classes == self.classes else np.full(len(rows), -1, np.int16))
-            m, s = store.norm_stats(rows)
-            means.append(m)
-            stds.append(s)
-        return np.concatenate(patches), np.concatenate(labels), np.concatenate(means), np.concatenate(stds)
+            rows = idx[flat[at] - self.offsets[k]]
+            order = np.argsort(rows, kind="stable")  # sorted reads are kind to memmaps
+            at, rows = at[order], rows[order]
+            patches[at] = store.patches[rows]
+            if store.classes == self.classes:
+                labels[at] = store.labels[rows]
+            means[at], stds[at] = store.norm_stats(rows)
+        return patches, labels, means, stds
 
 
 def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
@@ -98,6 +111,31 @@ def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[st
                 continue
             (no_decay if p.ndim < 2 or name.endswith(("pos_embed", "cls_token")) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class SSLModel(nn.Module):
+    """Backbone, SSL method and online probe as one module (what DDP wraps): views -> losses.
+
+    The probe trains on detached embeddings of the labelled samples; its loss is their summed
+    cross-entropy over the global number of labelled samples, times the number of processes, so
+    that DDP's gradient average gives the global mean (in one process: the plain mean)."""
+
+    def __init__(self, backbone: nn.Module, method: nn.Module, probe: nn.Linear) -> None:
+        super().__init__()
+        self.backbone, self.method, self.probe = backbone, method, probe
+
+    def forward(self, views: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                autocast: torch.autocast, world: int) -> dict[str, torch.Tensor]:
+        with autocast:
+            out = self.method(self.backbone, views, generator)
+        has_label = labels >= 0
+        logits = self.probe(out["embedding"].detach().float())  # every row, so DDP sees the probe used
+        ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none") * has_label
+        labelled = global_sum_no_grad(has_label.sum().float())
+        out["probe_loss"] = ce.sum() * world / labelled.clamp(min=1)
+        out["probe_correct"] = ((logits.argmax(1) == labels) & has_label).sum().detach()
+        out["labelled"] = labelled
+        return out
 
 
 @dataclass
@@ -116,10 +154,17 @@ class Pretrainer:
         cfg.validate()
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.progress = progress
         self.sampler = PatchSampler(stores)
         self.device, warning = resolve_device(cfg.device)
-        if warning:
+        self.ctx = DistributedContext.from_env(self.device.type)
+        if self.ctx.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
+            torch.cuda.set_device(self.device)
+        if cfg.batch_size % self.ctx.world:
+            raise UserError(f"batch size {cfg.batch_size} (the global batch) is not divisible by {self.ctx.world} processes")
+        self.share = cfg.batch_size // self.ctx.world
+        self.progress = progress and self.ctx.main
+        if warning and self.ctx.main:
             print(f"warning: {warning}")
         self.autocast = resolve_precision(cfg.precision, self.device)
         torch.manual_seed(_seed(cfg.seed, "init"))
@@ -129,6 +174,10 @@ class Pretrainer:
                                    cfg.num_slices).to(self.device)
         self.classes = stores[0].classes
         self.probe = nn.Linear(embed_dim, len(self.classes)).to(self.device)
+        self.model: nn.Module = SSLModel(self.backbone, self.method, self.probe)
+        if self.ctx.distributed:  # every rank starts from the same seeded weights; DDP also broadcasts rank 0's
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, broadcast_buffers=False)
         self.optimizer = torch.optim.AdamW(_param_groups([self.backbone, self.method, self.probe], cfg.weight_decay),
                                            lr=cfg.lr, betas=(0.9, 0.999))
         self.steps_per_epoch = max(1, min(cfg.steps_per_epoch or 10**9, self.sampler.total // cfg.batch_size))
@@ -216,31 +265,29 @@ class Pretrainer:
         patches, labels, means, stds = data
         g = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, "step", step))
         x = torch.from_numpy(patches).to(self.device, non_blocking=True).float().div_(255.0).unsqueeze(1)
-        views = make_views(x, cfg.views, self.aug, g)
+        views = make_views(x, cfg.views, self.aug, g, share=(self.ctx.rank * self.share, cfg.batch_size))
         mean = torch.from_numpy(means).to(self.device).view(1, -1, 1, 1, 1)
         std = torch.from_numpy(stds).to(self.device).view(1, -1, 1, 1, 1)
         views = (views - mean) / std
         lr = warmup_cosine_lr(step, self.total_steps, self.warmup, cfg.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast_for(self.device, self.autocast):
-            out = self.method(self.backbone, views, g)
-        loss = out["loss"].float()
         y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        has_label = y >= 0
-        probe_acc = float("nan")
-        if has_label.any():
-            logits = self.probe(out["embedding"].detach().float()[has_label])
-            loss = loss + F.cross_entropy(logits, y[has_label])
-            probe_acc = float((logits.argmax(1) == y[has_label]).float().mean())
+        out = self.model(views, y, g, autocast_for(self.device, self.autocast), self.ctx.world)
+        loss = out["loss"].float() + out["probe_loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.method.after_step()
-        row = {"step": step, "lr": lr, "loss": float(out["loss"].detach()), "probe_acc": probe_acc, "labelled": int(has_label.sum())}
-        for key in ("inv", "sig", "var"):
-            if key in out:
-                row[key] = float(out[key])
+        # What is logged is the global batch's: per-rank values averaged (equal shares), counts summed.
+        keys = [k for k in ("loss", "inv", "sig", "var") if k in out]
+        logged = global_sum_no_grad(torch.stack([out[k].detach().float() for k in keys])) / self.ctx.world
+        labelled = int(out["labelled"])
+        correct = int(global_sum_no_grad(out["probe_correct"]))
+        row = {"step": step, "lr": lr, "loss": float(logged[0]), "probe_acc": correct / labelled if labelled else float("nan"),
+               "labelled": labelled}
+        for key, value in zip(keys[1:], logged[1:]):
+            row[key] = float(value)
         if not math.isfinite(row["loss"]):
             raise FloatingPointError(f"step {step}: loss is {row['loss']}")
         return row
@@ -250,19 +297,25 @@ class Pretrainer:
         cfg = self.cfg
         if resume and (self.out / STATE_FILE).is_file():
             self.load_state()
-            self._drop_unsaved_steps()
-            print(f"resuming {self.out} after epoch {self.epoch}")
+            if self.ctx.main:
+                self._drop_unsaved_steps()
+                print(f"resuming {self.out} after epoch {self.epoch}"
+                      + (f" with {self.ctx.world} processes" if self.ctx.distributed else ""))
         elif self.out.exists() and any(self.out.iterdir()) and not resume:
             raise UserError(f"{self.out}: not empty; use --resume to continue or choose a new --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        _check_writable(self.out)
+        self.ctx.barrier()  # every rank has looked at OUT before rank 0 writes into it
+        if self.ctx.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _check_writable(self.out)
         done_now = 0
         while self.epoch < cfg.epochs and (stop_after_epochs is None or done_now < stop_after_epochs):
             self._epoch()
             done_now += 1
-            self.save_state()
-            self.export_backbone()
-            self._write_metrics()
+            if self.ctx.main:  # one writer; the others wait, so a resume never reads a half-written epoch
+                self.save_state()
+                self.export_backbone()
+                self._write_metrics()
+            self.ctx.barrier()
         return PretrainResult(self.out, self.epoch, self.metrics)
 
     def _epoch(self) -> None:
@@ -270,6 +323,8 @@ class Pretrainer:
         self.backbone.train()
         self.method.train()
         batches = self.sampler.batches(self.epoch, cfg.seed, cfg.batch_size, self.steps_per_epoch)
+        first = self.ctx.rank * self.share
+        batches = [b[first : first + self.share] for b in batches]  # this rank's rows of every global batch
         q = self._prefetch(batches)
         rows, wait, start = [], 0.0, time.perf_counter()
         bar = tqdm(total=len(batches), desc=f"{cfg.method} epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress)
@@ -294,7 +349,8 @@ class Pretrainer:
             if key in rows[0]:
                 summary[key] = float(np.mean([r[key] for r in rows]))
         self.metrics.append(summary)
-        self._append_steps(rows)
+        if self.ctx.main:
+            self._append_steps(rows)
         self.epoch += 1
 
     def _append_steps(self, rows: list[dict[str, float]]) -> None:
