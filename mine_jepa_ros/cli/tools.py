@@ -1,4 +1,4 @@
-"""Whole-system measurements: ``bench`` and ``soak``."""
+"""Whole-system measurements: ``bench``, ``bench-train`` and ``soak``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,44 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_train(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "bench-train",
+        help="pretraining throughput and data wait for 1 and N processes (torchrun)",
+        description="Run real pretraining processes - one plain process and torchrun with N processes - on the same "
+        "patch store for two short epochs, and report the second epoch's patches/s and the share of each step spent "
+        "waiting for data (goal < 10%%). On a GPU machine the defaults are the paper's: ViT-S at 96 px, 4 views, bf16.",
+    )
+    p.add_argument("--store", type=Path, default=None, help="patch store or shard directory (default: simulate one)")
+    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_small", help="ViT size")
+    p.add_argument("--views", type=positive_int, default=4, help="augmented views per patch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="global batch (split over the processes)")
+    p.add_argument("--steps", type=positive_int, default=5, help="steps per epoch (two epochs; the second is measured)")
+    p.add_argument("--processes", default="2", help="comma-separated process counts to compare with one process")
+    p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default="sigreg", help="SSL objective")
+    add_device(p)
+    add_precision(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run_bench_train_cmd)
+
+
+def run_bench_train_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.tools.train_bench import TrainBenchConfig, format_train_bench, run_train_bench
+
+    try:
+        processes = tuple(int(n) for n in args.processes.split(",") if n.strip())
+    except ValueError as exc:
+        raise UserError(f"--processes {args.processes!r}: expected comma-separated counts") from exc
+    if not processes or min(processes) < 1:
+        raise UserError(f"--processes {args.processes!r}: expected counts >= 1")
+    result = run_train_bench(TrainBenchConfig(store=args.store, arch=args.arch, views=args.views,
+                                              batch_size=args.batch_size, steps=args.steps, processes=processes,
+                                              device=args.device, precision=args.precision, method=args.method))
+    print_json(result) if args.json else print(format_train_bench(result))
+    return 0 if all("error" not in r for r in result["runs"]) else 1
+
+
 def add_soak(sub: Subcommands) -> None:
     p = add_command(
         sub,
@@ -104,4 +142,5 @@ def run_soak_cmd(args: argparse.Namespace) -> int:
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_bench(sub)
+    add_bench_train(sub)
     add_soak(sub)

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,11 @@ import numpy as np
 
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, WindowClassifier
 from mine_jepa_ros.detect.tiling import WaterfallTiler
+from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory
+
+BACKEND_LABELS = ("torch fp32", "torch auto", "onnxruntime fp32", "onnxruntime int8-dynamic", "onnxruntime int8-static")
 
 GOALS = {
     "int8_vs_best_torch": 1.1,
@@ -178,8 +181,7 @@ class BackendBenchConfig:
     threads: int = 0  # 0: all cores
     runtime_python: str | None = None  # the runtime-only environment's interpreter, for ONNX Runtime and the size
     seed: int = 0
-    labels: Sequence[str] = field(default_factory=lambda: ("torch fp32", "torch auto", "onnxruntime fp32",
-                                                             "onnxruntime int8-dynamic", "onnxruntime int8-static"))
+    labels: Sequence[str] = BACKEND_LABELS
 
 
 def run_backend_bench(cfg: BackendBenchConfig) -> dict[str, Any]:
@@ -188,6 +190,9 @@ def run_backend_bench(cfg: BackendBenchConfig) -> dict[str, Any]:
     from mine_jepa_ros.detect.quantise import CheckWindows
     from mine_jepa_ros.sim.survey import SurveyConfig, simulate_survey
 
+    unknown = sorted(set(cfg.labels) - set(BACKEND_LABELS))
+    if unknown:
+        raise UserError(f"unknown backend(s) {unknown}; expected some of {list(BACKEND_LABELS)}")
     threads = cfg.threads or (os.cpu_count() or 1)
     ort_python = cfg.runtime_python or sys.executable
     with tempfile.TemporaryDirectory(prefix="mine_jepa_backends_") as tmp_name:
@@ -199,16 +204,16 @@ def run_backend_bench(cfg: BackendBenchConfig) -> dict[str, Any]:
         fp32 = export_onnx(ckpt, tmp / "model.onnx").path
         windows = WaterfallTiler().tile(image.astype(np.float32) / 255.0).patches
         calibration = CheckWindows(windows, np.full(len(windows), -1), "the bench survey")
-        int8 = {mode: export_onnx(ckpt, tmp / f"model.{mode}.onnx", int8=mode, calibration=calibration)
-                for mode in ("dynamic", "static")}
+        models = {"fp32": fp32}
+        for mode in ("dynamic", "static"):
+            if f"onnxruntime int8-{mode}" in cfg.labels:
+                models[mode] = export_onnx(ckpt, tmp / f"model.{mode}.onnx", int8=mode, calibration=calibration).path
         runs = {
             "torch fp32": BackendRun("torch fp32", str(ckpt), "torch", "fp32"),
             "torch auto": BackendRun("torch auto", str(ckpt), "torch", "auto"),
-            "onnxruntime fp32": BackendRun("onnxruntime fp32", str(fp32), "onnxruntime", python=ort_python),
-            "onnxruntime int8-dynamic": BackendRun("onnxruntime int8-dynamic", str(int8["dynamic"].path), "onnxruntime",
-                                                   python=ort_python),
-            "onnxruntime int8-static": BackendRun("onnxruntime int8-static", str(int8["static"].path), "onnxruntime",
-                                                  python=ort_python),
+            **{f"onnxruntime {'fp32' if key == 'fp32' else 'int8-' + key}":
+               BackendRun(f"onnxruntime {'fp32' if key == 'fp32' else 'int8-' + key}", str(path), "onnxruntime",
+                          python=ort_python) for key, path in models.items()},
         }
         results = {label: run_child(runs[label], tmp / "survey.npy", cfg.batch_size, cfg.stream_pings, cfg.ping_rate_hz,
                                     cfg.repeats, threads) for label in cfg.labels}
