@@ -29,13 +29,11 @@ import torch
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import autocast_for
 from mine_jepa_ros.detect.model import MineClassifier, new_classifier, save_checkpoint
-from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
 from mine_jepa_ros.detect.replay import ReplayOptions, replay
 from mine_jepa_ros.detect.tiling import WaterfallTiler
-from mine_jepa_ros.io.image_codec import encode_image
-from mine_jepa_ros.io.messages import MessageFactory
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import SurveyConfig, simulate_survey
+from mine_jepa_ros.tools.backend_bench import streaming_rate
 
 
 @dataclass
@@ -90,19 +88,9 @@ def naive_rate(model: MineClassifier, image: np.ndarray, n: int, device: torch.d
 
 def streaming_rtf(arch: str, cfg: BenchConfig, rows: np.ndarray) -> dict[str, float]:
     """Sonar seconds per processing second for the ping-by-ping path."""
-    model = new_classifier(arch, seed=cfg.seed)
-    clf = PatchClassifier(model, device=cfg.device, batch_size=cfg.batch_size, precision=cfg.precision)
-    pipe = DetectionPipeline(clf, PipelineConfig("pings"))
-    factory = MessageFactory.for_rosbags()
-    msgs = [encode_image(factory, rows[i : i + 1], factory.header(i, "sss")) for i in range(len(rows))]
-    pipe.process(msgs[0])
-    start = time.perf_counter()
-    for msg in msgs[1:]:
-        pipe.process(msg)
-    seconds = time.perf_counter() - start
-    sonar_seconds = (len(msgs) - 1) / cfg.ping_rate_hz
-    return {"pings": len(msgs) - 1, "seconds": seconds, "real_time_factor": sonar_seconds / seconds,
-            "windows_per_second": pipe.stats.windows / seconds}
+    clf = PatchClassifier(new_classifier(arch, seed=cfg.seed), device=cfg.device, batch_size=cfg.batch_size,
+                          precision=cfg.precision)
+    return streaming_rate(clf, rows, cfg.ping_rate_hz)
 
 
 def run_bench(cfg: BenchConfig | None = None) -> dict[str, Any]:

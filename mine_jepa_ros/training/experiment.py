@@ -36,7 +36,7 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import simulate_survey
 from mine_jepa_ros.training.extract import extract_simulator, survey_config
-from mine_jepa_ros.training.patches import PatchStore
+from mine_jepa_ros.training.patches import PatchStore, open_store
 from mine_jepa_ros.training.pretrain import Pretrainer
 from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
 from mine_jepa_ros.training.recipes import ExperimentRecipe, experiment_recipe
@@ -323,7 +323,7 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
         else:
             store = extract_simulator(store_path, sim, test_fraction=sc.test_fraction, progress=progress)
     else:
-        store = PatchStore(store_path)
+        store = open_store(store_path)  # a store or a directory of shards
     print(store.summary())
     result = ExperimentResult(store=str(store_path), scale=scale, seeds=seeds, froc_max=sc.detection.froc_max_fa_per_km2)
     bags = None if report_only else _survey_bags(out, sc, seed)
