@@ -29,6 +29,7 @@ LAUNCH_ARGUMENTS = (
     "input_topic",
     "input_type",
     "input_mode",
+    "input_reliability",
     "batch_size",
     "thresholds",
     "publish_overlay",

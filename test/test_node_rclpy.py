@@ -320,6 +320,28 @@ def test_without_thresholds_the_node_runs_at_the_checkpoints_operating_point(
     assert proc.returncode == 2 and "thresholds" in out and "no operating point" in out and "Traceback" not in out
 
 
+def test_large_frames_arrive_over_a_reliable_input(tmp_path: Path, busy_checkpoint: Path, ros_node: rclpy.node.Node) -> None:
+    """256 x 2048 mono8 frames (512 KB): best effort loses them between processes here (their
+    fragments overflow the transport's buffers); input_reliability reliable has them resent."""
+    proc = start_node(tmp_path, "sss_large", busy_checkpoint, input_topic="/t/large", thresholds=[0.34],
+                      input_reliability="reliable")
+    got: list = []  # type: ignore[type-arg]
+    sub = ros_node.create_subscription(Detection2DArray, "/sss_large/detections", got.append, RELIABLE)
+    pub = ros_node.create_publisher(Image, "/t/large", RELIABLE)
+    try:
+        assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 60)
+        rng = np.random.default_rng(1)
+        stamps = [1_700_000_100_000_000_000 + i * 10**9 for i in range(3)]
+        for t in stamps:
+            pub.publish(image(rng.integers(0, 256, (256, 2048), dtype=np.uint8), t))
+        assert spin_until(ros_node, lambda: {stamp_ns(d.header) for d in got} == set(stamps), 60)
+    finally:
+        ros_node.destroy_subscription(sub)
+        ros_node.destroy_publisher(pub)
+        code, out = stop(proc)
+    assert code == 0 and "3 received, 3 processed" in out, out
+
+
 def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
     proc = start_node(tmp_path, "sss_bad", tmp_path / "absent.safetensors")
     out, _ = proc.communicate(timeout=60)

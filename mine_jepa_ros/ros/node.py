@@ -5,7 +5,7 @@ pipeline (:mod:`mine_jepa_ros.detect.pipeline`), the queue, worker and health
 (:mod:`mine_jepa_ros.ros.worker`) and message building (:mod:`mine_jepa_ros.io.detections`,
 duck-typed over rclpy classes here).
 
-Topics: input (sensor-data QoS: best effort, small depth: ``Image`` / ``CompressedImage``, or a
+Topics: input (sensor-data QoS: best effort, or reliable with ``input_reliability``; small depth: ``Image`` / ``CompressedImage``, or a
 side-scan driver's ``RawSonarImage`` port and starboard channels, or ``smarc_msgs/Sidescan``; driver
 messages become waterfall rows in :mod:`mine_jepa_ros.ros.sensing`) -> ``~/detections``
 (``vision_msgs/Detection2DArray``, reliable), ``~/label_info`` (``vision_msgs/LabelInfo``,
@@ -131,8 +131,10 @@ class MineJepaNode(Node):
         self.worker.start()
         sensor_qos = QoSProfile(depth=max(s.effective_queue_depth, qos_profile_sensor_data.depth),
                                 reliability=ReliabilityPolicy.BEST_EFFORT)
+        input_qos = QoSProfile(depth=sensor_qos.depth, reliability=ReliabilityPolicy.RELIABLE
+                               if s.input_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
         self.assembler = DriverAssembler(s.pair_tolerance_s)
-        self.subs = self._subscribe_inputs(sensor_qos)
+        self.subs = self._subscribe_inputs(input_qos)
         if self.fusion is not None:
             self.subs += self._subscribe_navigation(sensor_qos)
         self.diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)

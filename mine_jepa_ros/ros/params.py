@@ -72,6 +72,10 @@ class NodeSettings:
                              "input_mode pings).", choices=INPUT_TYPES)
     input_mode: str = _param("frames", "frames: each message is a waterfall frame; pings: each message adds pings "
                              "(height-1 images) to a running waterfall.", choices=INPUT_MODES)
+    input_reliability: str = _param("best_effort", "QoS reliability of the sonar subscriptions: best_effort (sensor "
+                                    "data; matches any publisher) or reliable (lost fragments are resent: large frames, "
+                                    "e.g. 256 x 1024 pixels, arrive over DDS where best effort drops them; needs a "
+                                    "reliable publisher).", choices=("best_effort", "reliable"))
     window: int = _param(0, "Window size in pixels; 0 = the checkpoint's (another value must match it).", min_value=0)
     stride: int = _param(0, "Window stride in pixels; 0 = the checkpoint's (64 by default).", min_value=0)
     batch_size: int = _param(64, "Windows per forward pass.", min_value=1, max_value=65536)
