@@ -6,8 +6,9 @@ pipeline (:mod:`mine_jepa_ros.detect.pipeline`), the queue, worker and health
 duck-typed over rclpy classes here).
 
 Topics: input (sensor-data QoS: best effort, or reliable with ``input_reliability``; small depth:
-``Image`` / ``CompressedImage``, or a side-scan driver's ``RawSonarImage`` port and starboard channels, or ``smarc_msgs/Sidescan``; driver
-messages become waterfall rows in :mod:`mine_jepa_ros.ros.sensing`) -> ``~/detections``
+``Image`` / ``CompressedImage``, or a side-scan driver's ``RawSonarImage`` port and starboard
+channels, or ``smarc_msgs/Sidescan``; driver messages become waterfall rows in
+:mod:`mine_jepa_ros.ros.sensing`) -> ``~/detections``
 (``vision_msgs/Detection2DArray``, reliable), ``~/label_info`` (``vision_msgs/LabelInfo``,
 transient local), ``~/overlay`` (``sensor_msgs/Image``, when ``publish_overlay``) and
 ``/diagnostics``. With a ``fix_topic`` (and optionally heading and altitude topics), detections are
