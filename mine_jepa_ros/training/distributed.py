@@ -72,6 +72,12 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _world() -> dist.ProcessGroup:
+    group = dist.group.WORLD
+    assert group is not None, "the process group is initialised"
+    return group
+
+
 def world_size() -> int:
     return dist.get_world_size() if _active() else 1
 
@@ -84,9 +90,9 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of ``x`` over the ranks, differentiable (every rank holds an equal share)."""
     if not _active():
         return x
-    from torch.distributed.nn.functional import all_reduce
+    import torch.distributed._functional_collectives as fc  # the differentiable collectives
 
-    return all_reduce(x, op=dist.ReduceOp.SUM) / dist.get_world_size()
+    return fc.all_reduce(x, "sum", _world()) / dist.get_world_size()
 
 
 def global_sum_no_grad(x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +108,9 @@ def gather_all(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Every rank's ``x`` concatenated along ``dim`` in rank order, differentiable."""
     if not _active():
         return x
-    from torch.distributed.nn.functional import all_gather
+    import torch.distributed._functional_collectives as fc  # the differentiable collectives
 
-    return torch.cat(all_gather(x.contiguous()), dim=dim)
+    return fc.all_gather_single_autograd(x.contiguous(), dim, _world())
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
