@@ -177,7 +177,8 @@ class Pretrainer:
         self.model: nn.Module = SSLModel(self.backbone, self.method, self.probe)
         if self.ctx.distributed:  # every rank starts from the same seeded weights; DDP also broadcasts rank 0's
             self.model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, forward_sync_buffers=False)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False)  # the buffers (global BatchNorm statistics) are equal on every rank
         self.optimizer = torch.optim.AdamW(_param_groups([self.backbone, self.method, self.probe], cfg.weight_decay),
                                            lr=cfg.lr, betas=(0.9, 0.999))
         self.steps_per_epoch = max(1, min(cfg.steps_per_epoch or 10**9, self.sampler.total // cfg.batch_size))
