@@ -97,24 +97,22 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
                 calibration: CheckWindows | None = None, max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> ExportReport:
     """Export ``checkpoint`` to ``out`` (.onnx), atomically; verify with ONNX Runtime when available.
     ``int8`` (``dynamic`` or ``static``): write the quantised model instead, checked on ``calibration``."""
+    src, dst = Path(checkpoint), Path(out)
+    if dst.suffix != ".onnx":
+        raise UserError(f"{dst}: the output file must end in .onnx")
+    if not dst.parent.is_dir():
+        raise UserError(f"{dst.parent}: output directory does not exist")
     if int8 is not None:
         with tempfile.TemporaryDirectory(prefix="mine_jepa_export_") as tmp:
-            fp32 = export_onnx(checkpoint, Path(tmp) / "fp32.onnx", opset=opset, verify=True, check_batches=check_batches)
-            if not Path(out).parent.is_dir():
-                raise UserError(f"{Path(out).parent}: output directory does not exist")
-            report = quantise_model(fp32.path, out, int8, calibration, max_f1_drop)
-        return ExportReport(path=Path(out), bytes=Path(out).stat().st_size, classes=fp32.classes, window=fp32.window,
+            fp32 = export_onnx(src, Path(tmp) / "fp32.onnx", opset=opset, verify=True, check_batches=check_batches)
+            report = quantise_model(fp32.path, dst, int8, calibration, max_f1_drop)
+        return ExportReport(path=dst, bytes=dst.stat().st_size, classes=fp32.classes, window=fp32.window,
                             opset=opset, verified=True, max_abs_diff=fp32.max_abs_diff,
                             checked_batches=fp32.checked_batches, quantisation=report)
     _require("onnx")
     _require("onnxscript")
     import onnx
 
-    src, dst = Path(checkpoint), Path(out)
-    if dst.suffix != ".onnx":
-        raise UserError(f"{dst}: the output file must end in .onnx")
-    if not dst.parent.is_dir():
-        raise UserError(f"{dst.parent}: output directory does not exist")
     model = load_checkpoint(src).float().eval()
     meta = model.metadata
     wrapper = ProbabilityModel(model).eval()
