@@ -202,18 +202,28 @@ def bag_batches(job: BagJob, progress: bool = False) -> tuple[list[PatchBatch], 
     return batches, (f"skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}" if stats.skipped else "")
 
 
-def _shard_of(job: BagJob, shard: Path, kind: str, split_of_group: dict[str, str], provenance: dict[str, Any]) -> tuple[int, str]:
-    """Worker: one input file into one shard store; (patches, note). A bad file is a note, not a crash."""
+def _file_batches(job: BagJob, progress: bool = False) -> tuple[list[PatchBatch], str, bool]:
+    """One input file's batches, a note on it ("" when nothing to say) and whether it was skipped:
+    a file that cannot be read, or holds no image of a window's size, is a note, not a crash."""
     try:
-        batches, note = bag_batches(job)
-        if not batches:
-            return 0, f"skipped: no image of at least {job.window} px"
+        batches, note = bag_batches(job, progress)
+    except (MineJepaError, OSError) as exc:
+        return [], f"skipped: {exc}", True
+    if not batches:
+        return [], f"skipped: no image of at least {job.window} px", True
+    return batches, note, False
+
+
+def _shard_of(job: BagJob, shard: Path, kind: str, split_of_group: dict[str, str],
+              provenance: dict[str, Any]) -> tuple[str, bool]:
+    """Worker: one input file into one shard store; (note, skipped)."""
+    batches, note, skipped = _file_batches(job)
+    if not skipped:
         writer = PatchStoreWriter(window=job.window, source_kinds={job.source: kind}, provenance=provenance)
         for batch in batches:
             writer.add(batch)
-        return len(writer.write(shard, split_of_group=split_of_group)), note
-    except (MineJepaError, OSError) as exc:
-        return 0, f"skipped: {exc}"
+        writer.write(shard, split_of_group=split_of_group)
+    return note, skipped
 
 
 def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str | None, window: int = 96, stride: int = 64,
@@ -234,15 +244,13 @@ def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str |
     if workers <= 1:
         writer = PatchStoreWriter(window=window, source_kinds={source: kind}, provenance=provenance)
         for job in tqdm(jobs, desc="extract", unit="file", disable=not progress or len(jobs) < 2):
-            try:
-                batches, note = bag_batches(job, progress)
-            except (MineJepaError, OSError) as exc:
-                batches, note = [], f"skipped: {exc}"
-                skipped.append(str(job.path))
+            batches, note, was_skipped = _file_batches(job, progress)
             for batch in batches:
                 writer.add(batch)
             if note:
                 print(f"{job.path}: {note}")
+            if was_skipped:
+                skipped.append(str(job.path))
         _report_skipped(skipped, len(jobs))
         return writer.write(out, split_of_group=split_of_group)
     with sharded_store_dir(out) as tmp, ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -251,10 +259,10 @@ def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str |
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract ({workers} workers)", unit="file",
                            disable=not progress):
             job = futures[future]
-            count, note = future.result()
+            note, was_skipped = future.result()
             if note:
                 print(f"{job.path}: {note}")
-            if note.startswith("skipped") and not count:
+            if was_skipped:
                 skipped.append(str(job.path))
         _report_skipped(skipped, len(jobs))
     return open_store(out)
