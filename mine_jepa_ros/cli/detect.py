@@ -85,12 +85,13 @@ def add_replay(sub: Subcommands) -> None:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.onnx_backend import split_providers
     from mine_jepa_ros.detect.replay import ReplayOptions, format_metrics, replay
 
     opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, input_type=args.input_type,
                          port_topic=args.port_topic, starboard_topic=args.starboard_topic, contacts=args.contacts,
                          contact_options=contact_options_from_args(args), backend=args.backend,
-                         providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
+                         providers=split_providers(args.providers),
                          device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
                          overlay=args.overlay, report_dir=args.report, geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing),

@@ -41,6 +41,11 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "te
 """Short provider names (the node's ``providers`` parameter) -> ONNX Runtime's; full names work too."""
 
 
+def split_providers(text: str) -> tuple[str, ...]:
+    """``"cuda, cpu"`` (the node's ``providers`` parameter, ``replay --providers``) -> ``("cuda", "cpu")``."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 def provider_names(requested: Sequence[str], device: str = "auto") -> list[str]:
     """ONNX Runtime provider names for a request. Empty ``requested``: CUDA then CPU for device
     ``auto`` / ``cuda``, the CPU only for ``cpu`` (TensorRT is never chosen unasked: it builds an
@@ -61,24 +66,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _session(path: Path, providers: list[str], threads: int) -> tuple[Any, list[str]]:
-    """An InferenceSession on the providers that exist here, and the warnings about the others."""
+def _session(path: Path, providers: list[str], asked: bool) -> tuple[Any, list[str]]:
+    """An InferenceSession on the providers that exist here, and the warnings about the others
+    (only for providers ``asked`` for by name; the default's CUDA is a preference)."""
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
     usable = [p for p in providers if p in available]
     warnings = []
     missing = [p for p in providers if p not in available]
-    # Only a provider asked for by name is worth a warning; the default's CUDA is a preference.
-    if missing and providers != [PROVIDERS["cuda"], PROVIDERS["cpu"]]:
+    if missing and asked:
         warnings.append(f"execution provider(s) {missing} not available here (have {available}); "
                         + ("using " + ", ".join(usable) if usable else "falling back to CPUExecutionProvider"))
     if not usable:
         usable = ["CPUExecutionProvider"]
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the one-line messages below say what went wrong
-    if threads > 0:
-        options.intra_op_num_threads = threads
     try:
         return onnxruntime.InferenceSession(str(path), sess_options=options, providers=usable), warnings
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
@@ -122,14 +125,13 @@ def _check_signature(path: Path, session: Any, meta: ModelMetadata) -> None:
 class OnnxClassifier:
     """An exported model as a :class:`~mine_jepa_ros.detect.pipeline.WindowClassifier`."""
 
-    def __init__(self, path: Path | str, batch_size: int = 64, providers: Sequence[str] = (), device: str = "auto",
-                 threads: int = 0) -> None:
+    def __init__(self, path: Path | str, batch_size: int = 64, providers: Sequence[str] = (), device: str = "auto") -> None:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: model not found")
-        self.session, self.warnings = _session(self.path, provider_names(providers, device), threads)
+        self.session, self.warnings = _session(self.path, provider_names(providers, device), asked=bool(providers))
         for warning in self.warnings:
             LOG.warning(warning)
         self.metadata, self.quantisation = read_onnx_metadata(self.path, model_properties(self.session))

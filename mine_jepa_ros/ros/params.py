@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mine_jepa_ros.detect.backends import BACKENDS, backend_for
-from mine_jepa_ros.detect.onnx_backend import provider_names
+from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
 from mine_jepa_ros.detect.operating_point import OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
@@ -191,11 +191,6 @@ PARAMS: tuple[ParamSpec, ...] = tuple(
 """Every parameter in declaration order (the order of ``config/mine_jepa.yaml``)."""
 
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
-
-
-def split_providers(text: str) -> tuple[str, ...]:
-    """``"cuda, cpu"`` -> ``("cuda", "cpu")``."""
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def check_value(name: str, value: Any) -> None:

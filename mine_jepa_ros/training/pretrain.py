@@ -49,7 +49,7 @@ from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.plots import pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, make_views
 from mine_jepa_ros.training.config import PretrainConfig
-from mine_jepa_ros.training.distributed import DistributedContext, global_sum_no_grad
+from mine_jepa_ros.training.distributed import DistributedContext, global_sum_no_grad, world_size
 from mine_jepa_ros.training.losses import build_method
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.schedule import warmup_cosine_lr
@@ -130,7 +130,7 @@ class SSLModel(nn.Module):
         self.backbone, self.method, self.probe = backbone, method, probe
 
     def forward(self, views: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
-                autocast: torch.autocast, world: int) -> dict[str, torch.Tensor]:
+                autocast: torch.autocast) -> dict[str, torch.Tensor]:
         with autocast:
             out = self.method(self.backbone, views, generator)
         has_label = labels >= 0
@@ -139,7 +139,7 @@ class SSLModel(nn.Module):
         out["labelled"] = labelled
         if local > 0:
             logits = self.probe(out["embedding"].detach().float()[has_label])
-            scale = local.float() * world / labelled  # exactly 1 in one process
+            scale = local.float() * world_size() / labelled  # exactly 1 in one process
             out["probe_loss"] = F.cross_entropy(logits, labels[has_label]) * scale
             out["probe_correct"] = (logits.argmax(1) == labels[has_label]).sum().detach()
         else:
@@ -285,7 +285,7 @@ class Pretrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        out = self.model(views, y, g, autocast_for(self.device, self.autocast), self.ctx.world)
+        out = self.model(views, y, g, autocast_for(self.device, self.autocast))
         loss = out["loss"].float() + out["probe_loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
