@@ -7,7 +7,8 @@ What remains is floating-point reduction order (gradients averaged over ranks, B
 statistics summed per rank, where one process runs nn.BatchNorm1d's own kernel), so the tolerances
 are: per-step losses within 1e-4; the weights within 5e-3 in relative L2 norm (measured: <= 1.8e-4
 for SIGReg, VICReg and SimCLR, 2.3e-3 for BYOL, whose five BatchNorms include the target network's;
-a deliberately wrong per-rank BatchNorm gives 6.6e-2, and losses 1e-2 apart), leaving out the
+a per-rank BatchNorm, tried once by disabling its all-reduce by hand, gave 6.6e-2 and losses 1e-2
+apart), leaving out the
 parameters whose gradient is zero in exact arithmetic (the biases in front of BatchNorm, the
 backbone's last norm bias, which only the BatchNorm'd projector sees; VICReg's last projector bias,
 which its centred terms cannot see): Adam turns their rounding noise into full-size steps.
