@@ -94,7 +94,7 @@ def test_bad_xtf_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @needs_sdvd
 def test_sdvd_windows_split_by_tile(tmp_path: Path) -> None:
-    from mine_jepa_ros.training.real_eval import extract_mask_folders
+    from mine_jepa_ros.training.extract import extract_mask_folders
 
     root = tmp_path / "sdvd"
     for variant in ("SDVD", "CleanedSDVD"):

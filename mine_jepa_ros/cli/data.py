@@ -69,18 +69,25 @@ def add_extract(sub: Subcommands) -> None:
     p.add_argument("--stride", type=positive_int, default=64, help="sliding-window stride")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, simulator)")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="--bag / --xtf: process the files in this many parallel processes, one shard each "
-                   "(OUT/shard-NNN; pretrain, probe and evaluate read the directory as one store)")
+                   help="--bag / --xtf / --yolo / --masks: process the files in this many parallel processes, into "
+                   "shards of consecutive files (OUT/shard-NNN; pretrain, probe and evaluate read the directory as one "
+                   "store, the same as one worker's)")
     p.set_defaults(func=run_extract)
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.training.extract import SimExtractConfig, extract_bags, extract_simulator, extract_yolo_folder
+    from mine_jepa_ros.training.extract import (
+        SimExtractConfig,
+        extract_bags,
+        extract_mask_folders,
+        extract_simulator,
+        extract_yolo_folder,
+    )
 
     if args.out.exists():
         raise UserError(f"{args.out}: exists already; not overwriting")
-    if args.workers > 1 and not (args.bag or args.xtf):
-        raise UserError("--workers parallelises over input files: it applies to --bag and --xtf")
+    if args.workers > 1 and args.sim:
+        raise UserError("--workers parallelises over input files: --sim runs in one process")
     if args.sim:
         store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings, vary=args.vary,
                                                               offset_crops=args.offset_crops,
@@ -90,14 +97,13 @@ def run_extract(args: argparse.Namespace) -> int:
         store = extract_bags(args.out, args.xtf, None, None, stride=args.stride, source=args.source or "xtf",
                              test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, xtf=True)
     elif args.masks:
-        from mine_jepa_ros.training.real_eval import extract_mask_folders
-
         store = extract_mask_folders(args.out, args.masks, stride=args.stride, test_fraction=args.test_fraction,
-                                     source=args.source or "real", seed=args.seed)
+                                     source=args.source or "real", seed=args.seed, workers=args.workers)
     elif args.yolo:
         years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
         store = extract_yolo_folder(args.out, args.yolo, stride=args.stride, test_years=years,
-                                    test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed)
+                                    test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed,
+                                    workers=args.workers)
     else:
         store = extract_bags(args.out, args.bag, args.topic, args.gt_topic, stride=args.stride,
                              source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,

@@ -1,25 +1,35 @@
-"""``mine-jepa extract``: patch stores from rosbag2 recordings, YOLO image folders or the simulator.
+"""``mine-jepa extract``: patch stores from rosbag2 recordings, XTF recordings, YOLO image folders,
+image + mask folders or the simulator.
 
+* Files (bags, XTF, images) are a list of per-file jobs (:class:`FileJob`) run by
+  :func:`extract_files`: in one process into one store, or with ``workers`` > 1 in parallel
+  processes into shards of consecutive files holding the same patches, labels, groups and splits.
+  A file that cannot be read is skipped with its name and counted; the others are kept.
 * Bags (and XTF recordings, imported first): every sliding window (stride 64) of every image is an
   unlabelled patch; with a ground-truth topic, windows get the scoring module's window labels (class
   of the object whose box centre they hold, background when they touch no box, unlabelled
-  otherwise). Group = file. ``workers`` > 1 processes the files in parallel processes into shards.
+  otherwise). Group = file.
 * YOLO folders (the Santos et al. layout, ``NNNN_YYYY.jpg`` + ``NNNN_YYYY.txt`` with
   ``class cx cy w h`` normalised, class 0 = MILCO, 1 = NOMBO, empty = background): a crop centred
-  on each object, background crops from windows that overlap no object, and every sliding window as
-  unlabelled data. Group = image; ``--test-years`` puts whole years into the test split.
-* Simulator: surveys (one group each) with object-centred crops, background crops and all windows.
+  on each object, background crops from windows that overlap no object (drawn from the seed and the
+  image name), and every sliding window as unlabelled data. Group = image; ``--test-years`` puts
+  whole years into the test split.
+* Image + mask folders (the SDVDs layout, ``*/images/*`` + ``*/masks/*``): object vs background
+  windows by the number of mask pixels they hold. Group = image name.
+* Simulator (one process): surveys (one group each) with object-centred crops, background crops
+  and all windows.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -46,6 +56,7 @@ from mine_jepa_ros.training.patches import (
 
 YOLO_CLASSES = {0: "MILCO", 1: "NOMBO"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+T = TypeVar("T")
 
 
 def _to_u8(pixels: np.ndarray) -> np.ndarray:
@@ -144,7 +155,115 @@ def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride
     return writer.write(out, test_fraction=test_fraction, seed=cfg.seed)
 
 
-# -- rosbag2 --------------------------------------------------------------------------------------
+# -- files: one job per input file, run in one process or in parallel processes into shards -------
+
+
+class FileJob(Protocol):
+    """One input file of an extraction (a bag, an XTF recording, an image): picklable, so that a
+    worker process can run it."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def group(self) -> str: ...
+
+    def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
+        """The file's patches and a note on what was skipped in it ("" when nothing)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What every store (or shard) of one extraction shares."""
+
+    window: int
+    source_kinds: dict[str, str]
+    provenance: dict[str, Any]
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+
+    def writer(self) -> PatchStoreWriter:
+        return PatchStoreWriter(window=self.window, classes=self.classes, source_kinds=dict(self.source_kinds),
+                                provenance=self.provenance)
+
+
+def _file_batches(job: FileJob, progress: bool = False) -> tuple[list[PatchBatch], str, bool]:
+    """One input file's batches, a note on it ("" when nothing to say) and whether it was skipped:
+    a file that cannot be read, or holds no window, is a note, not a crash."""
+    try:
+        batches, note = job.batches(progress)
+    except (MineJepaError, OSError) as exc:
+        return [], f"skipped: {exc}", True
+    if not sum(len(b.patches) for b in batches):
+        return [], note or "skipped: no usable window in it", True
+    return batches, note, False
+
+
+def _write_shard(jobs: list[FileJob], shard: Path, spec: StoreSpec,
+                 split_of_group: dict[str, str]) -> list[tuple[str, bool]]:
+    """Worker: consecutive input files into one shard store (none when all are skipped); each
+    file's (note, skipped)."""
+    writer = spec.writer()
+    results = []
+    for job in jobs:
+        batches, note, skipped = _file_batches(job)
+        for batch in batches:
+            writer.add(batch)
+        results.append((note, skipped))
+    if writer.batches:
+        writer.write(shard, split_of_group=split_of_group)
+    return results
+
+
+def consecutive_chunks(items: Sequence[T], count: int) -> list[list[T]]:
+    """``items`` cut into ``count`` runs of consecutive items whose sizes differ by at most one."""
+    bounds = np.linspace(0, len(items), count + 1).round().astype(int)
+    return [list(items[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def extract_files(out: Path, jobs: Sequence[FileJob], spec: StoreSpec, split_of_group: dict[str, str],
+                  workers: int = 1, progress: bool = True) -> PatchStore:
+    """Every job's patches into one store at ``out``; with ``workers`` > 1, in that many spawned
+    processes, into shards of consecutive files (``OUT/shard-NNN``, at most four per worker, read
+    with :func:`~mine_jepa_ros.training.patches.open_store`) holding the same patches, labels,
+    groups and splits, in the same order, as one worker's store. A file that cannot be read is
+    skipped with its name and the reason, and counted; the others are kept."""
+    skipped: list[str] = []
+
+    def report(job: FileJob, note: str, was_skipped: bool) -> None:
+        if note:
+            print(f"{job.path}: {note}")
+        if was_skipped:
+            skipped.append(str(job.path))
+
+    if workers <= 1:
+        writer = spec.writer()
+        for job in tqdm(jobs, desc="extract", unit="file", disable=not progress or len(jobs) < 2):
+            batches, note, was_skipped = _file_batches(job, progress)
+            for batch in batches:
+                writer.add(batch)
+            report(job, note, was_skipped)
+        _report_skipped(skipped, len(jobs))
+        return writer.write(out, split_of_group=split_of_group)
+    chunks = consecutive_chunks(jobs, min(len(jobs), 4 * workers))
+    with sharded_store_dir(out) as tmp, ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool, \
+            tqdm(total=len(jobs), desc=f"extract ({workers} workers)", unit="file", disable=not progress) as bar:
+        futures = {pool.submit(_write_shard, chunk, tmp / f"shard-{i:03d}", spec, split_of_group): chunk
+                   for i, chunk in enumerate(chunks)}
+        for future in as_completed(futures):
+            for job, (note, was_skipped) in zip(futures[future], future.result()):
+                report(job, note, was_skipped)
+            bar.update(len(futures[future]))
+        _report_skipped(skipped, len(jobs))
+    return open_store(out)
+
+
+def _report_skipped(skipped: list[str], total: int) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} of {total} file(s): {', '.join(skipped)}")
+
+
+# -- rosbag2 and XTF --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -163,114 +282,59 @@ class BagJob:
     def group(self) -> str:
         return self.path.name
 
+    def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
+        """Sliding windows of every image of the bag (one group), labelled where ground truth exists."""
+        if self.xtf:
+            import tempfile
 
-def bag_batches(job: BagJob, progress: bool = False) -> tuple[list[PatchBatch], str]:
-    """Sliding windows of every image of one bag (one group), labelled where ground truth exists,
-    and a note on what was skipped ("" when nothing)."""
-    if job.xtf:
-        import tempfile
+            from mine_jepa_ros.io.xtf import import_xtf
 
-        from mine_jepa_ros.io.xtf import import_xtf
-
-        with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
-            bag = Path(tmp) / job.path.stem
-            info = import_xtf(job.path, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
-            batches, note = bag_batches(BagJob(bag, None, None, job.window, job.stride, job.source), progress)
-            return [PatchBatch(b.patches, b.labels, job.group, b.source) for b in batches], \
-                "; ".join(x for x in (f"{info['pings']} pings, {info['skip_summary']}", note) if x)
-    topics = list_topics(job.path)
-    gt = job.gt_topic
-    if gt is None:
-        found = [t for t, m in topics.items() if m == DETECTION_TYPE]
-        gt = found[0] if len(found) == 1 else None
-    truth: dict[int, list[Detection]] = {}
-    if gt:
-        for stamp, dets in read_detections(job.path, gt):
-            truth.setdefault(stamp, []).extend(dets)
-    stats = ReadStats()
-    batches = []
-    for rec in tqdm(iter_images(job.path, job.topic, stats), desc=f"extract {job.path.name}", unit="img", disable=not progress):
-        if min(rec.pixels.shape) < job.window:
-            continue
-        image = _to_u8(rec.pixels)
-        tiles = WaterfallTiler(job.window, job.stride).tile(image)
-        labels = np.full(len(tiles), -1, np.int16)
+            with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
+                bag = Path(tmp) / self.path.stem
+                info = import_xtf(self.path, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
+                batches, note = BagJob(bag, None, None, self.window, self.stride, self.source).batches(progress)
+                return [PatchBatch(b.patches, b.labels, self.group, b.source) for b in batches], \
+                    "; ".join(x for x in (f"{info['pings']} pings, {info['skip_summary']}", note) if x)
+        topics = list_topics(self.path)
+        gt = self.gt_topic
+        if gt is None:
+            found = [t for t, m in topics.items() if m == DETECTION_TYPE]
+            gt = found[0] if len(found) == 1 else None
+        truth: dict[int, list[Detection]] = {}
         if gt:
-            labels = window_truth(tiles.positions, job.window, truth.get(stamp_ns(rec.header), []),
-                                  list(DEFAULT_CLASSES)).astype(np.int16)
-        batches.append(PatchBatch(tiles.patches, labels, job.group, job.source))
-    return batches, (f"skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}" if stats.skipped else "")
-
-
-def _file_batches(job: BagJob, progress: bool = False) -> tuple[list[PatchBatch], str, bool]:
-    """One input file's batches, a note on it ("" when nothing to say) and whether it was skipped:
-    a file that cannot be read, or holds no image of a window's size, is a note, not a crash."""
-    try:
-        batches, note = bag_batches(job, progress)
-    except (MineJepaError, OSError) as exc:
-        return [], f"skipped: {exc}", True
-    if not batches:
-        return [], f"skipped: no image of at least {job.window} px", True
-    return batches, note, False
-
-
-def _shard_of(job: BagJob, shard: Path, kind: str, split_of_group: dict[str, str],
-              provenance: dict[str, Any]) -> tuple[str, bool]:
-    """Worker: one input file into one shard store; (note, skipped)."""
-    batches, note, skipped = _file_batches(job)
-    if not skipped:
-        writer = PatchStoreWriter(window=job.window, source_kinds={job.source: kind}, provenance=provenance)
-        for batch in batches:
-            writer.add(batch)
-        writer.write(shard, split_of_group=split_of_group)
-    return note, skipped
+            for stamp, dets in read_detections(self.path, gt):
+                truth.setdefault(stamp, []).extend(dets)
+        stats = ReadStats()
+        batches = []
+        for rec in tqdm(iter_images(self.path, self.topic, stats), desc=f"extract {self.path.name}", unit="img",
+                        disable=not progress):
+            if min(rec.pixels.shape) < self.window:
+                continue
+            image = _to_u8(rec.pixels)
+            tiles = WaterfallTiler(self.window, self.stride).tile(image)
+            labels = np.full(len(tiles), -1, np.int16)
+            if gt:
+                labels = window_truth(tiles.positions, self.window, truth.get(stamp_ns(rec.header), []),
+                                      list(DEFAULT_CLASSES)).astype(np.int16)
+            batches.append(PatchBatch(tiles.patches, labels, self.group, self.source))
+        note = f"skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}" if stats.skipped else ""
+        if not batches:
+            note = "; ".join(x for x in (f"skipped: no image of at least {self.window} px", note) if x)
+        return batches, note
 
 
 def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str | None, window: int = 96, stride: int = 64,
                  source: str = "real", kind: str = "real", test_fraction: float = 0.25, seed: int = 0,
                  progress: bool = True, workers: int = 1, xtf: bool = False) -> PatchStore:
     """Sliding windows of every image in the bags (one group per bag; ``xtf``: the files are XTF
-    recordings), labelled where ground truth exists. ``workers`` > 1: the files are processed in
-    parallel processes, one shard each (``OUT/shard-NNN``; read with
-    :func:`~mine_jepa_ros.training.patches.open_store`), with the same patches, labels, groups and
-    splits as one worker's store. A file that cannot be read is skipped with its name and the
-    reason, and counted; the others are kept."""
+    recordings), labelled where ground truth exists; ``workers`` as in :func:`extract_files`."""
     if len({b.name for b in bags}) != len(bags):
         raise UserError(f"inputs {[str(b) for b in bags]}: two share a name (each file's name is its group)")
     jobs = [BagJob(Path(b), topic, gt_topic, window, stride, source, xtf) for b in bags]
+    spec = StoreSpec(window, {source: kind}, {"from": "xtf" if xtf else "rosbag2", "bags": [str(b) for b in bags],
+                                              "stride": stride})
     split_of_group = assign_splits([j.group for j in jobs], test_fraction, 0.0, seed)
-    provenance = {"from": "xtf" if xtf else "rosbag2", "bags": [str(b) for b in bags], "stride": stride}
-    skipped: list[str] = []
-    if workers <= 1:
-        writer = PatchStoreWriter(window=window, source_kinds={source: kind}, provenance=provenance)
-        for job in tqdm(jobs, desc="extract", unit="file", disable=not progress or len(jobs) < 2):
-            batches, note, was_skipped = _file_batches(job, progress)
-            for batch in batches:
-                writer.add(batch)
-            if note:
-                print(f"{job.path}: {note}")
-            if was_skipped:
-                skipped.append(str(job.path))
-        _report_skipped(skipped, len(jobs))
-        return writer.write(out, split_of_group=split_of_group)
-    with sharded_store_dir(out) as tmp, ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_shard_of, job, tmp / f"shard-{i:03d}", kind, split_of_group, provenance): job
-                   for i, job in enumerate(jobs)}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract ({workers} workers)", unit="file",
-                           disable=not progress):
-            job = futures[future]
-            note, was_skipped = future.result()
-            if note:
-                print(f"{job.path}: {note}")
-            if was_skipped:
-                skipped.append(str(job.path))
-        _report_skipped(skipped, len(jobs))
-    return open_store(out)
-
-
-def _report_skipped(skipped: list[str], total: int) -> None:
-    if skipped:
-        print(f"skipped {len(skipped)} of {total} file(s): {', '.join(skipped)}")
+    return extract_files(out, jobs, spec, split_of_group, workers, progress)
 
 
 # -- YOLO folders (Santos et al. 2024 layout) --------------------------------------------------------
@@ -298,29 +362,111 @@ def read_yolo_labels(txt: Path, height: int, width: int) -> list[Detection]:
     return out
 
 
+def _read_grey(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise UserError(f"{path}: not an image OpenCV can read")
+    return image
+
+
+@dataclass(frozen=True)
+class YoloImageJob:
+    """One image of a YOLO folder with its ``.txt`` labels beside it; its random background crops
+    are drawn from (seed, image name), so they do not depend on which process runs it."""
+
+    path: Path
+    window: int
+    stride: int
+    source: str
+    seed: int
+    unlabelled: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.path.stem
+
+    def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
+        """Object-centred and background crops, and every window as unlabelled data."""
+        image = _read_grey(self.path)
+        objects = read_yolo_labels(self.path.with_suffix(".txt"), *image.shape)
+        rng = np.random.default_rng([self.seed, zlib.crc32(self.group.encode())])
+        crops, labels = labelled_patches(image, objects, self.window, self.stride, rng)
+        batches = [PatchBatch(crops, labels, self.group, self.source)]
+        if self.unlabelled and min(image.shape) >= self.window:
+            windows, pool = unlabelled_windows(image, self.window, self.stride, objects)
+            batches.append(PatchBatch(windows, pool, self.group, self.source))
+        return batches, ""
+
+
 def extract_yolo_folder(out: Path, folder: Path, window: int = 96, stride: int = 64, test_years: tuple[str, ...] = (),
                         test_fraction: float = 0.25, source: str = "real", seed: int = 0, unlabelled: bool = True,
-                        progress: bool = True) -> PatchStore:
+                        progress: bool = True, workers: int = 1) -> PatchStore:
+    """A YOLO folder's images into a store (one group per image); ``test_years`` puts whole years
+    into the test split, else groups are drawn at random; ``workers`` as in :func:`extract_files`."""
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    writer = PatchStoreWriter(window=window, source_kinds={source: "real"},
-                              provenance={"from": "yolo-folder", "folder": str(folder), "stride": stride})
-    rng = np.random.default_rng(seed)
-    split_of_group: dict[str, str] | None = {} if test_years else None
-    for path in tqdm(images, desc="extract", unit="img", disable=not progress):
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            print(f"{path}: unreadable image, skipped")
-            continue
-        objects = read_yolo_labels(path.with_suffix(".txt"), *image.shape)
-        group = path.stem
-        crops, labels = labelled_patches(image, objects, window, stride, rng)
-        writer.add(PatchBatch(crops, labels, group, source))
-        if unlabelled and min(image.shape) >= window:
-            windows, pool = unlabelled_windows(image, window, stride, objects)
-            writer.add(PatchBatch(windows, pool, group, source))
-        if split_of_group is not None:
-            year = YEAR.search(group)
-            split_of_group[group] = "test" if year and year.group(1) in test_years else "train"
-    return writer.write(out, split_of_group=split_of_group, test_fraction=test_fraction, seed=seed)
+    jobs = [YoloImageJob(path, window, stride, source, seed, unlabelled) for path in images]
+    spec = StoreSpec(window, {source: "real"}, {"from": "yolo-folder", "folder": str(folder), "stride": stride})
+    if test_years:
+        years = {job.group: YEAR.search(job.group) for job in jobs}
+        split_of_group = {g: "test" if y and y.group(1) in test_years else "train" for g, y in years.items()}
+    else:
+        split_of_group = assign_splits([job.group for job in jobs], test_fraction, 0.0, seed)
+    return extract_files(out, jobs, spec, split_of_group, workers, progress)
+
+
+# -- image + mask folders (SDVDs layout) -------------------------------------------------------------
+
+MASK_CLASSES = ("background", "object")
+
+
+@dataclass(frozen=True)
+class MaskTileJob:
+    """One image with its binary object mask (same name under ``masks/``)."""
+
+    path: Path
+    mask: Path
+    window: int
+    stride: int
+    min_object_pixels: int
+    source: str
+
+    @property
+    def group(self) -> str:
+        return self.path.stem
+
+    def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
+        """Windows with at least ``min_object_pixels`` mask pixels (object) or none (background);
+        the ones in between are left out."""
+        image, mask = _read_grey(self.path), _read_grey(self.mask)
+        if image.shape != mask.shape:
+            raise UserError(f"{self.mask}: mask of {mask.shape} for an image of {image.shape}")
+        tiles = WaterfallTiler(self.window, self.stride).tile(image)
+        if not len(tiles):
+            return [], f"skipped: smaller than a window ({self.window} px)"
+        counts = np.array([(mask[r : r + self.window, c : c + self.window] > 127).sum() for r, c in tiles.positions])
+        labels = np.where(counts >= self.min_object_pixels, 1, np.where(counts == 0, 0, -1)).astype(np.int16)
+        keep = labels >= 0
+        return [PatchBatch(tiles.patches[keep], labels[keep], self.group, self.source)], ""
+
+
+def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride: int = 64, min_object_pixels: int = 20,
+                         test_fraction: float = 0.3, source: str = "sdvd", seed: int = 0, progress: bool = True,
+                         workers: int = 1) -> PatchStore:
+    """Object-vs-background windows from ``*/images/*`` + ``*/masks/*`` folders (SDVDs layout); one
+    group per image name, so the same tile in several folders stays in one split; ``workers`` as in
+    :func:`extract_files`."""
+    jobs: list[MaskTileJob] = []
+    for root in roots:
+        for img in sorted(root.rglob("images/*")):
+            mask_path = img.parent.parent / "masks" / img.name
+            if mask_path.is_file():
+                jobs.append(MaskTileJob(img, mask_path, window, stride, min_object_pixels, source))
+    if not jobs:
+        raise UserError(f"no images/ + masks/ pairs under {[str(r) for r in roots]}")
+    spec = StoreSpec(window, {source: "real"}, {"from": "mask folders", "roots": [str(r) for r in roots],
+                                                 "stride": stride, "min_object_pixels": min_object_pixels},
+                     classes=MASK_CLASSES)
+    split_of_group = assign_splits([job.group for job in jobs], test_fraction, 0.0, seed)
+    return extract_files(out, jobs, spec, split_of_group, workers, progress)

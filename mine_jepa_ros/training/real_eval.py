@@ -20,51 +20,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-from tqdm import tqdm
-
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
-from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.training.extract import extract_bags, extract_simulator
-from mine_jepa_ros.training.patches import PatchBatch, PatchStore, PatchStoreWriter
+from mine_jepa_ros.training.extract import extract_bags, extract_mask_folders, extract_simulator
+from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.pretrain import Pretrainer
 from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
 from mine_jepa_ros.training.recipes import real_eval_recipe
-
-MASK_CLASSES = ("background", "object")
-
-
-def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride: int = 64, min_object_pixels: int = 20,
-                         test_fraction: float = 0.3, source: str = "sdvd", seed: int = 0, progress: bool = True) -> PatchStore:
-    """Object-vs-background windows from ``*/images/*.png`` + ``*/masks/*.png`` folders (SDVDs layout)."""
-    pairs: list[tuple[Path, Path]] = []
-    for root in roots:
-        for img in sorted(root.rglob("images/*")):
-            mask_path = img.parent.parent / "masks" / img.name
-            if mask_path.is_file():
-                pairs.append((img, mask_path))
-    if not pairs:
-        raise UserError(f"no images/ + masks/ pairs under {[str(r) for r in roots]}")
-    writer = PatchStoreWriter(window=window, classes=MASK_CLASSES, source_kinds={source: "real"},
-                              provenance={"from": "mask folders", "roots": [str(r) for r in roots], "stride": stride,
-                                          "min_object_pixels": min_object_pixels})
-    tiler = WaterfallTiler(window, stride)
-    for img_path, mask_file in tqdm(pairs, desc="extract", unit="tile", disable=not progress):
-        image = cv2.imread(str(img_path), cv2.IMREAD_GRAYSCALE)
-        mask = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE)
-        if image is None or mask is None or image.shape != mask.shape:
-            print(f"{img_path}: unreadable image or mask of another size, skipped")
-            continue
-        tiles = tiler.tile(image)
-        if not len(tiles):
-            continue
-        counts = np.array([(mask[r : r + window, c : c + window] > 127).sum() for r, c in tiles.positions])
-        labels = np.where(counts >= min_object_pixels, 1, np.where(counts == 0, 0, -1)).astype(np.int16)
-        keep = labels >= 0
-        writer.add(PatchBatch(tiles.patches[keep], labels[keep], img_path.stem, source))
-    return writer.write(out, test_fraction=test_fraction, seed=seed)
 
 
 def run_real_eval(sdvd_root: Path, xtf: Path | None, out: Path, scale: str = "cpu", device: str = "auto", seed: int = 0,
