@@ -17,6 +17,7 @@ from mine_jepa_ros.sim.survey import Survey
 
 pytestmark = pytest.mark.slow  # builds and checks ONNX graphs
 
+onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install '.[export]'")
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install '.[export]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
 
@@ -49,6 +50,8 @@ def test_onnx_metadata_and_no_leftovers(exported: Path, busy_checkpoint: Path) -
     assert int(meta["mine_jepa.window"]) == ckpt.window and int(meta["mine_jepa.stride"]) == ckpt.stride
     assert len(meta["mine_jepa.source_sha256"]) == 64
     assert [p.name for p in exported.parent.iterdir()] == [exported.name]  # nothing half-written left behind
+    attention = [node for node in onnx.load(str(exported)).graph.node if node.op_type == "Attention"]
+    assert len(attention) == 12 and all(any(a.name == "q_num_heads" for a in node.attribute) for node in attention)
 
 
 def test_export_refuses_a_graph_that_disagrees_and_writes_nothing(busy_checkpoint: Path, tmp_path: Path,
