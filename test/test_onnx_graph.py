@@ -93,3 +93,10 @@ def test_qkv_read_elsewhere_is_split_instead_of_projected(exported: onnx.ModelPr
     assert attention_to_3d(model) == DEPTH
     assert ops(model).count("Split") == 1
     np.testing.assert_allclose(probabilities(model), probabilities(exported), atol=1e-6)
+
+
+def test_static_int8_keeps_one_projection_and_splits_it(exported: onnx.ModelProto) -> None:
+    model = copy_of(exported)
+    assert attention_to_3d(model, separate_qkv=False) == DEPTH
+    assert ops(model).count("Split") == DEPTH and ops(model).count("MatMul") == ops(exported).count("MatMul")
+    np.testing.assert_allclose(probabilities(model), probabilities(exported), atol=1e-6)

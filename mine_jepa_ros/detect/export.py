@@ -99,9 +99,11 @@ def check_patches(window: int, batches: tuple[int, ...], seed: int = 0) -> list[
 
 def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OPSET, verify: bool = True,
                 check_batches: tuple[int, ...] = (1, 5, 32), int8: str | None = None,
-                calibration: CheckWindows | None = None, max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> ExportReport:
+                calibration: CheckWindows | None = None, max_f1_drop: float = DEFAULT_MAX_F1_DROP,
+                separate_qkv: bool = True) -> ExportReport:
     """Export ``checkpoint`` to ``out`` (.onnx), atomically; verify with ONNX Runtime when available.
-    ``int8`` (``dynamic`` or ``static``): write the quantised model instead, checked on ``calibration``."""
+    ``int8`` (``dynamic`` or ``static``): write the quantised model instead, checked on ``calibration``.
+    ``separate_qkv``: see :func:`~mine_jepa_ros.detect.onnx_graph.attention_to_3d` (off for static INT8)."""
     src, dst = Path(checkpoint), Path(out)
     if dst.suffix != ".onnx":
         raise UserError(f"{dst}: the output file must end in .onnx")
@@ -109,7 +111,8 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
         raise UserError(f"{dst.parent}: output directory does not exist")
     if int8 is not None:
         with tempfile.TemporaryDirectory(prefix="mine_jepa_export_") as tmp:
-            fp32 = export_onnx(src, Path(tmp) / "fp32.onnx", opset=opset, verify=True, check_batches=check_batches)
+            fp32 = export_onnx(src, Path(tmp) / "fp32.onnx", opset=opset, verify=True, check_batches=check_batches,
+                               separate_qkv=int8 != "static")
             report = quantise_model(fp32.path, dst, int8, calibration, max_f1_drop)
         return ExportReport(path=dst, bytes=dst.stat().st_size, classes=fp32.classes, window=fp32.window,
                             opset=opset, verified=True, max_abs_diff=fp32.max_abs_diff,
@@ -125,7 +128,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
     wrapper = ProbabilityModel(model).eval()
     proto = torch_to_onnx(wrapper, meta.window, opset)
     if opset >= 23:
-        attention_to_3d(proto)
+        attention_to_3d(proto, separate_qkv)
     props = {**onnx_properties_for(meta), "mine_jepa.source_checkpoint": src.name, "mine_jepa.source_sha256": _sha256(src)}
     for key, value in props.items():
         entry = proto.metadata_props.add()

@@ -11,7 +11,7 @@ are q, k and v with their heads in order, and the block becomes
 
     x -> MatMul + Add with the q | k | v thirds of the qkv weight and bias -> Attention (3-D, H heads) -> (B, S, H·D)
 
-or, where qkv is not a constant-weight MatMul + Add, ``Split`` of qkv in three on the last axis.
+or (where qkv is not a constant-weight MatMul + Add, and for static INT8) a ``Split`` of qkv in three.
 On a 2-core CPU this takes a fifth off the INT8 model's time (1.26x the windows/s); the
 three projections share one dynamic quantisation of x. Only a block that matches the pattern
 exactly (constant shapes, slice bounds and permutations, no other reader of the intermediate
@@ -110,9 +110,11 @@ def _match_block(g: _Graph, attention: onnx.NodeProto) -> tuple[str, int, list[o
     return reshape.input[0], heads, [*removed, transpose, reshape, after, merge], merge.output[0]
 
 
-def attention_to_3d(model: onnx.ModelProto) -> int:
-    """Rewrite every 4-D attention block of ``model`` (in place) to a Split and a 3-D Attention;
-    the number of blocks rewritten."""
+def attention_to_3d(model: onnx.ModelProto, separate_qkv: bool = True) -> int:
+    """Rewrite every 4-D attention block of ``model`` (in place) to a 3-D Attention fed by three
+    q, k, v projections (``separate_qkv``, where qkv is a constant projection) or a Split of qkv;
+    the number of blocks rewritten. Static (QDQ) INT8 wants the Split: ONNX Runtime leaves
+    MatMuls that share one quantised input unfused, in fp32."""
     g = _Graph(model.graph)
     replacement: dict[int, list[onnx.NodeProto]] = {}
     removed: set[int] = set()
@@ -125,7 +127,7 @@ def attention_to_3d(model: onnx.ModelProto) -> int:
         attrs: dict[str, Any] = {a.name: helper.get_attribute_value(a) for a in attention.attribute}
         attrs.update(q_num_heads=heads, kv_num_heads=heads)
         name = attention.name or f"attention{k}"
-        projection = _split_projection(g, qkv, (q, k_, v), name)
+        projection = _split_projection(g, qkv, (q, k_, v), name) if separate_qkv else None
         if projection is not None:
             new_nodes, new_inits, old_nodes = projection
             model.graph.initializer.extend(new_inits)
