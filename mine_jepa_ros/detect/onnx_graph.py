@@ -127,7 +127,7 @@ def attention_to_3d(model: onnx.ModelProto, separate_qkv: bool = True) -> int:
         attrs: dict[str, Any] = {a.name: helper.get_attribute_value(a) for a in attention.attribute}
         attrs.update(q_num_heads=heads, kv_num_heads=heads)
         name = attention.name or f"attention{k}"
-        projection = _split_projection(g, qkv, (q, k_, v), name) if separate_qkv else None
+        projection = _split_projection(g, qkv, (q, k_, v)) if separate_qkv else None
         if projection is not None:
             new_nodes, new_inits, old_nodes = projection
             model.graph.initializer.extend(new_inits)
@@ -150,7 +150,7 @@ def attention_to_3d(model: onnx.ModelProto, separate_qkv: bool = True) -> int:
     return len(replacement)
 
 
-def _split_projection(g: _Graph, qkv: str, parts: tuple[str, str, str], name: str
+def _split_projection(g: _Graph, qkv: str, parts: tuple[str, str, str]
                       ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], list[onnx.NodeProto]] | None:
     """When ``qkv`` = MatMul(x, W) + b with W (in, 3·out) and b constant, and only the block reads
     it: three MatMul + Add nodes writing ``parts`` from the thirds of W and b (new nodes, new
