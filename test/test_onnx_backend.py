@@ -11,6 +11,7 @@ import pytest
 
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.backends import backend_for, load_classifier
+from mine_jepa_ros.detect.merging import thresholds_for, window_labels
 from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.detect.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
@@ -24,7 +25,7 @@ onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pi
 
 from mine_jepa_ros.detect.export import export_onnx  # noqa: E402
 from mine_jepa_ros.detect.onnx_backend import METADATA_PROP, OnnxClassifier  # noqa: E402
-from mine_jepa_ros.detect.quantise import CheckWindows, quantise_model  # noqa: E402
+from mine_jepa_ros.detect.quantise import CheckWindows, WindowAccuracy, quantise_model  # noqa: E402
 
 pytestmark = pytest.mark.slow  # exports and quantises ONNX graphs
 
@@ -168,3 +169,15 @@ def test_backend_and_provider_requests_that_cannot_be_met(fp32_model: Path, busy
     clf = load_classifier(fp32_model, providers=["tensorrt", "cpu"])  # TensorRT is not installed here
     assert clf.device_name == "CPUExecutionProvider" and "TensorrtExecutionProvider" in clf.warnings[0]
     assert "bf16" in load_classifier(fp32_model, precision="bf16").warnings[-1]
+
+
+def test_the_int8_check_flags_windows_as_the_detector_does() -> None:
+    classes = ["background", "MILCO", "NOMBO"]
+    probs = np.array([[0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.3, 0.1, 0.6]], np.float32)
+    labels = np.array([0, 1, 2, 2])
+    thresholds = thresholds_for(classes, {"MILCO": 0.3, "NOMBO": 0.65})
+    np.testing.assert_array_equal(window_labels(probs, thresholds), [0, 1, 2, 0])  # background's arg-max wins
+    accuracy = WindowAccuracy.of(probs, labels, classes, thresholds)
+    assert accuracy.false_alarms == 0 and accuracy.pd == {"MILCO": 1.0, "NOMBO": 0.5}
+    argmax = WindowAccuracy.of(probs, labels, classes, None)
+    assert argmax.false_alarms == 0 and argmax.pd == {"MILCO": 1.0, "NOMBO": 1.0}

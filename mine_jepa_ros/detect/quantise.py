@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mine_jepa_ros.atomic import atomic_file
+from mine_jepa_ros.detect.merging import thresholds_for, window_labels
 from mine_jepa_ros.detect.onnx_backend import QUANTISATION_PROP, OnnxClassifier, model_properties
 from mine_jepa_ros.detect.scoring import classification_metrics
 from mine_jepa_ros.errors import UserError
@@ -66,15 +67,11 @@ class WindowAccuracy:
     @classmethod
     def of(cls, probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
            thresholds: Sequence[float] | None) -> WindowAccuracy:
-        """``thresholds`` per object class (None: the argmax decides)."""
+        """A window is flagged as the detector flags it (:func:`~mine_jepa_ros.detect.merging.window_labels`:
+        its arg-max object class, when that reaches its threshold); ``thresholds`` index-aligned with
+        ``class_names`` (:func:`~mine_jepa_ros.detect.merging.thresholds_for`; None: the arg-max alone)."""
         names = list(class_names)
-        if thresholds is None:
-            flagged = probs.argmax(1)
-            flagged = np.where(flagged > 0, flagged, -1)
-        else:
-            over = probs[:, 1:] >= np.asarray(thresholds)[None, :]
-            best = np.where(over, probs[:, 1:], -1.0).argmax(1) + 1
-            flagged = np.where(over.any(1), best, -1)
+        flagged = window_labels(probs, [0.0] * len(names) if thresholds is None else thresholds)
         pd = {name: float((flagged[labels == k] == k).mean()) for k, name in enumerate(names) if k > 0 and (labels == k).any()}
         background = labels == 0
         return cls(macro_f1=classification_metrics(labels, probs.argmax(1), names).macro_f1, pd=pd,
@@ -198,7 +195,7 @@ def quantise_model(fp32: Path | str, out: Path | str, mode: str = "dynamic", win
         quantised = OnnxClassifier(tmp, providers=["cpu"])
         want, got = reference.predict(windows.patches), quantised.predict(windows.patches)
         op = meta.op(str(src))
-        thresholds = None if op is None else [op.thresholds[name] for name in meta.class_names[1:]]
+        thresholds = None if op is None else thresholds_for(meta.class_names, op.thresholds)
         idx = windows.labelled
         present = set(windows.labels[idx].tolist())
         checked = len(idx) > 0 and len(present) > 1
