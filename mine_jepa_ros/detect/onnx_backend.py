@@ -93,7 +93,7 @@ def model_properties(session: Any) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def read_onnx_metadata(path: Path, props: dict[str, str]) -> tuple[ModelMetadata, str]:
+def metadata_from_properties(path: Path, props: dict[str, str]) -> tuple[ModelMetadata, str]:
     """The model's :class:`ModelMetadata` and quantisation, validated, from its properties."""
     if METADATA_PROP not in props:
         raise CheckpointError(f"{path}: ONNX model without '{METADATA_PROP}' metadata (not written by `mine-jepa export`; "
@@ -134,7 +134,7 @@ class OnnxClassifier:
         self.session, self.warnings = _session(self.path, provider_names(providers, device), asked=bool(providers))
         for warning in self.warnings:
             LOG.warning(warning)
-        self.metadata, self.quantisation = read_onnx_metadata(self.path, model_properties(self.session))
+        self.metadata, self.quantisation = metadata_from_properties(self.path, model_properties(self.session))
         _check_signature(self.path, self.session, self.metadata)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
