@@ -1,9 +1,10 @@
-"""Atomic file writes: write beside the target, move onto it only when the write finished."""
+"""Atomic writes of files and directories: write beside the target, move onto it only when the write finished."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,19 @@ def atomic_file(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """A new empty directory beside ``final``, renamed onto ``final`` when the block ends without an
+    error and removed with its contents otherwise, so ``final`` never holds half a write."""
+    tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(final: Path, text: str) -> Path:

@@ -14,10 +14,10 @@ A store is a directory::
 Overlapping windows of one image share its group, and splits are drawn per group, so no test patch
 overlaps a training patch. Stores are written into a temporary directory and renamed into place.
 
-**Shards.** A store can be several stores (``extract --workers N`` writes one per input file into
-``OUT/shard-NNN``; other machines' extractions are more of them): :func:`open_store` takes a store, a
-directory of shards, or a list of either, and gives one :class:`ShardedPatchStore` with the same
-interface (patches read from each shard's memmap, nothing copied). Sources of the same name are
+**Shards.** A store can be several stores (``extract --workers N`` writes shards of consecutive
+input files into ``OUT/shard-NNN``; other machines' extractions are more of them): :func:`open_store`
+takes a store, a directory of shards, or a list of either, and gives one :class:`ShardedPatchStore`
+with the same interface (patches read from each shard's memmap, nothing copied). Sources of the same name are
 pooled: each shard records its pixel count, sum and sum of squares per source, so the pooled mean and
 standard deviation are those one store of all the patches would have. Splits are per group, and a
 sharded extraction draws them over all groups at once (:func:`assign_splits`), as one store does.
@@ -26,9 +26,6 @@ sharded extraction draws them over all groups at once (:func:`assign_splits`), a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mine_jepa_ros.atomic import atomic_dir
 from mine_jepa_ros.errors import StoreError
 
 SPLITS = ("train", "val", "test")
@@ -105,9 +103,7 @@ class PatchStoreWriter:
         sources = sorted({b.source for b in self.batches})
         n = sum(len(b.patches) for b in self.batches)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(final) as tmp:
             mm = {key: np.memmap(tmp / name, dtype=dt, mode="w+", shape=((n, self.window, self.window) if key == "patches" else (n,)))
                   for key, (name, dt) in FILES.items()}
             i = 0
@@ -137,9 +133,6 @@ class PatchStoreWriter:
             meta = {"version": 1, "window": self.window, "count": n, "classes": list(self.classes), "sources": stats,
                     "groups": groups, "split_of_group": split_of_group, "provenance": self.provenance}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return PatchStore(final)
 
 
@@ -311,15 +304,10 @@ def sharded_store_dir(final: Path) -> Iterator[Path]:
     if final.exists():
         raise StoreError(f"{final}: exists already; not overwriting")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(final) as tmp:
         yield tmp
         if not shard_paths(tmp):
             raise StoreError(f"{final}: no patches to write")
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def shard_paths(path: Path) -> list[Path]:
