@@ -16,7 +16,6 @@ Ratios: ``replay / bare_forward`` (goal >= 0.85) and ``replay / naive_loop`` (go
 
 from __future__ import annotations
 
-import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from mine_jepa_ros.detect.replay import ReplayOptions, replay
 from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import SurveyConfig, simulate_survey
-from mine_jepa_ros.tools.backend_bench import streaming_rate
+from mine_jepa_ros.tools.backend_bench import peak_rss_mib, streaming_rate
 
 
 @dataclass
@@ -129,7 +128,7 @@ def run_bench(cfg: BenchConfig | None = None) -> dict[str, Any]:
         results["replay_windows_per_s"] / results["naive_loop_same_precision_windows_per_s"])
     rows = image_u8[: cfg.stream_pings]
     results["streaming"] = {arch: streaming_rtf(arch, cfg, rows) for arch in cfg.stream_archs}
-    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mib"] = peak_rss_mib()
     results["goals"] = {"ratio_replay_vs_bare >= 0.85": results["ratio_replay_vs_bare"] >= 0.85,
                         "ratio_replay_vs_naive >= 5": results["ratio_replay_vs_naive"] >= 5.0}
     return results
