@@ -18,7 +18,7 @@ PACKAGE = ROOT / "mine_jepa_ros"
 # Rank of each part of the package: a module may import from lower ranks and from its own part only
 # (parts of the same rank are peers and must not import each other).
 LAYERS: dict[str, int] = {
-    "errors": 0, "atomic": 0, "geometry": 0,
+    "errors": 0, "atomic": 0, "geometry": 0, "input_types": 0,
     "io": 1, "interfaces": 1, "geo": 1,
     "sim": 2, "detect": 2,
     "ros": 3, "training": 3,

@@ -14,6 +14,7 @@ import pytest
 
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.io.recording import RecordingOptions
 from mine_jepa_ros.io.bag import INFO_TOPIC, ReadStats, iter_images, iter_messages, list_topics, read_detections
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -179,7 +180,7 @@ def test_xtf_skips_are_counted_by_reason_and_summarised_in_one_line(
 
 @needs_xtf
 def test_replay_leaves_the_callers_options_alone(xtf_bag: Path, busy_checkpoint: Path, tmp_path: Path) -> None:
-    options = ReplayOptions(ping_spacing_m=0.1, thresholds=0.34, progress=False)
+    options = ReplayOptions(recording=RecordingOptions(ping_spacing_m=0.1), thresholds=0.34, progress=False)
     result = replay(xtf_bag, busy_checkpoint, tmp_path / "out", options)
-    assert options.geometry is None  # the geometry it derived from the bag's sonar info stays inside replay
+    assert options.recording.geometry is None  # the geometry it derived from the bag's sonar info stays inside replay
     assert result.detection_list and all("position_m" in d for d in result.detection_list)

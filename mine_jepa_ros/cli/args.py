@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mine_jepa_ros.detect.calibrate import Target
+    from mine_jepa_ros.geometry import SonarGeometry
+    from mine_jepa_ros.io.recording import RecordingOptions
 
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 else:
@@ -59,6 +61,31 @@ def target_from_args(args: argparse.Namespace) -> Target:
     if args.target_fa_per_km2 is not None:
         return Target("fa_per_km2", args.target_fa_per_km2)
     return Target("f1")
+
+
+def add_recording_args(p: argparse.ArgumentParser) -> None:
+    """How a bag's side-scan is read (``replay``, ``calibrate``, ``extract``): the input layer's options."""
+    from mine_jepa_ros.input_types import RECORDING_INPUT_TYPES
+
+    g = p.add_argument_group("recordings")
+    g.add_argument("--topic", default=None, help="image topic (default: the bag's only image topic)")
+    g.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
+    g.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
+                   help="input layout; auto: height-1 images are pings")
+    g.add_argument("--input-type", choices=RECORDING_INPUT_TYPES, default="auto",
+                   help="image topics, or a side-scan driver's messages: marine_acoustic_msgs/RawSonarImage port and "
+                   "starboard topics paired by stamp, or smarc_msgs/Sidescan (auto: images if the bag has any)")
+    g.add_argument("--port-topic", default=None, help="raw_sonar_image: port topic (default: the one named *port*)")
+    g.add_argument("--starboard-topic", default=None, help="raw_sonar_image: starboard topic (default: *starboard*)")
+
+
+def recording_options_from_args(args: argparse.Namespace, geometry: SonarGeometry | None = None,
+                                ping_spacing_m: float = 0.0) -> RecordingOptions:
+    from mine_jepa_ros.io.recording import RecordingOptions
+
+    return RecordingOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, input_type=args.input_type,
+                            port_topic=args.port_topic, starboard_topic=args.starboard_topic, geometry=geometry,
+                            ping_spacing_m=ping_spacing_m)
 
 
 def print_json(obj: object) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mine_jepa_ros.cli.args import Subcommands, add_command, positive_int
+from mine_jepa_ros.cli.args import (
+    Subcommands,
+    add_command,
+    add_recording_args,
+    positive_int,
+    recording_options_from_args,
+)
 from mine_jepa_ros.errors import UserError
 
 
@@ -48,15 +54,18 @@ def add_extract(sub: Subcommands) -> None:
         "normalisation statistics). Splits are drawn per source image / survey, never per patch.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bag", type=Path, action="append", help="rosbag2 recording (repeatable)")
+    src.add_argument("--bag", type=Path, action="append",
+                     help="recording (repeatable): a rosbag2 of waterfall frames, of pings (height-1 images) or of a "
+                     "side-scan driver's messages (RawSonarImage port/starboard, smarc Sidescan), or an .xtf file; "
+                     "windows are cut from the whole waterfall")
     src.add_argument("--yolo", type=Path, help="folder of images with YOLO .txt labels (Santos et al. layout)")
     src.add_argument("--sim", type=positive_int, metavar="SURVEYS", help="simulate this many surveys")
-    src.add_argument("--xtf", type=Path, action="append", help="raw XTF recording (repeatable; imported, then windowed)")
+    src.add_argument("--xtf", type=Path, action="append",
+                     help="raw XTF recording (repeatable; read directly at import-xtf's mono8 gain)")
     src.add_argument("--masks", type=Path, action="append",
                      help="folder with images/ and masks/ (SDVDs layout; repeatable): object vs background windows")
     p.add_argument("--out", required=True, type=Path, help="output store directory (must not exist)")
-    p.add_argument("--topic", default=None, help="bag image topic (default: every image topic)")
-    p.add_argument("--gt-topic", default=None, help="bag ground-truth topic (default: the only Detection2DArray topic)")
+    add_recording_args(p)
     p.add_argument("--source", default=None, help="source name for normalisation statistics (default: real or syn)")
     p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of groups (images / surveys) held out")
     p.add_argument("--test-years", default="", help="YOLO folders: comma-separated years for the test split (e.g. 2010,2018)")
@@ -78,8 +87,8 @@ def add_extract(sub: Subcommands) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.extract import (
         SimExtractConfig,
-        extract_bags,
         extract_mask_folders,
+        extract_recordings,
         extract_simulator,
         extract_yolo_folder,
     )
@@ -94,8 +103,8 @@ def run_extract(args: argparse.Namespace) -> int:
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
                                   stride=args.stride, test_fraction=args.test_fraction)
     elif args.xtf:
-        store = extract_bags(args.out, args.xtf, None, None, stride=args.stride, source=args.source or "xtf",
-                             test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, xtf=True)
+        store = extract_recordings(args.out, args.xtf, stride=args.stride, source=args.source or "xtf",
+                                   test_fraction=args.test_fraction, seed=args.seed, workers=args.workers)
     elif args.masks:
         store = extract_mask_folders(args.out, args.masks, stride=args.stride, test_fraction=args.test_fraction,
                                      source=args.source or "real", seed=args.seed, workers=args.workers)
@@ -105,9 +114,9 @@ def run_extract(args: argparse.Namespace) -> int:
                                     test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed,
                                     workers=args.workers)
     else:
-        store = extract_bags(args.out, args.bag, args.topic, args.gt_topic, stride=args.stride,
-                             source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,
-                             workers=args.workers)
+        store = extract_recordings(args.out, args.bag, recording_options_from_args(args), stride=args.stride,
+                                   source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,
+                                   workers=args.workers)
     print(store.summary())
     return 0
 

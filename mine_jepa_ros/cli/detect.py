@@ -12,10 +12,12 @@ from mine_jepa_ros.cli.args import (
     add_command,
     add_device,
     add_precision,
+    add_recording_args,
     add_target_args,
     numbers_arg,
     positive_int,
     print_json,
+    recording_options_from_args,
     target_from_args,
 )
 from mine_jepa_ros.geometry import SonarGeometry
@@ -51,15 +53,7 @@ def add_replay(sub: Subcommands) -> None:
     p.add_argument("--model", required=True, type=Path,
                    help="exported model (.onnx, from export [--int8]; ONNX Runtime) or checkpoint (.safetensors; torch)")
     p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
-    p.add_argument("--topic", default=None, help="image topic (default: the bag's only image topic)")
-    p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
-    p.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
-                   help="input layout; auto: height-1 images are pings")
-    p.add_argument("--input-type", choices=["auto", "image", "raw_sonar_image", "smarc_sidescan"], default="auto",
-                   help="image topics, or a side-scan driver's messages: marine_acoustic_msgs/RawSonarImage port and "
-                   "starboard topics paired by stamp, or smarc_msgs/Sidescan (auto: images if the bag has any)")
-    p.add_argument("--port-topic", default=None, help="raw_sonar_image: port topic (default: the one named *port*)")
-    p.add_argument("--starboard-topic", default=None, help="raw_sonar_image: starboard topic (default: *starboard*)")
+    add_recording_args(p)
     p.add_argument("--contacts", type=Path, default=None,
                    help="also georeference and fuse the detections with the bag's navigation into this contacts file "
                    "(.geojson, .kml or .csv), as `mine-jepa contacts` does")
@@ -88,14 +82,13 @@ def run_replay(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.onnx_backend import split_providers
     from mine_jepa_ros.detect.replay import ReplayOptions, format_metrics, replay
 
-    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, mode=args.mode, input_type=args.input_type,
-                         port_topic=args.port_topic, starboard_topic=args.starboard_topic, contacts=args.contacts,
+    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
+    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), contacts=args.contacts,
                          contact_options=contact_options_from_args(args), backend=args.backend,
                          providers=split_providers(args.providers),
                          device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
-                         overlay=args.overlay, report_dir=args.report, geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing),
-                         ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
+                         overlay=args.overlay, report_dir=args.report, match_distance_m=args.match_distance,
                          match_pixels=args.match_pixels,
                          progress=not args.json)
     result = replay(args.bag, args.model, args.out, opts)
@@ -131,8 +124,7 @@ def add_calibrate(sub: Subcommands) -> None:
     p.add_argument("--bag", required=True, type=Path, action="append", help="validation bag with ground truth (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="the calibrated checkpoint (.safetensors)")
     add_target_args(p, required=True)
-    p.add_argument("--topic", default=None, help="image topic (default: the bags' only image topic)")
-    p.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the only Detection2DArray topic)")
+    add_recording_args(p)
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
@@ -146,10 +138,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.replay import ReplayOptions
 
     target = target_from_args(args)
-    opts = ReplayOptions(topic=args.topic, gt_topic=args.gt_topic, device=args.device, precision=args.precision,
-                         batch_size=args.batch_size, ping_spacing_m=args.ping_spacing, match_distance_m=args.match_distance,
-                         match_pixels=args.match_pixels,
-                         geometry=SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing))
+    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
+    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), device=args.device,
+                         precision=args.precision, batch_size=args.batch_size, match_distance_m=args.match_distance,
+                         match_pixels=args.match_pixels)
     print(calibrate(args.model, args.bag, args.out, target, opts).summary())
     return 0
 

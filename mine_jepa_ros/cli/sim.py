@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mine_jepa_ros.cli.args import Subcommands, add_command, positive_int
 from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.input_types import WRITTEN_INPUT_TYPES
 from mine_jepa_ros.sim.survey import SurveyConfig
 
 
@@ -26,7 +27,7 @@ def add_simulate(sub: Subcommands) -> None:
                    help="'frames': waterfall images of --frame-height pings; 'pings': one height-1 image per ping")
     p.add_argument("--frame-height", type=positive_int, default=256, help="pings per waterfall frame (frames mode)")
     p.add_argument("--encoding", choices=["mono8", "mono16"], default="mono8", help="image encoding")
-    p.add_argument("--input-type", choices=["image", "raw_sonar_image", "smarc_sidescan"], default="image",
+    p.add_argument("--input-type", choices=WRITTEN_INPUT_TYPES, default="image",
                    help="how the pings travel (pings mode): sensor_msgs/Image rows, a side-scan driver's "
                    "marine_acoustic_msgs/RawSonarImage per channel on <image-topic>_port and _starboard, or "
                    "smarc_msgs/Sidescan")

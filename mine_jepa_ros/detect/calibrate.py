@@ -30,10 +30,11 @@ from mine_jepa_ros.detect.merging import WindowMerger
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
-from mine_jepa_ros.detect.replay import BagInputs, ReplayOptions, SceneCollector
+from mine_jepa_ros.detect.replay import ReplayOptions, SceneCollector
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, window_truth
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
+from mine_jepa_ros.io.recording import open_recording
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.34, 0.996, 0.01), 3))
 ECE_BINS = 15
@@ -152,14 +153,14 @@ def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOp
     ``need_truth``: a bag without ground truth is an error (it cannot be scored)."""
     scenes: list[Scene] = []
     for bag in bags:
-        inputs = BagInputs.open(bag, opts)
-        if need_truth and (not inputs.gt_topic or not inputs.truth_by_stamp):
+        inputs = open_recording(bag, opts.recording)
+        if need_truth and (not inputs.has_truth or not inputs.truth_messages):
             raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): surveys scored "
                                    "or calibrated on need it")
         pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode=inputs.mode, thresholds=0.5))
         collector = SceneCollector(inputs)
         stats = ReadStats()
-        for _t, msg in tqdm(inputs.messages(stats, opts.distro), desc=f"classify {Path(bag).name}", unit="img",
+        for _t, msg in tqdm(inputs.messages(stats), desc=f"classify {Path(bag).name}", unit="img",
                             disable=not opts.progress):
             output = pipeline.process(msg)
             if output is not None:

@@ -18,6 +18,7 @@ messages skipped and counted), then every ``Detection2DArray`` of the detections
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections import Counter
@@ -27,16 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mine_jepa_ros.errors import BagError, InputError, UserError
+from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geo.contacts import CONTACT_NAMESPACE, Contact, ContactManager, ContactSettings, Sighting
 from mine_jepa_ros.geo.formats import contact_properties
 from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
-from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_messages, list_topics, read_sonar_info, sonar_geometry
-from mine_jepa_ros.io.detections import Detection, detections_from_msg
-from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
-from mine_jepa_ros.io.navigation import NAV_TYPES, nav_sample
+from mine_jepa_ros.io.bag import ReadStats, read_sonar_info, sonar_geometry
+from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.messages import MessageFactory
+from mine_jepa_ros.io.navigation import nav_sample
 from mine_jepa_ros.io.plots import pyplot, save_figure
+from mine_jepa_ros.io.recording import detection_arrays, navigation_messages
 
 
 def add_nav_sample(track: NavigationTrack, msg: object, msgtype: str) -> None:
@@ -138,15 +140,11 @@ class ContactOptions:
 def navigation_from_bag(bag: Path | str, opts: ContactOptions) -> tuple[NavigationTrack, ReadStats]:
     """Every navigation message of the bag (``opts.nav_topics``, else all by type) in a track; bad ones
     are skipped and counted in the returned stats."""
-    topics = list_topics(bag)
-    nav_topics = list(opts.nav_topics) or sorted(t for t, m in topics.items() if m in NAV_TYPES)
-    if not nav_topics:
-        raise BagError(f"{bag}: no navigation topic ({', '.join(NAV_TYPES)}): contacts need positions")
     track = NavigationTrack(max_gap_s=opts.max_gap_s, hold_s=opts.hold_s)
     stats = ReadStats()
-    for topic, index, _t, msg in iter_messages(bag, nav_topics, NAV_TYPES, stats, opts.distro):
+    for topic, msgtype, index, msg in navigation_messages(bag, opts.nav_topics, stats, opts.distro):
         try:
-            add_nav_sample(track, msg, topics[topic])
+            add_nav_sample(track, msg, msgtype)
             stats.read += 1
         except InputError as exc:
             stats.skip(exc.reason, f"{topic}[{index}]: {exc}")
@@ -156,22 +154,16 @@ def navigation_from_bag(bag: Path | str, opts: ContactOptions) -> tuple[Navigati
 def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> ContactsResult:
     """Georeference and fuse one ``Detection2DArray`` topic of ``bag`` with the bag's navigation."""
     opts = opts or ContactOptions()
-    topics = list_topics(bag)
-    det_topic = opts.detections_topic
-    if det_topic is None:
-        found = sorted(t for t, m in topics.items() if m == DETECTION_TYPE)
-        if len(found) != 1:
-            raise BagError(f"{bag}: {len(found)} Detection2DArray topics ({', '.join(found) or 'none'}): "
-                           "choose one with --detections-topic")
-        det_topic = found[0]
+    arrays = detection_arrays(bag, opts.detections_topic, ReadStats(), opts.distro)
+    first = next(arrays, None)  # the topic is checked before the navigation is read
     track, nav_stats = navigation_from_bag(bag, opts)
     info = read_sonar_info(bag, opts.distro)
     # the along-track spacing plays no part in locating a detection: 1 m stands in where the info has none
     geometry = sonar_geometry(info, ping_spacing_m=float(info.get("ping_spacing_m") or 1.0))
     width = 2 * int(info.get("samples_per_side") or 0)
     tracker = ContactTracker(track, opts.settings, opts.mounting, geometry)
-    for _topic, _index, _t, msg in iter_messages(bag, [det_topic], [DETECTION_TYPE], ReadStats(), opts.distro):
-        tracker.add(detections_from_msg(msg), stamp_ns(msg.header), width)
+    for stamp, detections in itertools.chain([first] if first else [], arrays):
+        tracker.add(detections, stamp, width)
     return tracker.result(nav_stats)
 
 

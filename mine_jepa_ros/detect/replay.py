@@ -25,35 +25,17 @@ from mine_jepa_ros.detect.contacts import ContactOptions, ContactsResult, Contac
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
-from mine_jepa_ros.errors import BagError, InputError, UserError
+from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.geo.formats import write_contacts
-from mine_jepa_ros.geometry import SonarGeometry, ground_range_m, slant_range_of_column
-from mine_jepa_ros.io.bag import (
-    DETECTION_TYPE,
-    IMAGE_TYPES,
-    ReadStats,
-    atomic_bag_writer,
-    iter_messages,
-    list_topics,
-    read_detections,
-    read_sonar_info,
-    sonar_geometry,
-)
+from mine_jepa_ros.geometry import ground_range_m, slant_range_of_column
+from mine_jepa_ros.io.bag import DETECTION_TYPE, IMAGE_TYPES, ReadStats, atomic_bag_writer
 from mine_jepa_ros.io.detections import Detection, detections_to_msg, label_info_msg
-from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
+from mine_jepa_ros.io.image_codec import decode_image, encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.pictures import draw_detections, write_png
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, require_matplotlib, save_figure
-from mine_jepa_ros.io.sonar_drivers import (
-    RAW_SONAR_IMAGE_TYPE,
-    SMARC_SIDESCAN_TYPE,
-    ChannelPairer,
-    PingRows,
-    raw_sonar_channel,
-    smarc_row,
-)
-
-INPUT_TYPES = ("auto", "image", "raw_sonar_image", "smarc_sidescan")
+from mine_jepa_ros.io.recording import Recording, RecordingOptions, open_recording
+from mine_jepa_ros.io.sonar_drivers import PingRows
 
 DETECTIONS_TOPIC = "/mine_jepa/detections"
 LABEL_INFO_TOPIC = "/mine_jepa/label_info"
@@ -62,13 +44,7 @@ OVERLAY_TOPIC = "/mine_jepa/overlay"
 
 @dataclass
 class ReplayOptions:
-    topic: str | None = None
-    gt_topic: str | None = None  # None: the bag's only Detection2DArray topic, if any
-    mode: str = "auto"  # auto | frames | pings
-    input_type: str = "auto"  # auto | image | raw_sonar_image (port + starboard topics) | smarc_sidescan
-    port_topic: str | None = None  # raw_sonar_image: default the RawSonarImage topic whose name holds "port"
-    starboard_topic: str | None = None  # ... and "starboard"
-    pair_tolerance_s: float = 0.02  # raw_sonar_image: port and starboard stamps closer than this are one ping
+    recording: RecordingOptions = field(default_factory=RecordingOptions)  # topics, mode, input type, geometry
     backend: str = "auto"  # auto (by the model file) | torch | onnxruntime
     providers: tuple[str, ...] = ()  # onnxruntime: cpu, cuda, tensorrt (empty: CUDA where available, else CPU)
     device: str = "auto"
@@ -79,13 +55,10 @@ class ReplayOptions:
     overlay: bool = False
     report_dir: Path | None = None
     report_max_images: int = 12
-    geometry: SonarGeometry | None = None
-    ping_spacing_m: float = 0.0  # with a bag's sonar info (import-xtf), enables metric positions
     match_distance_m: float = 2.0  # a detection matches an object whose centre is this close (geometry known)
     match_pixels: float = 48.0  # the same without geometry, in pixels
     contacts: Path | None = None  # also georeference and fuse the detections with the bag's navigation: this file
     contact_options: ContactOptions = field(default_factory=ContactOptions)
-    distro: str = "jazzy"
     progress: bool = True
 
 
@@ -118,156 +91,22 @@ class ReplayResult:
         }
 
 
-def _pick_topic(topics: dict[str, str], wanted: str | None, types: tuple[str, ...], what: str, bag: Path) -> str | None:
-    if wanted:
-        if wanted not in topics:
-            raise BagError(f"{bag}: {what} topic {wanted} not in the bag; it has {sorted(topics)}")
-        return wanted
-    found = sorted(t for t, m in topics.items() if m in types)
-    if len(found) > 1:
-        raise BagError(f"{bag}: several {what} topics {found}; choose one with --{'topic' if what == 'image' else 'gt-topic'}")
-    return found[0] if found else None
-
-
-def _detect_mode(bag: Path, topic: str, distro: str) -> str:
-    stats = ReadStats()
-    for _t, _i, _ts, msg in iter_messages(bag, [topic], IMAGE_TYPES, stats, distro):
-        try:
-            return "pings" if decode_image(msg).pixels.shape[0] == 1 else "frames"
-        except ImageDecodeError:
-            continue
-    return "frames"
-
-
-@dataclass
-class BagInputs:
-    """What a bag offers for detection and scoring: its topics, mode, geometry and ground truth."""
-
-    path: Path
-    image_topic: str
-    gt_topic: str | None
-    mode: str
-    sonar_info: dict[str, Any]
-    geometry: SonarGeometry | None
-    truth_by_stamp: dict[int, list[Detection]]
-    input_type: str = "image"
-    driver_topics: tuple[str, ...] = ()  # raw_sonar_image: (port, starboard); smarc_sidescan: (topic,)
-    pair_tolerance_ns: int = 20_000_000
-
-    @classmethod
-    def open(cls, bag: Path | str, opts: ReplayOptions) -> BagInputs:
-        bag = Path(bag)
-        topics = list_topics(bag)
-        sonar_info = read_sonar_info(bag, opts.distro)
-        geometry = opts.geometry
-        if geometry is None:  # the bag's sonar info (import-xtf, simulate), --ping-spacing standing in for its own
-            geometry = sonar_geometry(sonar_info, opts.ping_spacing_m)
-        input_type = _input_type(topics, opts, bag)
-        driver_topics: tuple[str, ...] = ()
-        if input_type == "image":
-            image_topic = _pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag)
-            if image_topic is None:
-                raise BagError(f"{bag}: no sensor_msgs/Image or CompressedImage topic; it has {sorted(topics)}")
-            mode = _detect_mode(bag, image_topic, opts.distro) if opts.mode == "auto" else opts.mode
-        else:
-            driver_topics = _driver_topics(topics, input_type, opts, bag)
-            image_topic, mode = driver_topics[0], "pings"
-        gt_topic = _pick_topic(topics, opts.gt_topic, (DETECTION_TYPE,), "ground-truth", bag)
-        truth_by_stamp: dict[int, list[Detection]] = {}
-        if gt_topic:
-            for stamp, dets in read_detections(bag, gt_topic, distro=opts.distro):
-                truth_by_stamp.setdefault(stamp, []).extend(dets)
-        return cls(bag, image_topic, gt_topic, mode, sonar_info, geometry, truth_by_stamp, input_type, driver_topics,
-                   int(opts.pair_tolerance_s * 1e9))
-
-    def messages(self, stats: ReadStats, distro: str) -> Iterator[tuple[int, Any]]:
-        """``(bag timestamp, image message or PingRows)`` in order; bad messages are counted in ``stats``
-        (a driver channel whose partner never came: ``unpaired ping``)."""
-        if self.input_type == "image":
-            for _topic, _index, timestamp, msg in iter_messages(self.path, [self.image_topic], IMAGE_TYPES, stats, distro):
-                yield timestamp, msg
-            return
-        if self.input_type == "smarc_sidescan":
-            for topic, index, timestamp, msg in iter_messages(self.path, list(self.driver_topics), [SMARC_SIDESCAN_TYPE],
-                                                              stats, distro):
-                try:
-                    header, row = smarc_row(msg)
-                except InputError as exc:
-                    stats.skip(exc.reason, f"{topic}[{index}]: {exc}")
-                    continue
-                stats.read += 1
-                yield timestamp, PingRows(header, row)
-            return
-        pairer = ChannelPairer(self.pair_tolerance_ns)
-        port_topic = self.driver_topics[0]
-        for topic, index, timestamp, msg in iter_messages(self.path, list(self.driver_topics), [RAW_SONAR_IMAGE_TYPE],
-                                                          stats, distro):
-            try:
-                channel = raw_sonar_channel(msg)
-                pairs = pairer.add("port" if topic == port_topic else "starboard", channel)
-            except InputError as exc:
-                stats.skip(exc.reason, f"{topic}[{index}]: {exc}")
-                continue
-            stats.read += 1
-            for port, _starboard, row in pairs:
-                yield timestamp, PingRows(port.header, row)
-        pairer.flush()
-        for side, n in pairer.unpaired.items():
-            for _ in range(n):
-                stats.skip("unpaired ping", f"a {side} channel whose partner never came")
-
-
-def _input_type(topics: dict[str, str], opts: ReplayOptions, bag: Path) -> str:
-    if opts.input_type not in INPUT_TYPES:
-        raise UserError(f"input type {opts.input_type!r}: expected one of {INPUT_TYPES}")
-    if opts.input_type != "auto":
-        return opts.input_type
-    kinds = set(topics.values())
-    if opts.topic or kinds & set(IMAGE_TYPES):
-        return "image"
-    if RAW_SONAR_IMAGE_TYPE in kinds:
-        return "raw_sonar_image"
-    return "smarc_sidescan" if SMARC_SIDESCAN_TYPE in kinds else "image"
-
-
-def _driver_topics(topics: dict[str, str], input_type: str, opts: ReplayOptions, bag: Path) -> tuple[str, ...]:
-    if input_type == "smarc_sidescan":
-        topic = _pick_topic(topics, opts.topic, (SMARC_SIDESCAN_TYPE,), "image", bag)
-        if topic is None:
-            raise BagError(f"{bag}: no smarc_msgs/Sidescan topic; it has {sorted(topics)}")
-        return (topic,)
-    raw = sorted(t for t, m in topics.items() if m == RAW_SONAR_IMAGE_TYPE)
-    chosen = []
-    for side, wanted in (("port", opts.port_topic), ("starboard", opts.starboard_topic)):
-        if wanted is None:
-            named = [t for t in raw if side in t.rsplit("/", 1)[-1].lower()]
-            if len(named) != 1:
-                raise BagError(f"{bag}: cannot tell the {side} RawSonarImage topic among {raw}: give --{side}-topic")
-            wanted = named[0]
-        elif topics.get(wanted) != RAW_SONAR_IMAGE_TYPE:
-            raise BagError(f"{bag}: {wanted} is not a {RAW_SONAR_IMAGE_TYPE} topic of the bag")
-        chosen.append(wanted)
-    if chosen[0] == chosen[1]:
-        raise BagError(f"{bag}: port and starboard topics are the same ({chosen[0]})")
-    return tuple(chosen)
-
-
 class SceneCollector:
     """Scenes to score, from the pipeline's outputs: one per frame, or one for a whole ping stream."""
 
-    def __init__(self, inputs: BagInputs) -> None:
-        self.inputs = inputs
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
         self.scored: list[tuple[Scene, list[Detection], np.ndarray]] = []  # scene, its detections, window labels
         self._stream: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Detection]]] = []  # no overlay images kept
         self._frame_row = 0  # pings before the current frame
 
     def add(self, output: PipelineOutput) -> None:
         """One pipeline output (a frame, a message of a ping stream, or the stream's final flush)."""
-        if self.inputs.mode == "frames":
-            truth = self.inputs.truth_by_stamp.get(stamp_ns(output.header), [])
+        if self.recording.mode == "frames":
+            truth = self.recording.frame_truth(output.header)
             rows, width = output.shape
             scene = Scene(output.tiles_positions, output.probabilities, truth, width, rows, self._frame_row,
-                          self.inputs.geometry)
+                          self.recording.geometry)
             self.scored.append((scene, output.detections, output.labels))
             self._frame_row += rows
         else:
@@ -276,9 +115,9 @@ class SceneCollector:
     def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
         """Every scene (pings: the stream, once its final flush was added)."""
         if self._stream:
-            truth = [d for dets in self.inputs.truth_by_stamp.values() for d in dets]
+            truth = self.recording.stream_truth()
             positions, probs, labels = (np.concatenate([part[k] for part in self._stream]) for k in range(3))
-            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.inputs.geometry)
+            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.recording.geometry)
             self.scored.append((scene, [d for part in self._stream for d in part[3]], labels))
             self._stream = []
         return self.scored
@@ -292,7 +131,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         raise BagError(f"{out}: exists already; not overwriting")
     if opts.report_dir is not None:
         require_matplotlib("--report")
-    inputs = BagInputs.open(bag, opts)
+    inputs = open_recording(bag, opts.recording)
     mode = inputs.mode
     classifier = load_classifier(model_path, backend=opts.backend, device=opts.device, precision=opts.precision,
                                  batch_size=opts.batch_size, providers=opts.providers)
@@ -300,7 +139,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
                                      str(model_path))
     config = PipelineConfig(input_mode=mode, thresholds=thresholds, overlay=opts.overlay, geometry=inputs.geometry)
     pipeline = DetectionPipeline(classifier, config)
-    factory = MessageFactory.for_rosbags(opts.distro)
+    factory = MessageFactory.for_rosbags(opts.recording.distro)
     store = factory.typestore
     assert store is not None
 
@@ -333,7 +172,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
                 ov = encode_image(factory, output.overlay, output.header, "bgr8")
                 writer.write(overlay_conn, timestamp, store.serialize_cdr(ov, IMAGE_TYPES[0]))
 
-        stream = inputs.messages(read_stats, opts.distro)
+        stream = inputs.messages(read_stats)
         for timestamp, msg in tqdm(stream, desc="replay", unit="img", disable=not opts.progress):
             images += 1
             last_t = timestamp
@@ -348,7 +187,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             scenes.add(output)
             if mode == "frames":
                 if opts.report_dir is not None and len(report_frames) < opts.report_max_images:
-                    truth = inputs.truth_by_stamp.get(stamp_ns(msg.header), [])
+                    truth = inputs.frame_truth(msg.header)
                     report_frames.append((decode_image(msg).pixels, output.detections, truth))
             else:
                 stream_dets.extend(output.detections)
@@ -366,7 +205,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         contacts = tracker.result(nav_stats)
 
     metrics = None
-    if inputs.gt_topic:
+    if inputs.has_truth:
         scorer = Scorer(pipeline.class_names, pipeline.window, MatchGate(opts.match_distance_m, opts.match_pixels))
         for scene, dets, labels in scenes.finish(pipeline):
             scorer.add(scene, dets, labels)
@@ -379,7 +218,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list, contacts=contacts,
     )
     if opts.report_dir is not None:
-        truth_all = [d for dets in inputs.truth_by_stamp.values() for d in dets]
+        truth_all = inputs.stream_truth()
         if mode == "pings" and report_rows:
             waterfall = np.concatenate(report_rows)[:max_report_rows]
             report_frames = [(waterfall, stream_dets, truth_all)]

@@ -9,6 +9,10 @@
   never comes is dropped and counted.
 * ``smarc_msgs/Sidescan`` (SMaRC vehicles): both channels (``uint8``) in one message.
 
+:class:`DriverAssembler` turns either kind into :class:`PingRows` for the detection pipeline,
+counting what it cannot use instead of raising: the node's subscriptions and the offline input
+layer (:mod:`mine_jepa_ros.io.recording`) both pair channels with it.
+
 Intensities go to 0..1 as images do: integer samples are divided by their type's largest value
 (signed types clipped at 0), float samples by ``float_full_scale`` (default 1.0) and clipped. A
 message that cannot be used raises :class:`~mine_jepa_ros.errors.InputError` naming the field.
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mine_jepa_ros.errors import InputError
+from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.image_codec import to_unit_intensity
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 
@@ -168,3 +173,47 @@ def smarc_sidescan_msg(factory: MessageFactory, header: Any, port: np.ndarray, s
     """A ``smarc_msgs/Sidescan`` with two uint8 channels (sample 0 nearest the vehicle)."""
     return factory.make(SMARC_SIDESCAN_TYPE, header=header, port_channel=factory.byte_array(port.astype(np.uint8)),
                         starboard_channel=factory.byte_array(starboard.astype(np.uint8)))
+
+
+class DriverAssembler:
+    """Driver messages -> :class:`PingRows`: ``RawSonarImage`` port / starboard channels paired by
+    stamp, or ``smarc_msgs/Sidescan`` pings. A bad message is skipped and counted in ``stats`` by
+    its reason; a channel without a partner is counted as ``unpaired ping`` when :meth:`flush`
+    ends the stream (until then in ``pairer.unpaired``). Never raises for bad input."""
+
+    def __init__(self, tolerance_s: float = 0.02, stats: ReadStats | None = None) -> None:
+        self.pairer = ChannelPairer(int(tolerance_s * 1e9))
+        self.stats = stats if stats is not None else ReadStats()
+
+    def channel(self, side: str, msg: Any, where: str = "") -> list[PingRows]:
+        """One ``RawSonarImage`` of ``side`` (port / starboard); the rows it completes. ``where``
+        names the message in the skip reason (topic and index)."""
+        try:
+            pairs = self.pairer.add(side, raw_sonar_channel(msg))
+        except InputError as exc:
+            self.stats.skip(exc.reason, f"{where or side}: {exc}")
+            return []
+        self.stats.read += 1
+        return [PingRows(port.header, row) for port, _starboard, row in pairs]
+
+    def smarc(self, msg: Any, where: str = "") -> list[PingRows]:
+        """One ``smarc_msgs/Sidescan`` ping as a row."""
+        try:
+            header, row = smarc_row(msg)
+        except InputError as exc:
+            self.stats.skip(exc.reason, f"{where or 'sidescan'}: {exc}")
+            return []
+        self.stats.read += 1
+        return [PingRows(header, row)]
+
+    def flush(self) -> None:
+        """End of the stream: channels still waiting, and those that expired, count as unpaired."""
+        self.pairer.flush()
+        for side, n in sorted(self.pairer.unpaired.items()):
+            for _ in range(n):
+                self.stats.skip("unpaired ping", f"a {side} channel whose partner never came")
+        self.pairer.unpaired.clear()
+
+    def skipped(self) -> Counter[str]:
+        """Messages skipped so far by reason, channels without a partner (yet) included."""
+        return self.stats.reasons + Counter({f"unpaired {side}": n for side, n in self.pairer.unpaired.items()})

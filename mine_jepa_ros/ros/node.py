@@ -51,9 +51,10 @@ from mine_jepa_ros.io.detections import detections_to_msg, label_info_msg
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import ALTITUDE_TYPE, FIX_TYPE, HEADING_TYPES
-from mine_jepa_ros.io.sonar_drivers import RAW_SONAR_IMAGE_TYPE, SMARC_SIDESCAN_TYPE
-from mine_jepa_ros.ros.params import DRIVER_INPUT_TYPES, PARAMS, NodeSettings, check_value
-from mine_jepa_ros.ros.sensing import DriverAssembler, NavigationFusion
+from mine_jepa_ros.io.sonar_drivers import RAW_SONAR_IMAGE_TYPE, SMARC_SIDESCAN_TYPE, DriverAssembler
+from mine_jepa_ros.input_types import DRIVER_INPUT_TYPES
+from mine_jepa_ros.ros.params import PARAMS, NodeSettings, check_value
+from mine_jepa_ros.ros.sensing import NavigationFusion, driver_diagnostics
 from mine_jepa_ros.ros.worker import DetectionWorker, DropOldestQueue, HealthMonitor
 
 HEADING_TYPE = dict(zip(("quaternion_stamped", "imu", "odometry"), HEADING_TYPES))
@@ -204,7 +205,7 @@ class MineJepaNode(Node):
         values = {**values, **(self.fusion.diagnostics() if self.fusion is not None else
                                {"positions": "unavailable (no fix_topic: detections are not georeferenced)"})}
         if self.settings.input_type in DRIVER_INPUT_TYPES:
-            values.update(self.assembler.diagnostics())
+            values.update(driver_diagnostics(self.assembler))
         status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: detector", message=summary,
                                   hardware_id=self.pipeline.classifier.device_name,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])

@@ -21,9 +21,8 @@ from mine_jepa_ros.errors import ParameterError, UserError
 from mine_jepa_ros.geo.contacts import ContactSettings
 from mine_jepa_ros.geo.navigation import SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.input_types import DRIVER_INPUT_TYPES, NODE_INPUT_TYPES
 
-INPUT_TYPES = ("image", "compressed", "raw_sonar_image", "smarc_sidescan")
-DRIVER_INPUT_TYPES = ("raw_sonar_image", "smarc_sidescan")
 
 
 def _param(default: Any, description: str, read_only: bool = True, choices: tuple[str, ...] = (),
@@ -69,7 +68,7 @@ class NodeSettings:
     input_type: str = _param("image", "What the sonar publishes: image / compressed on input_topic; raw_sonar_image: "
                              "marine_acoustic_msgs/RawSonarImage per channel on port_topic and starboard_topic, paired "
                              "by stamp; smarc_sidescan: smarc_msgs/Sidescan on input_topic (the driver inputs need "
-                             "input_mode pings).", choices=INPUT_TYPES)
+                             "input_mode pings).", choices=NODE_INPUT_TYPES)
     input_mode: str = _param("frames", "frames: each message is a waterfall frame; pings: each message adds pings "
                              "(height-1 images) to a running waterfall.", choices=INPUT_MODES)
     input_reliability: str = _param("best_effort", "QoS reliability of the sonar subscriptions: best_effort (sensor "

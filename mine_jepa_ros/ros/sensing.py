@@ -1,8 +1,8 @@
 """What the node does with sonar-driver and navigation messages, without ROS (tested offline).
 
-* :class:`DriverAssembler` turns a side-scan driver's messages into waterfall rows for the
-  detection queue: ``RawSonarImage`` port / starboard channels paired by stamp, or ``smarc_msgs/Sidescan``
-  pings. A bad message or a channel without a partner is counted, never raised.
+* :func:`driver_diagnostics`: what the driver-message assembler
+  (:class:`~mine_jepa_ros.io.sonar_drivers.DriverAssembler`, shared with the offline input layer)
+  skipped, as a diagnostics value.
 * :class:`NavigationFusion` keeps the navigation track (fixes, headings, altitudes as they arrive)
   and the contact tracker; the subscription callbacks add navigation, the inference worker adds
   detections. Both sides take one lock, so the node's executor thread and its worker can share it.
@@ -22,7 +22,7 @@ from mine_jepa_ros.geo.contacts import Contact, ContactSettings
 from mine_jepa_ros.geo.navigation import NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection
-from mine_jepa_ros.io.sonar_drivers import ChannelPairer, PingRows, raw_sonar_channel, smarc_row
+from mine_jepa_ros.io.sonar_drivers import DriverAssembler
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -30,33 +30,9 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items())) or "0"
 
 
-class DriverAssembler:
-    """Driver messages -> :class:`PingRows` (see the module docstring)."""
-
-    def __init__(self, tolerance_s: float = 0.02) -> None:
-        self.pairer = ChannelPairer(int(tolerance_s * 1e9))
-        self.skipped: Counter[str] = Counter()
-
-    def channel(self, side: str, msg: Any) -> list[PingRows]:
-        """One ``RawSonarImage`` of ``side`` (port / starboard); the rows it completes."""
-        try:
-            pairs = self.pairer.add(side, raw_sonar_channel(msg))
-        except InputError as exc:
-            self.skipped[exc.reason] += 1
-            return []
-        return [PingRows(port.header, row) for port, _starboard, row in pairs]
-
-    def smarc(self, msg: Any) -> list[PingRows]:
-        try:
-            header, row = smarc_row(msg)
-        except InputError as exc:
-            self.skipped[exc.reason] += 1
-            return []
-        return [PingRows(header, row)]
-
-    def diagnostics(self) -> dict[str, str]:
-        counts = self.skipped + Counter({f"unpaired {side}": n for side, n in self.pairer.unpaired.items()})
-        return {"driver messages skipped": _counts(counts)}
+def driver_diagnostics(assembler: DriverAssembler) -> dict[str, str]:
+    """The node's ``driver messages skipped`` diagnostics value."""
+    return {"driver messages skipped": _counts(assembler.skipped())}
 
 
 class NavigationFusion:

@@ -22,7 +22,6 @@ image + mask folders or the simulator.
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,16 +30,16 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.scoring import window_truth
-from mine_jepa_ros.detect.tiling import WaterfallTiler
+from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import MineJepaError, UserError
-from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, iter_images, list_topics, read_detections
+from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.detections import Detection
-from mine_jepa_ros.io.messages import stamp_ns
+from mine_jepa_ros.io.image_folders import IMAGE_SUFFIXES, YEAR, read_grey, read_yolo_labels
+from mine_jepa_ros.io.recording import RecordingOptions, open_recording
 from mine_jepa_ros.sim.survey import FleetVariation, Survey, SurveyConfig, simulate_survey
 from mine_jepa_ros.training.patches import (
     BACKGROUND_POOL,
@@ -54,8 +53,6 @@ from mine_jepa_ros.training.patches import (
     sharded_store_dir,
 )
 
-YOLO_CLASSES = {0: "MILCO", 1: "NOMBO"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 T = TypeVar("T")
 
 
@@ -267,107 +264,65 @@ def _report_skipped(skipped: list[str], total: int) -> None:
 
 
 @dataclass(frozen=True)
-class BagJob:
-    """One input file of a bag extraction: a rosbag2, or an XTF recording imported first."""
+class RecordingJob:
+    """One recording of an extraction: a rosbag2 (frames, pings or a driver's messages) or an XTF file,
+    read through the input layer (:mod:`mine_jepa_ros.io.recording`)."""
 
     path: Path
-    topic: str | None
-    gt_topic: str | None
+    options: RecordingOptions
     window: int
     stride: int
     source: str
-    xtf: bool = False
 
     @property
     def group(self) -> str:
         return self.path.name
 
     def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
-        """Sliding windows of every image of the bag (one group), labelled where ground truth exists."""
-        if self.xtf:
-            import tempfile
-
-            from mine_jepa_ros.io.xtf import import_xtf
-
-            with tempfile.TemporaryDirectory(prefix="mine_jepa_xtf_") as tmp:
-                bag = Path(tmp) / self.path.stem
-                info = import_xtf(self.path, bag, mode="frames", encoding="mono8", frame_height=1 << 20)
-                batches, note = BagJob(bag, None, None, self.window, self.stride, self.source).batches(progress)
-                return [PatchBatch(b.patches, b.labels, self.group, b.source) for b in batches], \
-                    "; ".join(x for x in (f"{info['pings']} pings, {info['skip_summary']}", note) if x)
-        topics = list_topics(self.path)
-        gt = self.gt_topic
-        if gt is None:
-            found = [t for t, m in topics.items() if m == DETECTION_TYPE]
-            gt = found[0] if len(found) == 1 else None
-        truth: dict[int, list[Detection]] = {}
-        if gt:
-            for stamp, dets in read_detections(self.path, gt):
-                truth.setdefault(stamp, []).extend(dets)
+        """Every sliding window of the recording's waterfall (one group), labelled where it has ground
+        truth: the windows of the waterfall tiled whole, whether it came as frames, pings or driver
+        messages (a change of ping width starts a new waterfall)."""
+        recording = open_recording(self.path, self.options)
         stats = ReadStats()
-        batches = []
-        for rec in tqdm(iter_images(self.path, self.topic, stats), desc=f"extract {self.path.name}", unit="img",
-                        disable=not progress):
-            if min(rec.pixels.shape) < self.window:
+        tiler = StreamingTiler(self.window, self.stride)
+        parts: list[Tiles] = []
+        for block in tqdm(recording.waterfall(stats), desc=f"extract {self.path.name}", unit="msg", disable=not progress):
+            if block.pixels.shape[1] < self.window:
+                stats.skip("narrower than a window", f"{block.pixels.shape[1]} samples per row")
                 continue
-            image = _to_u8(rec.pixels)
-            tiles = WaterfallTiler(self.window, self.stride).tile(image)
-            labels = np.full(len(tiles), -1, np.int16)
-            if gt:
-                labels = window_truth(tiles.positions, self.window, truth.get(stamp_ns(rec.header), []),
-                                      list(DEFAULT_CLASSES)).astype(np.int16)
-            batches.append(PatchBatch(tiles.patches, labels, self.group, self.source))
-        note = f"skipped {stats.skipped} bad image message(s): {dict(stats.reasons)}" if stats.skipped else ""
-        if not batches:
-            note = "; ".join(x for x in (f"skipped: no image of at least {self.window} px", note) if x)
-        return batches, note
+            parts.append(tiler.push(_to_u8(block.pixels)))
+        parts.append(tiler.flush())
+        tiles = Tiles.concat([p for p in parts if len(p)], self.window)
+        labels = np.full(len(tiles), UNLABELLED, np.int16)
+        if recording.has_truth:
+            labels = window_truth(tiles.positions, self.window, recording.objects(), list(DEFAULT_CLASSES)).astype(np.int16)
+        notes = [getattr(recording, "note", "")]
+        if stats.skipped:
+            notes.append(f"skipped {stats.skipped} message(s): {dict(stats.reasons)}")
+        if not len(tiles):
+            notes.insert(0, f"skipped: no waterfall of at least {self.window} x {self.window} px")
+            return [], "; ".join(n for n in notes if n)
+        return [PatchBatch(tiles.patches, labels, self.group, self.source)], "; ".join(n for n in notes if n)
 
 
-def extract_bags(out: Path, bags: list[Path], topic: str | None, gt_topic: str | None, window: int = 96, stride: int = 64,
-                 source: str = "real", kind: str = "real", test_fraction: float = 0.25, seed: int = 0,
-                 progress: bool = True, workers: int = 1, xtf: bool = False) -> PatchStore:
-    """Sliding windows of every image in the bags (one group per bag; ``xtf``: the files are XTF
-    recordings), labelled where ground truth exists; ``workers`` as in :func:`extract_files`."""
-    if len({b.name for b in bags}) != len(bags):
-        raise UserError(f"inputs {[str(b) for b in bags]}: two share a name (each file's name is its group)")
-    jobs = [BagJob(Path(b), topic, gt_topic, window, stride, source, xtf) for b in bags]
-    spec = StoreSpec(window, {source: kind}, {"from": "xtf" if xtf else "rosbag2", "bags": [str(b) for b in bags],
+def extract_recordings(out: Path, recordings: list[Path], options: RecordingOptions | None = None, window: int = 96,
+                       stride: int = 64, source: str = "real", kind: str = "real", test_fraction: float = 0.25,
+                       seed: int = 0, progress: bool = True, workers: int = 1) -> PatchStore:
+    """Sliding windows of every recording's waterfall (bags of frames, pings or driver messages, and
+    ``.xtf`` files; one group each), labelled where ground truth exists; ``workers`` as in
+    :func:`extract_files`."""
+    if len({b.name for b in recordings}) != len(recordings):
+        raise UserError(f"inputs {[str(b) for b in recordings]}: two share a name (each file's name is its group)")
+    options = options or RecordingOptions()
+    jobs = [RecordingJob(Path(b), options, window, stride, source) for b in recordings]
+    kinds = sorted({"xtf" if Path(b).suffix.lower() == ".xtf" else "rosbag2" for b in recordings})
+    spec = StoreSpec(window, {source: kind}, {"from": "+".join(kinds), "bags": [str(b) for b in recordings],
                                               "stride": stride})
     split_of_group = assign_splits([j.group for j in jobs], test_fraction, 0.0, seed)
     return extract_files(out, jobs, spec, split_of_group, workers, progress)
 
 
 # -- YOLO folders (Santos et al. 2024 layout) --------------------------------------------------------
-
-YEAR = re.compile(r"_(\d{4})$")
-
-
-def read_yolo_labels(txt: Path, height: int, width: int) -> list[Detection]:
-    """YOLO ``class cx cy w h`` (normalised) -> detections in pixels; a bad line raises naming the file."""
-    out: list[Detection] = []
-    if not txt.exists():
-        return out
-    for n, line in enumerate(txt.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
-        except (ValueError, IndexError) as exc:
-            raise UserError(f"{txt}:{n}: expected 'class cx cy w h', got {line!r}") from exc
-        if cls not in YOLO_CLASSES or not (0 <= cx <= 1 and 0 <= cy <= 1 and 0 <= w <= 1 and 0 <= h <= 1):
-            raise UserError(f"{txt}:{n}: class must be 0 (MILCO) or 1 (NOMBO) and coordinates in [0, 1]: {line!r}")
-        box = ((cy - h / 2) * height, (cx - w / 2) * width, (cy + h / 2) * height, (cx + w / 2) * width)
-        out.append(Detection(YOLO_CLASSES[cls], 1.0, box, id=f"{txt.stem}-{n}"))
-    return out
-
-
-def _read_grey(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise UserError(f"{path}: not an image OpenCV can read")
-    return image
-
 
 @dataclass(frozen=True)
 class YoloImageJob:
@@ -387,7 +342,7 @@ class YoloImageJob:
 
     def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
         """Object-centred and background crops, and every window as unlabelled data."""
-        image = _read_grey(self.path)
+        image = read_grey(self.path)
         objects = read_yolo_labels(self.path.with_suffix(".txt"), *image.shape)
         rng = np.random.default_rng([self.seed, zlib.crc32(self.group.encode())])
         crops, labels = labelled_patches(image, objects, self.window, self.stride, rng)
@@ -439,7 +394,7 @@ class MaskTileJob:
     def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
         """Windows with at least ``min_object_pixels`` mask pixels (object) or none (background);
         the ones in between are left out."""
-        image, mask = _read_grey(self.path), _read_grey(self.mask)
+        image, mask = read_grey(self.path), read_grey(self.mask)
         if image.shape != mask.shape:
             raise UserError(f"{self.mask}: mask of {mask.shape} for an image of {image.shape}")
         tiles = WaterfallTiler(self.window, self.stride).tile(image)

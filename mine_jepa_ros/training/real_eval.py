@@ -14,7 +14,6 @@ data, with the natural-image ones; SIGReg on Real+Syn (each source normalised wi
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.training.extract import extract_bags, extract_mask_folders, extract_simulator
+from mine_jepa_ros.training.extract import extract_mask_folders, extract_recordings, extract_simulator
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.pretrain import Pretrainer
 from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
@@ -40,15 +39,8 @@ def run_real_eval(sdvd_root: Path, xtf: Path | None, out: Path, scale: str = "cp
     sdvd = _cached(out / "sdvd_store", lambda p: extract_mask_folders(p, roots, seed=seed, progress=progress))
     real_stores = [sdvd]
     if xtf is not None:
-        from mine_jepa_ros.io.xtf import import_xtf
-
-        def xtf_store(p: Path) -> PatchStore:
-            with tempfile.TemporaryDirectory() as tmp:
-                bag = Path(tmp) / "xtf_bag"
-                import_xtf(xtf, bag, mode="frames", encoding="mono8", frame_height=1 << 20)  # one frame: the file
-                return extract_bags(p, [bag], None, None, source="xtf", test_fraction=0.0, progress=progress)
-
-        real_stores.append(_cached(out / "xtf_store", xtf_store))
+        real_stores.append(_cached(out / "xtf_store", lambda p: extract_recordings(p, [xtf], source="xtf", test_fraction=0.0,
+                                                                                   progress=progress)))
     syn = _cached(out / "syn_store", lambda p: extract_simulator(p, replace(sc.sim, seed=seed), progress=progress))
     print(sdvd.summary())
     # (label, pretraining stores or None, augmentation, run folder)
