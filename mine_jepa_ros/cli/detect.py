@@ -49,10 +49,17 @@ def add_replay(sub: Subcommands) -> None:
         "ground truth (a Detection2DArray topic), print per-class precision/recall/F1 and the window "
         "confusion matrix.",
     )
-    p.add_argument("--bag", required=True, type=Path, help="input rosbag2 (mcap or sqlite3)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", type=Path, help="input rosbag2 (mcap or sqlite3), or an .xtf file")
+    src.add_argument("--images", type=Path,
+                     help="labelled image folder instead (YOLO layout NNNN_YYYY.jpg + .txt, or images/ + masks/): "
+                     "OUT gets labels/NAME.txt (class cx cy w h score), overlays/NAME.png and metrics.json with "
+                     "Pd, precision and AP per class")
+    p.add_argument("--years", default="", help="--images: comma-separated survey years to keep (e.g. 2010,2018)")
     p.add_argument("--model", required=True, type=Path,
                    help="exported model (.onnx, from export [--int8]; ONNX Runtime) or checkpoint (.safetensors; torch)")
-    p.add_argument("--out", required=True, type=Path, help="output bag directory (must not exist)")
+    p.add_argument("--out", required=True, type=Path, help="output bag directory, or with --images a directory "
+                   "(must not exist)")
     add_recording_args(p)
     p.add_argument("--contacts", type=Path, default=None,
                    help="also georeference and fuse the detections with the bag's navigation into this contacts file "
@@ -78,9 +85,39 @@ def add_replay(sub: Subcommands) -> None:
     p.set_defaults(func=run_replay)
 
 
+def years_arg(text: str) -> tuple[str, ...]:
+    return tuple(y.strip() for y in text.split(",") if y.strip())
+
+
+def run_replay_images(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.folder_replay import FolderReplayOptions, replay_images
+    from mine_jepa_ros.detect.onnx_backend import split_providers
+    from mine_jepa_ros.detect.replay import format_metrics
+
+    opts = FolderReplayOptions(years=years_arg(args.years), backend=args.backend, providers=split_providers(args.providers),
+                               device=args.device, precision=args.precision, batch_size=args.batch_size,
+                               thresholds=args.thresholds, match_pixels=args.match_pixels, progress=not args.json)
+    result = replay_images(args.images, args.model, args.out, opts)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"replayed {result.images} images ({result.labelled} labelled) in {result.seconds:.1f} s: {result.windows} "
+          f"windows, {result.detections} detections, {result.skipped} skipped -> {result.out}")
+    for reason, count in result.skip_reasons.items():
+        print(f"  skipped {count} x {reason}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    if result.metrics:
+        print(format_metrics(result.metrics))
+    return 0
+
+
 def run_replay(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.onnx_backend import split_providers
     from mine_jepa_ros.detect.replay import ReplayOptions, format_metrics, replay
+
+    if args.images:
+        return run_replay_images(args)
 
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), contacts=args.contacts,
@@ -121,7 +158,10 @@ def add_calibrate(sub: Subcommands) -> None:
         "target, and write a copy of the checkpoint that carries them; the node and replay then use them by default.",
     )
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) to calibrate")
-    p.add_argument("--bag", required=True, type=Path, action="append", help="validation bag with ground truth (repeatable)")
+    p.add_argument("--bag", type=Path, action="append", default=[], help="validation bag with ground truth (repeatable)")
+    p.add_argument("--images", type=Path, action="append", default=[],
+                   help="validation image folder with labels (YOLO layout or images/ + masks/; repeatable)")
+    p.add_argument("--years", default="", help="--images: comma-separated survey years to keep")
     p.add_argument("--out", required=True, type=Path, help="the calibrated checkpoint (.safetensors)")
     add_target_args(p, required=True)
     add_recording_args(p)
@@ -142,7 +182,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), device=args.device,
                          precision=args.precision, batch_size=args.batch_size, match_distance_m=args.match_distance,
                          match_pixels=args.match_pixels)
-    print(calibrate(args.model, args.bag, args.out, target, opts).summary())
+    folders = [(folder, years_arg(args.years)) for folder in args.images]
+    print(calibrate(args.model, args.bag, args.out, target, opts, folders).summary())
     return 0
 
 

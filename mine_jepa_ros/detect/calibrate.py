@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
+from mine_jepa_ros.detect.folder_replay import image_scenes
 from mine_jepa_ros.detect.merging import WindowMerger
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
@@ -196,15 +198,23 @@ def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOpti
 
 
 def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target: Target,
-              options: ReplayOptions | None = None) -> CalibrationReport:
-    """Choose and store the operating point; ``options`` give the bags' topics, geometry and gate."""
+              options: ReplayOptions | None = None,
+              folders: Sequence[tuple[Path, Sequence[str]]] = ()) -> CalibrationReport:
+    """Choose and store the operating point on validation ``bags`` and labelled image ``folders``
+    (each with the survey years to keep, () for all); ``options`` give the bags' topics, geometry and
+    the gate."""
     opts = options or ReplayOptions()
-    if not bags:
-        raise CalibrationError("no validation bag given")
+    if not bags and not folders:
+        raise CalibrationError("no validation bag or image folder given")
     model = load_checkpoint(model_path)
     model.metadata = replace(model.metadata, operating_point=None)  # calibrate the raw model (T = 1)
     classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
     scenes = collect_scenes(classifier, bags, opts, need_truth=True)
+    for folder, years in folders:
+        found = image_scenes(classifier, Path(folder), years, opts.progress)
+        if not found:
+            raise CalibrationError(f"{folder}: no labelled image (a .txt or a mask beside it) to calibrate on")
+        scenes += found
     names = classifier.class_names
     truth = [window_truth(s.positions, classifier.window, s.truth, names) for s in scenes]
     keep = [t >= 0 for t in truth]
@@ -232,7 +242,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
         per_class[name] = {k: chosen[k] for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
     op = OperatingPoint(
         temperature=temperature, thresholds=thresholds, target={"kind": target.kind, "value": target.value},
-        validation={"bags": [str(b) for b in bags], "ece_before": ece_before, "ece_after": ece_after,
+        validation={"bags": [str(b) for b in bags] + [str(f) for f, _years in folders], "ece_before": ece_before, "ece_after": ece_after,
                     "windows": int(len(labels)), "area_km2": scorer.area_km2, "classes": per_class,
                     "match": {"gate": scorer.gate_value, "unit": scorer.unit}},
     )

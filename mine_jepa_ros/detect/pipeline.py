@@ -1,8 +1,9 @@
 """The ROS-free detection pipeline that the node and ``mine-jepa replay`` both run.
 
 ``DetectionPipeline.process(msg)`` takes an ``Image`` / ``CompressedImage`` message (rclpy or
-rosbags class alike), or pings a sonar driver's messages were assembled into
-(:class:`~mine_jepa_ros.io.sonar_drivers.PingRows`), decodes it, tiles it, classifies the windows in
+rosbags class alike), pings a sonar driver's messages were assembled into
+(:class:`~mine_jepa_ros.io.sonar_drivers.PingRows`) or an image file's pixels
+(:class:`DecodedFrame`), decodes it, tiles it, classifies the windows in
 batches and returns the detections for that message. Input modes:
 
 * ``frames``: each message is a waterfall frame; detections are in that frame's pixels.
@@ -43,6 +44,14 @@ from mine_jepa_ros.io.pictures import draw_detections
 from mine_jepa_ros.io.sonar_drivers import PingRows
 
 INPUT_MODES = ("frames", "pings")
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """An image already decoded (a file of a labelled folder), as the pipeline takes it in frames mode."""
+
+    header: Any
+    pixels: np.ndarray  # (rows, width) float32 intensities 0..1
 
 
 class WindowClassifier(Protocol):
@@ -183,6 +192,8 @@ class DetectionPipeline:
             if isinstance(msg, PingRows):
                 if self.config.input_mode != "pings":
                     raise UserError("sonar driver pings need input_mode 'pings'")
+                pixels, header = msg.pixels, msg.header
+            elif isinstance(msg, DecodedFrame):
                 pixels, header = msg.pixels, msg.header
             else:
                 pixels, header = decode_image(msg).pixels, getattr(msg, "header", None)

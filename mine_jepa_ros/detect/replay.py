@@ -254,9 +254,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     unit = match["unit"]
     lines = [f"detections matched to objects within {match['gate']:g} {unit}, one to one; seabed covered "
              + (f"{area:.4f} km2" if area else "unknown (no sonar geometry: no false alarms per km2)"),
-             f"class    threshold  Pd     precision  false alarms  per km2   loc. error ({unit})  detections  objects"]
+             f"class    threshold  Pd     precision  AP     false alarms  per km2   loc. error ({unit})  detections  objects"]
     for name, m in metrics["detections"].items():
-        lines.append(f"{name:8s} {_num(m.get('threshold'), '9.2f')}  {m['pd']:.3f}  {m['precision']:9.3f}  "
+        lines.append(f"{name:8s} {_num(m.get('threshold'), '9.2f')}  {m['pd']:.3f}  {m['precision']:9.3f}  {m['ap']:.3f}  "
                      f"{m['false_alarms']:12d}  {_num(m['false_alarms_per_km2'], '8.0f')}  "
                      f"{_num(m[f'localisation_error_{unit}'], '15.2f')}  {m['detections']:10d}  {m['objects']:7d}")
     conf = metrics["window_confusion"]

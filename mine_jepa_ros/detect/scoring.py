@@ -6,7 +6,9 @@ within a gate: ``MatchGate.metres`` (2 m) where the sonar geometry is known, els
 the nearest free object in its gate. Per class: Pd = matched objects / objects, precision =
 matched detections / detections, false alarms = unmatched detections, false alarms per km² of
 seabed covered (area = track length × ground-range swath on both sides, the nadir gap excluded),
-the localisation error of matched detections (m, or pixels without geometry) and the FROC curve:
+the localisation error of matched detections (m, or pixels without geometry), AP (the area under
+precision/recall of every detection the windows make at the lowest threshold, ranked by score,
+precision made monotone: the figure detection papers report) and the FROC curve:
 Pd against false alarms per km² as the threshold sweeps, the detections re-made from the stored
 window probabilities at each threshold exactly as the pipeline makes them
 (:func:`~mine_jepa_ros.detect.merging.detections_from_windows`).
@@ -140,6 +142,21 @@ def froc_auc(points: Sequence[dict[str, float]], max_fa_per_km2: float) -> float
     return (area + best * (max_fa_per_km2 - last)) / max_fa_per_km2
 
 
+def average_precision(ranked: Sequence[tuple[float, bool]], objects: int) -> float:
+    """Area under the precision/recall curve of score-ranked detections (``(score, matched)``), all
+    points, precision made monotone (each recall's precision the best at that recall or beyond), as
+    detection papers report AP; 0 without objects."""
+    if objects <= 0 or not ranked:
+        return 0.0
+    matched = np.array([m for _s, m in sorted(ranked, key=lambda r: -r[0])], bool)
+    tp = np.cumsum(matched)
+    recall = tp / objects
+    precision = tp / np.arange(1, len(matched) + 1)
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.diff(np.concatenate([[0.0], recall]))
+    return float(np.sum(steps * precision))
+
+
 def window_truth(positions: np.ndarray, window: int, truth: Sequence[Detection], class_names: Sequence[str]) -> np.ndarray:
     """True label per window (index into ``class_names``), -1 for windows left out."""
     labels = np.zeros(len(positions), np.int64)
@@ -231,17 +248,35 @@ class Scorer:
                                      "false_alarms": s.false_alarms, "false_alarms_per_km2": self._per_km2(s.false_alarms)})
         return curves
 
+    def average_precision(self) -> dict[str, float]:
+        """Per class, AP (:func:`average_precision`) of every detection the windows make at the lowest
+        threshold (each window whose arg-max is the class), matched as at the operating point."""
+        floor = [1.0] + [0.0] * (len(self.class_names) - 1)
+        ranked: dict[str, list[tuple[float, bool]]] = {name: [] for name in self.class_names[1:]}
+        objects = {name: 0 for name in self.class_names[1:]}
+        for scene, _ in self.scenes:
+            made = detections_from_windows(scene.positions, scene.probabilities, floor, self.window, self.class_names)
+            matched = {i for i, _j, _d in match_detections(made, scene, self.gate)}
+            for i, det in enumerate(made):
+                if det.class_name in ranked:
+                    ranked[det.class_name].append((det.score, i in matched))
+            for gt in scene.truth:
+                if gt.class_name in objects:
+                    objects[gt.class_name] += 1
+        return {name: average_precision(ranked[name], objects[name]) for name in ranked}
+
     def metrics(self, thresholds: Sequence[float] | None = None) -> dict[str, object]:
         """Detection metrics at the thresholds in force (``thresholds``: per class, background's
         first, only reported), the FROC curves and the window metrics."""
         per_class = {}
         error_key = f"localisation_error_{self.unit}"
+        ap = self.average_precision()
         for k, (name, s) in enumerate(self._score(self.scenes).items(), start=1):
             per_class[name] = {
                 "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd), "false_alarms": s.false_alarms,
                 "false_alarms_per_km2": self._per_km2(s.false_alarms),
                 error_key: float(np.mean(s.errors)) if s.errors else None,
-                "detections": s.detections, "objects": s.objects, "matched": s.matched,
+                "detections": s.detections, "objects": s.objects, "matched": s.matched, "ap": ap[name],
             }
             if thresholds is not None:
                 per_class[name]["threshold"] = float(thresholds[k])
