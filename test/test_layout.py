@@ -91,7 +91,7 @@ TORCH_FREE = [
     "mine_jepa_ros.detect.backends", "mine_jepa_ros.detect.onnx_backend", "mine_jepa_ros.detect.quantise",
     "mine_jepa_ros.detect.replay", "mine_jepa_ros.detect.contacts", "mine_jepa_ros.tools.backend_bench",
     "mine_jepa_ros.detect.folder_replay", "mine_jepa_ros.io.recording", "mine_jepa_ros.io.image_folders",
-    "mine_jepa_ros.input_types",
+    "mine_jepa_ros.input_types", "mine_jepa_ros.io.waterfall_tiles",
     "mine_jepa_ros.ros.params",
     "mine_jepa_ros.ros.worker", "mine_jepa_ros.geo.navigation", "mine_jepa_ros.geo.contacts",
     "mine_jepa_ros.geo.formats",

@@ -58,7 +58,8 @@ def add_extract(sub: Subcommands) -> None:
                      help="recording (repeatable): a rosbag2 of waterfall frames, of pings (height-1 images) or of a "
                      "side-scan driver's messages (RawSonarImage port/starboard, smarc Sidescan), or an .xtf file; "
                      "windows are cut from the whole waterfall")
-    src.add_argument("--yolo", type=Path, help="folder of images with YOLO .txt labels (Santos et al. layout)")
+    src.add_argument("--yolo", "--images", type=Path,
+                     help="folder of images with YOLO .txt labels (Santos et al. layout, or export-waterfalls tiles)")
     src.add_argument("--sim", type=positive_int, metavar="SURVEYS", help="simulate this many surveys")
     src.add_argument("--xtf", type=Path, action="append",
                      help="raw XTF recording (repeatable; read directly at import-xtf's mono8 gain)")
@@ -121,7 +122,37 @@ def run_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_waterfalls(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "export-waterfalls",
+        help="write a recording as PNG tiles to label (YOLO layout) with a sidecar mapping them to its pings",
+        description="Cut a recording's waterfall (frames, pings, driver messages or XTF) into tiles of --tile-rows "
+        "pings named NNNN_YYYY.png (the year of the tile's first ping), with the recording's ground truth as "
+        "starting YOLO labels where it has one, and waterfalls.json mapping every tile row to its ping stamp. "
+        "Label the tiles in CVAT, Label Studio or LabelImg (YOLO export), then extract --images DIR trains on them "
+        "and replay --images DIR scores them.",
+    )
+    p.add_argument("--bag", required=True, type=Path, help="recording: a rosbag2 or an .xtf file")
+    p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    p.add_argument("--tile-rows", type=positive_int, default=1024, help="pings per tile")
+    add_recording_args(p)
+    p.set_defaults(func=run_export_waterfalls)
+
+
+def run_export_waterfalls(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.io.recording import open_recording
+    from mine_jepa_ros.io.waterfall_tiles import SIDECAR, export_waterfalls
+
+    sidecar = export_waterfalls(open_recording(args.bag, recording_options_from_args(args)), args.out, args.tile_rows)
+    labelled = len(list(args.out.glob("*.txt")))
+    print(f"wrote {args.out}: {len(sidecar['tiles'])} tiles of up to {args.tile_rows} pings ({sidecar['rows']} pings), "
+          f"{labelled} with starting labels; rows -> ping stamps in {args.out / SIDECAR}")
+    return 0
+
+
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_import_xtf(sub)
     add_extract(sub)
+    add_export_waterfalls(sub)

@@ -74,13 +74,15 @@ def read_yolo_labels(txt: Path, height: int, width: int, class_names: Sequence[s
     return out
 
 
-def yolo_lines(detections: Sequence[Detection], height: int, width: int, class_names: Sequence[str]) -> str:
-    """Detections as YOLO lines ``class cx cy w h score`` (normalised), the index into ``class_names``."""
+def yolo_lines(detections: Sequence[Detection], height: int, width: int, class_names: Sequence[str],
+               with_score: bool = True) -> str:
+    """Detections as YOLO lines ``class cx cy w h [score]`` (normalised), the index into ``class_names``."""
     lines = []
     for det in detections:
         r0, c0, r1, c1 = det.box
+        score = f" {det.score:.4f}" if with_score else ""
         lines.append(f"{class_names.index(det.class_name)} {(c0 + c1) / 2 / width:.6f} {(r0 + r1) / 2 / height:.6f} "
-                     f"{(c1 - c0) / width:.6f} {(r1 - r0) / height:.6f} {det.score:.4f}")
+                     f"{(c1 - c0) / width:.6f} {(r1 - r0) / height:.6f}{score}")
     return "".join(f"{line}\n" for line in lines)
 
 
