@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mine_jepa_ros.cli.args import (
     Subcommands,
@@ -89,10 +89,21 @@ def years_arg(text: str) -> tuple[str, ...]:
     return tuple(y.strip() for y in text.split(",") if y.strip())
 
 
+def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: dict[str, Any] | None) -> None:
+    """What a replay skipped, its warnings and, where it was scored, the metrics table."""
+    from mine_jepa_ros.detect.replay import format_metrics
+
+    for reason, count in skip_reasons.items():
+        print(f"  skipped {count} x {reason}")
+    for warning in warnings:
+        print(f"  warning: {warning}")
+    if metrics:
+        print(format_metrics(metrics))
+
+
 def run_replay_images(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.folder_replay import FolderReplayOptions, replay_images
     from mine_jepa_ros.detect.onnx_backend import split_providers
-    from mine_jepa_ros.detect.replay import format_metrics
 
     opts = FolderReplayOptions(years=years_arg(args.years), backend=args.backend, providers=split_providers(args.providers),
                                device=args.device, precision=args.precision, batch_size=args.batch_size,
@@ -103,18 +114,13 @@ def run_replay_images(args: argparse.Namespace) -> int:
         return 0
     print(f"replayed {result.images} images ({result.labelled} labelled) in {result.seconds:.1f} s: {result.windows} "
           f"windows, {result.detections} detections, {result.skipped} skipped -> {result.out}")
-    for reason, count in result.skip_reasons.items():
-        print(f"  skipped {count} x {reason}")
-    for warning in result.warnings:
-        print(f"  warning: {warning}")
-    if result.metrics:
-        print(format_metrics(result.metrics))
+    print_outcome(result.skip_reasons, result.warnings, result.metrics)
     return 0
 
 
 def run_replay(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.onnx_backend import split_providers
-    from mine_jepa_ros.detect.replay import ReplayOptions, format_metrics, replay
+    from mine_jepa_ros.detect.replay import ReplayOptions, replay
 
     if args.images:
         return run_replay_images(args)
@@ -134,12 +140,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return 0
     print(f"replayed {result.images} images ({result.mode}) in {result.seconds:.1f} s: {result.windows} windows "
           f"({result.windows_per_second:.0f}/s), {result.detections} detections, {result.skipped} skipped -> {result.out}")
-    for reason, count in result.skip_reasons.items():
-        print(f"  skipped {count} x {reason}")
-    for warning in result.warnings:
-        print(f"  warning: {warning}")
-    if result.metrics:
-        print(format_metrics(result.metrics))
+    print_outcome(result.skip_reasons, result.warnings, result.metrics)
     if result.contacts is not None:
         print(result.contacts.summary())
         print(f"contacts: {args.contacts}")
