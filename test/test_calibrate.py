@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.calibrate import (
+from mine_jepa_ros.evaluate.calibrate import (
     CalibrationError,
     Target,
     _pick,
@@ -20,7 +20,7 @@ from mine_jepa_ros.detect.calibrate import (
     softmax_with_temperature,
 )
 from mine_jepa_ros.detect.model import load_checkpoint, read_metadata, save_checkpoint
-from mine_jepa_ros.detect.replay import LABEL_INFO_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.evaluate.replay import LABEL_INFO_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.bag import ReadStats, iter_messages
 from mine_jepa_ros.sim import SurveyConfig, simulate_survey

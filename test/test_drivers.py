@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.replay import ReplayOptions, replay
+from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 from mine_jepa_ros.io.recording import RecordingOptions
 from mine_jepa_ros.errors import BagError, InputError
 from mine_jepa_ros.io.bag import atomic_bag_writer

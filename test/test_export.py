@@ -21,7 +21,7 @@ onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pi
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install '.[export]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
 
-from mine_jepa_ros.detect.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_onnx_metadata  # noqa: E402
+from mine_jepa_ros.deploy.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_onnx_metadata  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_onnx_metadata_and_no_leftovers(exported: Path, busy_checkpoint: Path) -
 
 def test_export_refuses_a_graph_that_disagrees_and_writes_nothing(busy_checkpoint: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import mine_jepa_ros.detect.export as export
+    import mine_jepa_ros.deploy.export as export
 
     monkeypatch.setattr(export, "MAX_ABS_DIFF", -1.0)  # any difference at all now counts as a mismatch
     with pytest.raises(UserError, match="differs from PyTorch"):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.folder_replay import FolderReplayOptions, replay_images
+from mine_jepa_ros.evaluate.folder_replay import FolderReplayOptions, replay_images
 from mine_jepa_ros.detect.metadata import read_metadata
-from mine_jepa_ros.detect.scoring import average_precision
+from mine_jepa_ros.evaluate.scoring import average_precision
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.image_folders import folder_images, read_yolo_labels
 from mine_jepa_ros.sim import SurveyConfig, simulate_survey

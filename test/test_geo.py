@@ -13,7 +13,7 @@ import pytest
 from pyproj import Geod
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.contacts import ContactOptions, ContactTracker, contacts_from_bag
+from mine_jepa_ros.geo.tracking import ContactOptions, ContactTracker, contacts_from_bag
 from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geo.contacts import ContactManager, ContactSettings, Sighting
 from mine_jepa_ros.geo.formats import read_geojson_points, write_contacts
@@ -243,7 +243,7 @@ def test_box_centres_use_the_sonar_geometry_and_the_altitude_at_their_stamp() ->
 
 @pytest.mark.slow
 def test_replay_contacts_match_the_contacts_command_on_its_own_output(tmp_path: Path, busy_checkpoint: Path) -> None:
-    from mine_jepa_ros.detect.replay import ReplayOptions, replay
+    from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 
     bag = tmp_path / "mission"
     assert main(["simulate", "--lines", "2", "--line-spacing", "30", "--line-length", "60", "--samples-per-side", "128",
@@ -255,7 +255,7 @@ def test_replay_contacts_match_the_contacts_command_on_its_own_output(tmp_path: 
     rows = list(csv.DictReader((tmp_path / "contacts.csv").open()))
     assert len(rows) == len(result.contacts.contacts) > 0
     # the same fusion offline: the replay's detections bag, located with the input bag's navigation
-    from mine_jepa_ros.detect.contacts import ContactTracker, navigation_from_bag
+    from mine_jepa_ros.geo.tracking import ContactTracker, navigation_from_bag
     from mine_jepa_ros.io.bag import read_detections
 
     track, _stats = navigation_from_bag(bag, ContactOptions())

@@ -19,11 +19,12 @@ PACKAGE = ROOT / "mine_jepa_ros"
 # (parts of the same rank are peers and must not import each other).
 LAYERS: dict[str, int] = {
     "errors": 0, "atomic": 0, "geometry": 0, "input_types": 0,
-    "io": 1, "interfaces": 1, "geo": 1,
-    "sim": 2, "detect": 2,
-    "ros": 3, "training": 3,
-    "tools": 4,
-    "cli": 5,
+    "io": 1, "interfaces": 1,
+    "geo": 2, "detect": 2,
+    "sim": 3, "evaluate": 3, "ros": 3,
+    "training": 4, "deploy": 4,
+    "tools": 5,
+    "cli": 6,
 }
 
 
@@ -87,10 +88,10 @@ TORCH_FREE = [
     "mine_jepa_ros.errors", "mine_jepa_ros.geometry", "mine_jepa_ros.io.bag", "mine_jepa_ros.io.xtf",
     "mine_jepa_ros.io.detections", "mine_jepa_ros.io.image_codec", "mine_jepa_ros.sim.bag",
     "mine_jepa_ros.detect.tiling", "mine_jepa_ros.detect.merging", "mine_jepa_ros.detect.pipeline",
-    "mine_jepa_ros.detect.scoring", "mine_jepa_ros.detect.operating_point", "mine_jepa_ros.detect.metadata",
-    "mine_jepa_ros.detect.backends", "mine_jepa_ros.detect.onnx_backend", "mine_jepa_ros.detect.quantise",
-    "mine_jepa_ros.detect.replay", "mine_jepa_ros.detect.contacts", "mine_jepa_ros.tools.backend_bench",
-    "mine_jepa_ros.detect.folder_replay", "mine_jepa_ros.io.recording", "mine_jepa_ros.io.image_folders",
+    "mine_jepa_ros.evaluate.scoring", "mine_jepa_ros.detect.operating_point", "mine_jepa_ros.detect.metadata",
+    "mine_jepa_ros.detect.backends", "mine_jepa_ros.detect.onnx_backend", "mine_jepa_ros.deploy.quantise",
+    "mine_jepa_ros.evaluate.replay", "mine_jepa_ros.geo.tracking", "mine_jepa_ros.tools.backend_bench",
+    "mine_jepa_ros.evaluate.folder_replay", "mine_jepa_ros.io.recording", "mine_jepa_ros.io.image_folders",
     "mine_jepa_ros.input_types", "mine_jepa_ros.io.waterfall_tiles",
     "mine_jepa_ros.ros.params",
     "mine_jepa_ros.ros.worker", "mine_jepa_ros.geo.navigation", "mine_jepa_ros.geo.contacts",

@@ -359,7 +359,7 @@ def test_driver_pings_and_navigation_make_contacts_that_agree_with_replay(
     from marine_acoustic_msgs.msg import RawSonarImage
     from sensor_msgs.msg import NavSatFix, Range
 
-    from mine_jepa_ros.detect.replay import ReplayOptions, replay
+    from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
     from mine_jepa_ros.geo.formats import read_geojson_points
     from mine_jepa_ros.io.bag import ReadStats, iter_messages
     from mine_jepa_ros.io.image_codec import decode_image

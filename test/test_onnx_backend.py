@@ -12,8 +12,8 @@ import pytest
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.backends import backend_for, load_classifier
 from mine_jepa_ros.detect.merging import thresholds_for, window_labels
-from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, ReplayOptions, replay
-from mine_jepa_ros.detect.scoring import window_truth
+from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.evaluate.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.bag import read_detections
@@ -23,9 +23,9 @@ from mine_jepa_ros.sim.survey import Survey
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install '.[export]'")
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install '.[export]'")
 
-from mine_jepa_ros.detect.export import export_onnx  # noqa: E402
+from mine_jepa_ros.deploy.export import export_onnx  # noqa: E402
 from mine_jepa_ros.detect.onnx_backend import METADATA_PROP, OnnxClassifier  # noqa: E402
-from mine_jepa_ros.detect.quantise import CheckWindows, WindowAccuracy, quantise_model  # noqa: E402
+from mine_jepa_ros.deploy.quantise import CheckWindows, WindowAccuracy, quantise_model  # noqa: E402
 
 pytestmark = pytest.mark.slow  # exports and quantises ONNX graphs
 

@@ -16,8 +16,8 @@ onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pi
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install '.[export]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
 
-from mine_jepa_ros.detect.export import ProbabilityModel, check_patches, torch_to_onnx  # noqa: E402
-from mine_jepa_ros.detect.onnx_graph import attention_to_3d  # noqa: E402
+from mine_jepa_ros.deploy.export import ProbabilityModel, check_patches, torch_to_onnx  # noqa: E402
+from mine_jepa_ros.deploy.onnx_graph import attention_to_3d  # noqa: E402
 
 DEPTH, HEADS = 12, 3  # ViT-Tiny
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.io.recording import RecordingOptions
 from mine_jepa_ros.io.bag import INFO_TOPIC, ReadStats, iter_images, iter_messages, list_topics, read_detections
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.scoring import window_truth
+from mine_jepa_ros.evaluate.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.io.bag import ReadStats, atomic_bag_writer
 from mine_jepa_ros.io.detections import Detection

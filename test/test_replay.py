@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.io.bag import (
     ReadStats,
     atomic_bag_writer,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mine_jepa_ros.detect.replay import DETECTIONS_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.io.bag import read_detections
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import Survey
@@ -66,7 +66,7 @@ def assert_same_detections(got: FrameDetections, want: FrameDetections) -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory, busy_checkpoint: Path, narrow_survey: Survey) -> dict[str, Path]:
-    from mine_jepa_ros.detect.export import export_onnx
+    from mine_jepa_ros.deploy.export import export_onnx
 
     root = tmp_path_factory.mktemp("runtime")
     model = export_onnx(busy_checkpoint, root / "model.onnx").path
@@ -80,7 +80,7 @@ def test_the_runtime_install_has_no_torch_and_the_runtime_imports(work: dict[str
     no_torch = run_runtime(str(RUNTIME_PYTHON), "-c", "import torch", cwd=work["root"])
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
     imports = run_runtime(str(RUNTIME_PYTHON), "-c", "import sys, onnxruntime, cv2, rosbags, safetensors, pyproj\n"
-                          "import mine_jepa_ros.detect.backends, mine_jepa_ros.detect.replay, mine_jepa_ros.cli\n"
+                          "import mine_jepa_ros.detect.backends, mine_jepa_ros.evaluate.replay, mine_jepa_ros.cli\n"
                           "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules\nprint('ok')", cwd=work["root"])
     assert imports.returncode == 0 and "ok" in imports.stdout, imports.stderr
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.detect.merging import detections_from_windows, thresholds_for
-from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, froc_auc, swath_area_km2, window_truth
+from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer, froc_auc, swath_area_km2, window_truth
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection

@@ -308,7 +308,7 @@ def test_a_heavier_background_weight_makes_background_more_likely(store: PatchSt
 
 
 def test_the_weighting_objective_follows_the_target() -> None:
-    from mine_jepa_ros.detect.calibrate import Target
+    from mine_jepa_ros.evaluate.calibrate import Target
     from mine_jepa_ros.training.weighting import objective
 
     classes = {"MILCO": {"pd": 0.8, "f1": 0.6, "false_alarms": 3, "false_alarms_per_km2": 300.0},

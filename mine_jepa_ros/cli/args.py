@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mine_jepa_ros.detect.calibrate import Target
+    from mine_jepa_ros.evaluate.calibrate import Target
     from mine_jepa_ros.geometry import SonarGeometry
     from mine_jepa_ros.io.recording import RecordingOptions
 
@@ -54,7 +54,7 @@ def add_target_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def target_from_args(args: argparse.Namespace) -> Target:
-    from mine_jepa_ros.detect.calibrate import Target
+    from mine_jepa_ros.evaluate.calibrate import Target
 
     if args.target_pd is not None:
         return Target("pd", args.target_pd)

@@ -23,7 +23,7 @@ from mine_jepa_ros.cli.args import (
 from mine_jepa_ros.geometry import SonarGeometry
 
 if TYPE_CHECKING:
-    from mine_jepa_ros.detect.contacts import ContactOptions
+    from mine_jepa_ros.geo.tracking import ContactOptions
 
 
 def add_match_args(p: argparse.ArgumentParser) -> None:
@@ -91,7 +91,7 @@ def years_arg(text: str) -> tuple[str, ...]:
 
 def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: dict[str, Any] | None) -> None:
     """What a replay skipped, its warnings and, where it was scored, the metrics table."""
-    from mine_jepa_ros.detect.replay import format_metrics
+    from mine_jepa_ros.evaluate.replay import format_metrics
 
     for reason, count in skip_reasons.items():
         print(f"  skipped {count} x {reason}")
@@ -102,7 +102,7 @@ def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: di
 
 
 def run_replay_images(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.folder_replay import FolderReplayOptions, replay_images
+    from mine_jepa_ros.evaluate.folder_replay import FolderReplayOptions, replay_images
     from mine_jepa_ros.detect.onnx_backend import split_providers
 
     opts = FolderReplayOptions(years=years_arg(args.years), backend=args.backend, providers=split_providers(args.providers),
@@ -120,7 +120,7 @@ def run_replay_images(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     from mine_jepa_ros.detect.onnx_backend import split_providers
-    from mine_jepa_ros.detect.replay import ReplayOptions, replay
+    from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 
     if args.images:
         return run_replay_images(args)
@@ -175,8 +175,8 @@ def add_calibrate(sub: Subcommands) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.calibrate import calibrate
-    from mine_jepa_ros.detect.replay import ReplayOptions
+    from mine_jepa_ros.evaluate.calibrate import calibrate
+    from mine_jepa_ros.evaluate.replay import ReplayOptions
 
     target = target_from_args(args)
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
@@ -203,7 +203,7 @@ def add_contact_args(p: argparse.ArgumentParser) -> None:
 
 
 def contact_options_from_args(args: argparse.Namespace) -> ContactOptions:
-    from mine_jepa_ros.detect.contacts import ContactOptions
+    from mine_jepa_ros.geo.tracking import ContactOptions
     from mine_jepa_ros.geo.contacts import ContactSettings
     from mine_jepa_ros.geo.navigation import SensorMounting
 
@@ -233,7 +233,7 @@ def add_contacts(sub: Subcommands) -> None:
 
 
 def run_contacts(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.contacts import contacts_from_bag, plot_contacts
+    from mine_jepa_ros.geo.tracking import contacts_from_bag, plot_contacts
     from mine_jepa_ros.geo.formats import read_geojson_points, write_contacts
     from mine_jepa_ros.io.plots import require_matplotlib
 

@@ -10,7 +10,7 @@ from mine_jepa_ros.cli.args import Subcommands, add_command, positive_int
 from mine_jepa_ros.errors import UserError
 
 if TYPE_CHECKING:
-    from mine_jepa_ros.detect.quantise import CheckWindows
+    from mine_jepa_ros.deploy.quantise import CheckWindows
 
 
 def add_init_model(sub: Subcommands) -> None:
@@ -78,7 +78,7 @@ def check_windows_from_store(path: Path, limit: int, seed: int = 0) -> CheckWind
     unlabelled store, any), at most ``limit`` drawn at random."""
     import numpy as np
 
-    from mine_jepa_ros.detect.quantise import CheckWindows
+    from mine_jepa_ros.deploy.quantise import CheckWindows
     from mine_jepa_ros.training.patches import open_store
 
     store = open_store(path)
@@ -94,7 +94,7 @@ def check_windows_from_store(path: Path, limit: int, seed: int = 0) -> CheckWind
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.export import export_onnx
+    from mine_jepa_ros.deploy.export import export_onnx
 
     if not args.int8 and (args.calibration_store or args.quantisation != "dynamic"):
         raise UserError("--calibration-store and --quantisation apply to --int8 exports")

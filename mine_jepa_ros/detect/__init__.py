@@ -1,1 +1,1 @@
-"""Detection: tiling, the model and its checkpoints, classification, merging, the pipeline, scoring, replay (see docs/design.md)."""
+"""The detection runtime: tiling, the model and its checkpoints, the backends, merging, the operating point, the pipeline (see docs/design.md)."""

@@ -1,1 +1,1 @@
-"""Positions on the Earth: navigation by stamp, georeferenced detections, fused contacts, GIS files."""
+"""Positions on the Earth: navigation by stamp, georeferencing and contact tracking (online and from bags), fused contacts, GIS files."""

@@ -43,7 +43,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from mine_jepa_ros.detect.backends import load_classifier
-from mine_jepa_ros.detect.contacts import contacts_map_msg
+from mine_jepa_ros.geo.tracking import contacts_map_msg
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
 from mine_jepa_ros.errors import MineJepaError, ParameterError

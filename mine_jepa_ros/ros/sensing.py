@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from mine_jepa_ros.detect.contacts import ContactTracker, add_nav_sample
+from mine_jepa_ros.geo.tracking import ContactTracker, add_nav_sample
 from mine_jepa_ros.errors import InputError
 from mine_jepa_ros.geo.contacts import Contact, ContactSettings
 from mine_jepa_ros.geo.navigation import NavigationTrack, SensorMounting

@@ -185,9 +185,9 @@ class BackendBenchConfig:
 
 
 def run_backend_bench(cfg: BackendBenchConfig) -> dict[str, Any]:
-    from mine_jepa_ros.detect.export import export_onnx
+    from mine_jepa_ros.deploy.export import export_onnx
     from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
-    from mine_jepa_ros.detect.quantise import CheckWindows
+    from mine_jepa_ros.deploy.quantise import CheckWindows
     from mine_jepa_ros.sim.survey import SurveyConfig, simulate_survey
 
     unknown = sorted(set(cfg.labels) - set(BACKEND_LABELS))

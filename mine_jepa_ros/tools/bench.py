@@ -28,7 +28,7 @@ import torch
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import autocast_for
 from mine_jepa_ros.detect.model import MineClassifier, new_classifier, save_checkpoint
-from mine_jepa_ros.detect.replay import ReplayOptions, replay
+from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import SurveyConfig, simulate_survey

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mine_jepa_ros.atomic import write_json_atomic
-from mine_jepa_ros.detect.calibrate import Target, evaluate_detector
-from mine_jepa_ros.detect.replay import ReplayOptions, plot_froc, plot_metrics, replay
-from mine_jepa_ros.detect.replay import format_metrics as format_replay_metrics
+from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
+from mine_jepa_ros.evaluate.replay import ReplayOptions, plot_froc, plot_metrics, replay
+from mine_jepa_ros.evaluate.replay import format_metrics as format_replay_metrics
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.pictures import save_survey_png
 from mine_jepa_ros.sim.survey import FleetVariation, SurveyConfig, simulate_survey

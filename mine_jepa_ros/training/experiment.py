@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
-from mine_jepa_ros.detect.calibrate import Target, calibrate, evaluate_detector
-from mine_jepa_ros.detect.replay import ReplayOptions
-from mine_jepa_ros.detect.scoring import froc_auc
+from mine_jepa_ros.evaluate.calibrate import Target, calibrate, evaluate_detector
+from mine_jepa_ros.evaluate.replay import ReplayOptions
+from mine_jepa_ros.evaluate.scoring import froc_auc
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import simulate_survey

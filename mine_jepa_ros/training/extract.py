@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from mine_jepa_ros.detect.scoring import window_truth
+from mine_jepa_ros.evaluate.scoring import window_truth
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.bag import ReadStats

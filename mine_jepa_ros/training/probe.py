@@ -36,7 +36,7 @@ from mine_jepa_ros.detect.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from mine_jepa_ros.detect.scoring import ClassificationMetrics, classification_metrics
+from mine_jepa_ros.evaluate.scoring import ClassificationMetrics, classification_metrics
 from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, augment

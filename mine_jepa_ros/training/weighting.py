@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mine_jepa_ros.detect.calibrate import CalibrationError, CalibrationReport, Target, calibrate
+from mine_jepa_ros.evaluate.calibrate import CalibrationError, CalibrationReport, Target, calibrate
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
-from mine_jepa_ros.detect.replay import ReplayOptions
+from mine_jepa_ros.evaluate.replay import ReplayOptions
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.probe import ProbeConfig, train_probe

@@ -27,13 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
-from mine_jepa_ros.detect.folder_replay import image_scenes
+from mine_jepa_ros.evaluate.folder_replay import image_scenes
 from mine_jepa_ros.detect.merging import WindowMerger
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
-from mine_jepa_ros.detect.replay import ReplayOptions, SceneCollector
-from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer, window_truth
+from mine_jepa_ros.evaluate.replay import ReplayOptions, SceneCollector
+from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer, window_truth
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.recording import open_recording

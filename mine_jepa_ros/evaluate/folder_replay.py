@@ -35,8 +35,8 @@ from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomi
 from mine_jepa_ros.detect.backends import load_classifier
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig, PipelineOutput, WindowClassifier
-from mine_jepa_ros.detect.replay import plot_froc, plot_metrics
-from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
+from mine_jepa_ros.evaluate.replay import plot_froc, plot_metrics
+from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.image_folders import LabelledImage, folder_images, yolo_lines

@@ -2,7 +2,7 @@
 
 Writes a rosbag2 with a ``Detection2DArray`` per input image (same header, same timestamp) and a
 ``LabelInfo``; where the bag holds ground truth (a ``Detection2DArray`` topic), scores the
-detections and the windows against it (:mod:`mine_jepa_ros.detect.scoring`). ``--report DIR`` adds
+detections and the windows against it (:mod:`mine_jepa_ros.evaluate.scoring`). ``--report DIR`` adds
 overlay PNGs (detections solid, ground truth cyan) and a metrics plot. The model is an exported
 ``.onnx`` (ONNX Runtime, no torch) or a ``.safetensors`` checkpoint (torch):
 :func:`~mine_jepa_ros.detect.backends.load_classifier` picks the backend.
@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.backends import load_classifier
-from mine_jepa_ros.detect.contacts import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
+from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
-from mine_jepa_ros.detect.scoring import MatchGate, Scene, Scorer
+from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.geo.formats import write_contacts
 from mine_jepa_ros.geometry import ground_range_m, slant_range_of_column

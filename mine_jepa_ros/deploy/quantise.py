@@ -30,7 +30,7 @@ import numpy as np
 from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.detect.merging import thresholds_for, window_labels
 from mine_jepa_ros.detect.onnx_backend import QUANTISATION_PROP, OnnxClassifier, model_properties
-from mine_jepa_ros.detect.scoring import classification_metrics
+from mine_jepa_ros.evaluate.scoring import classification_metrics
 from mine_jepa_ros.errors import UserError
 
 MODES = ("dynamic", "static")

@@ -7,9 +7,9 @@ no Python from this package, and the node and ``replay`` run it without torch
 (:mod:`mine_jepa_ros.detect.onnx_backend`). The checkpoint's whole metadata (class names, window,
 stride, operating point, normalisation, provenance) travels as ONNX metadata properties
 (``mine_jepa.*``). At opset 23 each attention block is rewritten to ONNX's 3-D Attention
-(:mod:`mine_jepa_ros.detect.onnx_graph`). The file is written atomically and checked against the
+(:mod:`mine_jepa_ros.deploy.onnx_graph`). The file is written atomically and checked against the
 PyTorch model with ONNX Runtime on random and structured windows before it is kept. ``int8`` quantises the checked graph
-(:mod:`mine_jepa_ros.detect.quantise`) and keeps only the INT8 model, if it passes its own check.
+(:mod:`mine_jepa_ros.deploy.quantise`) and keeps only the INT8 model, if it passes its own check.
 Needs the ``export`` extra (``onnx``, ``onnxscript``, torch).
 """
 
@@ -28,7 +28,7 @@ import torch
 from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint
 from mine_jepa_ros.detect.onnx_backend import INPUT_NAME, OUTPUT_NAME, model_properties, onnx_properties_for
-from mine_jepa_ros.detect.quantise import (
+from mine_jepa_ros.deploy.quantise import (
     DEFAULT_MAX_F1_DROP,
     CheckWindows,
     QuantisationReport,
@@ -93,7 +93,7 @@ def _sha256(path: Path) -> str:
 
 
 def check_patches(window: int, batches: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
-    """Test inputs in batches of the given sizes (:func:`~mine_jepa_ros.detect.quantise.structured_windows`)."""
+    """Test inputs in batches of the given sizes (:func:`~mine_jepa_ros.deploy.quantise.structured_windows`)."""
     return [structured_windows(window, n, seed + i) for i, n in enumerate(batches)]
 
 
@@ -103,7 +103,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
                 separate_qkv: bool = True) -> ExportReport:
     """Export ``checkpoint`` to ``out`` (.onnx), atomically; verify with ONNX Runtime when available.
     ``int8`` (``dynamic`` or ``static``): write the quantised model instead, checked on ``calibration``.
-    ``separate_qkv``: see :func:`~mine_jepa_ros.detect.onnx_graph.attention_to_3d` (off for static INT8)."""
+    ``separate_qkv``: see :func:`~mine_jepa_ros.deploy.onnx_graph.attention_to_3d` (off for static INT8)."""
     src, dst = Path(checkpoint), Path(out)
     if dst.suffix != ".onnx":
         raise UserError(f"{dst}: the output file must end in .onnx")
@@ -121,7 +121,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
     _require("onnxscript")
     import onnx
 
-    from mine_jepa_ros.detect.onnx_graph import attention_to_3d
+    from mine_jepa_ros.deploy.onnx_graph import attention_to_3d
 
     model = load_checkpoint(src).float().eval()
     meta = model.metadata

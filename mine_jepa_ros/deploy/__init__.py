@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, INT8 quantisation and its check, the graph rewrites (see docs/design.md)."""
