@@ -10,7 +10,7 @@ import torch
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import resolve_device
-from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for, window_labels
+from mine_jepa_ros.detect.merging import Thresholds, WindowMerger, window_labels
 from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.errors import UserError
 
@@ -42,18 +42,22 @@ def test_batch_size_does_not_change_the_probabilities(checkpoint: Path) -> None:
 
 def test_window_labels_apply_per_class_thresholds() -> None:
     probs = np.array([[0.2, 0.7, 0.1], [0.3, 0.1, 0.6], [0.9, 0.05, 0.05], [0.35, 0.45, 0.2]], np.float32)
-    assert window_labels(probs, thresholds_for(NAMES, 0.5)).tolist() == [1, 2, 0, 0]
-    assert window_labels(probs, thresholds_for(NAMES, [0.4, 0.7])).tolist() == [1, 0, 0, 1]
+    assert window_labels(probs, Thresholds.of(NAMES, 0.5)).tolist() == [1, 2, 0, 0]
+    assert window_labels(probs, Thresholds.of(NAMES, [0.4, 0.7])).tolist() == [1, 0, 0, 1]
 
 
 def test_thresholds_forms_and_errors() -> None:
-    assert thresholds_for(NAMES, {"NOMBO": 0.8}) == [1.0, 0.5, 0.8]
+    t = Thresholds.of(NAMES, {"NOMBO": 0.8})
+    assert t.indexed() == [1.0, 0.5, 0.8] and t["NOMBO"] == 0.8 and t.lowest == 0.5 and Thresholds.of(NAMES, t) is t
+    assert t.as_dict() == {"MILCO": 0.5, "NOMBO": 0.8} and Thresholds.of(NAMES, [0.3]).values == (0.3, 0.3)
+    with pytest.raises(UserError, match="the model.s are"):
+        Thresholds.of(["background", "object"], t)
     with pytest.raises(UserError, match="unknown classes"):
-        thresholds_for(NAMES, {"SUB": 0.1})
+        Thresholds.of(NAMES, {"SUB": 0.1})
     with pytest.raises(UserError, match="3 thresholds for 2 classes"):
-        thresholds_for(NAMES, [0.1, 0.2, 0.3])
+        Thresholds.of(NAMES, [0.1, 0.2, 0.3])
     with pytest.raises(UserError, match="within"):
-        thresholds_for(NAMES, 1.5)
+        Thresholds.of(NAMES, 1.5)
 
 
 def _probs(labels: list[int], scores: list[float]) -> np.ndarray:
@@ -65,7 +69,7 @@ def _probs(labels: list[int], scores: list[float]) -> np.ndarray:
 
 def _merge(positions: list[tuple[int, int]], labels: list[int], scores: list[float], thr: float = 0.34) -> list:  # type: ignore[type-arg]
     merger = WindowMerger(96, NAMES)
-    merger.add(np.array(positions).reshape(-1, 2), _probs(labels, scores), thresholds_for(NAMES, thr))
+    merger.add(np.array(positions).reshape(-1, 2), _probs(labels, scores), Thresholds.of(NAMES, thr))
     return merger.flush()
 
 
@@ -111,7 +115,7 @@ def test_merging_is_independent_of_order_and_streaming() -> None:
     streamed = []
     for row in range(0, 2000, 64):
         sel = positions[:, 0] == row
-        merger.add(positions[sel], _probs(labels[sel].tolist(), scores[sel].tolist()), thresholds_for(NAMES, 0.34))
+        merger.add(positions[sel], _probs(labels[sel].tolist(), scores[sel].tolist()), Thresholds.of(NAMES, 0.34))
         streamed += merger.finalize(row + 96 - 96)  # rows seen = row + 96; future windows start >= rows seen - 96
     streamed += merger.flush()
     assert sorted(streamed, key=lambda d: d.box) == sorted(reference, key=lambda d: d.box)

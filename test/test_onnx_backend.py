@@ -11,7 +11,7 @@ import pytest
 
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.backends import backend_for, load_classifier
-from mine_jepa_ros.detect.merging import thresholds_for, window_labels
+from mine_jepa_ros.detect.merging import Thresholds, window_labels
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.evaluate.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
@@ -175,7 +175,7 @@ def test_the_int8_check_flags_windows_as_the_detector_does() -> None:
     classes = ["background", "MILCO", "NOMBO"]
     probs = np.array([[0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.3, 0.1, 0.6]], np.float32)
     labels = np.array([0, 1, 2, 2])
-    thresholds = thresholds_for(classes, {"MILCO": 0.3, "NOMBO": 0.65})
+    thresholds = Thresholds.of(classes, {"MILCO": 0.3, "NOMBO": 0.65})
     np.testing.assert_array_equal(window_labels(probs, thresholds), [0, 1, 2, 0])  # background's arg-max wins
     accuracy = WindowAccuracy.of(probs, labels, classes, thresholds)
     assert accuracy.false_alarms == 0 and accuracy.pd == {"MILCO": 1.0, "NOMBO": 0.5}

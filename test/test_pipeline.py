@@ -115,14 +115,14 @@ def test_thresholds_live_in_one_place(classifier: PatchClassifier, narrow_survey
     frame = _frame(narrow_survey.to_uint8()[:200])
     pipe = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=0.99))
     pipe.set_thresholds([LOW, LOW])
-    assert pipe.thresholds == [1.0, LOW, LOW] and list(pipe.config.thresholds) == [LOW, LOW]
+    assert pipe.thresholds.indexed() == [1.0, LOW, LOW] and pipe.config.thresholds == pipe.thresholds
     fresh = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW))
     changed, expected = pipe.process(frame), fresh.process(frame)
     assert changed is not None and expected is not None and expected.detections
     assert changed.detections == expected.detections
     with pytest.raises(UserError, match="within"):
         pipe.set_thresholds([2.0])
-    assert pipe.thresholds == [1.0, LOW, LOW]  # a refused change changes nothing
+    assert pipe.thresholds.indexed() == [1.0, LOW, LOW]  # a refused change changes nothing
 
 
 def test_ground_range_and_geometry_from_values() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mine_jepa_ros.detect.merging import detections_from_windows, thresholds_for
+from mine_jepa_ros.detect.merging import Thresholds, detections_from_windows
 from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer, froc_auc, swath_area_km2, window_truth
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
@@ -73,7 +73,7 @@ def test_froc_sweeps_thresholds_through_the_same_merging() -> None:
     probs = rng.dirichlet([2, 1, 1], size=len(positions)).astype(np.float32)
     truth = [Detection("MILCO", 1.0, _box(r + 48, c + 48)) for r, c in positions[probs.argmax(1) == 1][::3]]
     scene = Scene(positions, probs, truth, 704, 704)
-    op = thresholds_for(NAMES, 0.6)
+    op = Thresholds.of(NAMES, 0.6)
     scorer = Scorer(NAMES, 96, froc_thresholds=[0.4, 0.6, 0.8])
     made = detections_from_windows(positions, probs, op, 96, NAMES)
     scorer.add(scene, made, np.zeros(len(positions), np.int64))

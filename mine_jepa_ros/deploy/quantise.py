@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mine_jepa_ros.atomic import atomic_file
-from mine_jepa_ros.detect.merging import thresholds_for, window_labels
+from mine_jepa_ros.detect.merging import Thresholds, window_labels
 from mine_jepa_ros.detect.onnx_backend import QUANTISATION_PROP, OnnxClassifier, model_properties
 from mine_jepa_ros.evaluate.scoring import classification_metrics
 from mine_jepa_ros.errors import UserError
@@ -66,12 +66,11 @@ class WindowAccuracy:
 
     @classmethod
     def of(cls, probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-           thresholds: Sequence[float] | None) -> WindowAccuracy:
+           thresholds: Thresholds | None) -> WindowAccuracy:
         """A window is flagged as the detector flags it (:func:`~mine_jepa_ros.detect.merging.window_labels`:
-        its arg-max object class, when that reaches its threshold); ``thresholds`` index-aligned with
-        ``class_names`` (:func:`~mine_jepa_ros.detect.merging.thresholds_for`; None: the arg-max alone)."""
+        its arg-max object class, when that reaches its threshold; None: the arg-max alone)."""
         names = list(class_names)
-        flagged = window_labels(probs, [0.0] * len(names) if thresholds is None else thresholds)
+        flagged = window_labels(probs, thresholds)
         pd = {name: float((flagged[labels == k] == k).mean()) for k, name in enumerate(names) if k > 0 and (labels == k).any()}
         background = labels == 0
         return cls(macro_f1=classification_metrics(labels, probs.argmax(1), names).macro_f1, pd=pd,
@@ -195,7 +194,7 @@ def quantise_model(fp32: Path | str, out: Path | str, mode: str = "dynamic", win
         quantised = OnnxClassifier(tmp, providers=["cpu"])
         want, got = reference.predict(windows.patches), quantised.predict(windows.patches)
         op = meta.op(str(src))
-        thresholds = None if op is None else thresholds_for(meta.class_names, op.thresholds)
+        thresholds = None if op is None else Thresholds.of(meta.class_names, op.thresholds)
         idx = windows.labelled
         present = set(windows.labels[idx].tolist())
         checked = len(idx) > 0 and len(present) > 1

@@ -30,10 +30,63 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.detections import Detection
 
 
-def window_labels(probs: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Per-window class index: the arg-max class if it is not background and reaches its threshold, else 0."""
+@dataclass(frozen=True)
+class Thresholds:
+    """A detector's per-class probability thresholds, the one form they travel in: one value per
+    object class of ``class_names`` (background first, which has none). :meth:`of` takes what a
+    user gives (one number for every class, a list for the object classes in order, or a mapping
+    class -> threshold) and checks it."""
+
+    class_names: tuple[str, ...]
+    values: tuple[float, ...]  # per object class, in order
+
+    @classmethod
+    def of(cls, class_names: Sequence[str], given: Thresholds | Mapping[str, float] | float | Sequence[float]) -> Thresholds:
+        """The thresholds for ``class_names``; a mapping's missing classes get 0.5. Raises UserError."""
+        names = tuple(class_names)
+        objects = names[1:]
+        if isinstance(given, Thresholds):
+            if given.class_names != names:
+                raise UserError(f"thresholds for classes {list(given.class_names)}; the model's are {list(names)}")
+            return given
+        if isinstance(given, (int, float)):
+            values = [float(given)] * len(objects)
+        elif isinstance(given, Mapping):
+            unknown = sorted(set(given) - set(objects))
+            if unknown:
+                raise UserError(f"thresholds for unknown classes {unknown}; classes are {list(objects)}")
+            values = [float(given.get(n, 0.5)) for n in objects]
+        else:
+            values = [float(v) for v in given]
+            if len(values) == 1:
+                values = values * len(objects)
+            if len(values) != len(objects):
+                raise UserError(f"{len(values)} thresholds for {len(objects)} classes {list(objects)}")
+        bad = [v for v in values if not 0.0 <= v <= 1.0]
+        if bad:
+            raise UserError(f"thresholds must be within [0, 1], got {bad}")
+        return cls(names, tuple(values))
+
+    def indexed(self) -> list[float]:
+        """Index-aligned with ``class_names`` (background's 1.0 is never used)."""
+        return [1.0, *self.values]
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[self.class_names.index(name) - 1]
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.class_names[1:], self.values))
+
+    @property
+    def lowest(self) -> float:
+        return min(self.values)
+
+
+def window_labels(probs: np.ndarray, thresholds: Thresholds | None) -> np.ndarray:
+    """Per-window class index: the arg-max class if it is not background and reaches its threshold
+    (None: the arg-max alone), else 0."""
     labels = probs.argmax(axis=1)
-    thr = np.asarray(thresholds, dtype=np.float32)
+    thr = np.asarray([0.0] * probs.shape[1] if thresholds is None else thresholds.indexed(), dtype=np.float32)
     best = probs[np.arange(len(probs)), labels]
     positive = (labels > 0) & (best >= thr[labels])
     return np.where(positive, labels, 0)
@@ -69,10 +122,10 @@ class WindowMerger:
         w = self.window
         return any(abs(row - r) < w and abs(col - c) < w for r, c in comp.members)
 
-    def add(self, positions: np.ndarray, probabilities: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    def add(self, positions: np.ndarray, probabilities: np.ndarray, thresholds: Thresholds) -> np.ndarray:
         """Add classified windows (top-left positions, class probabilities); returns their labels."""
         labels = window_labels(probabilities, thresholds) if len(positions) else np.zeros(0, np.int64)
-        thr = np.asarray(thresholds, np.float64)
+        thr = np.asarray(thresholds.indexed(), np.float64)
         for (row, col), label, probs in zip(positions.tolist(), labels.tolist(), probabilities):
             if label == 0:
                 continue
@@ -131,36 +184,10 @@ class WindowMerger:
         return self.finalize(np.iinfo(np.int64).max)
 
 
-def detections_from_windows(positions: np.ndarray, probabilities: np.ndarray, thresholds: Sequence[float],
+def detections_from_windows(positions: np.ndarray, probabilities: np.ndarray, thresholds: Thresholds,
                             window: int, class_names: Sequence[str]) -> list[Detection]:
     """The detections a set of classified windows makes at ``thresholds`` (what the pipeline
     publishes for them; used to sweep thresholds offline)."""
     merger = WindowMerger(window, class_names)
     merger.add(positions, probabilities, thresholds)
     return merger.flush()
-
-
-def thresholds_for(class_names: Sequence[str], thresholds: Mapping[str, float] | float | Sequence[float]) -> list[float]:
-    """Per-class thresholds (index-aligned with ``class_names``; background's is unused).
-
-    Accepts one float for every class, a sequence for the non-background classes in order, or a
-    mapping class name -> threshold (missing classes get 0.5).
-    """
-    names = list(class_names)
-    if isinstance(thresholds, (int, float)):
-        values = [float(thresholds)] * (len(names) - 1)
-    elif isinstance(thresholds, Mapping):
-        unknown = sorted(set(thresholds) - set(names[1:]))
-        if unknown:
-            raise UserError(f"thresholds for unknown classes {unknown}; classes are {names[1:]}")
-        values = [float(thresholds.get(n, 0.5)) for n in names[1:]]
-    else:
-        values = [float(v) for v in thresholds]
-        if len(values) == 1:
-            values = values * (len(names) - 1)
-        if len(values) != len(names) - 1:
-            raise UserError(f"{len(values)} thresholds for {len(names) - 1} classes {names[1:]}")
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if bad:
-        raise UserError(f"thresholds must be within [0, 1], got {bad}")
-    return [1.0, *values]

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mine_jepa_ros.detect.merging import thresholds_for
+from mine_jepa_ros.detect.merging import Thresholds
 from mine_jepa_ros.errors import CheckpointError, UserError
 
 TARGETS = ("fa_per_km2", "pd", "f1")
@@ -49,13 +49,14 @@ class OperatingPoint:
             raise CheckpointError(f"{where}: invalid operating point ({exc!r})") from exc
 
 
-def thresholds_in_force(class_names: Sequence[str], requested: float | Sequence[float] | Mapping[str, float] | None,
-                        operating_point: OperatingPoint | None, model_name: str) -> list[float]:
-    """Per non-background class: ``requested`` when given (not None, not empty), else the
-    checkpoint's operating point; a checkpoint without one is an error that says what to do."""
+def thresholds_in_force(class_names: Sequence[str],
+                        requested: Thresholds | float | Sequence[float] | Mapping[str, float] | None,
+                        operating_point: OperatingPoint | None, model_name: str) -> Thresholds:
+    """``requested`` when given (not None, not empty), else the checkpoint's operating point; a
+    checkpoint without one is an error that says what to do."""
     if requested is not None and not (isinstance(requested, Sequence | Mapping) and len(requested) == 0):
-        return thresholds_for(class_names, requested)[1:]
+        return Thresholds.of(class_names, requested)
     if operating_point is None:
         raise UserError(f"{model_name}: no operating point in this checkpoint; choose one on validation surveys "
                         "with `mine-jepa calibrate`, or give thresholds")
-    return [operating_point.thresholds[name] for name in class_names[1:]]
+    return Thresholds.of(class_names, operating_point.thresholds)

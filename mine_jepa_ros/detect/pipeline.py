@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mine_jepa_ros.detect.merging import WindowMerger, thresholds_for
+from mine_jepa_ros.detect.merging import Thresholds, WindowMerger
 from mine_jepa_ros.detect.metadata import ModelMetadata
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import InputError, UserError
@@ -80,7 +80,7 @@ class PipelineConfig:
     """Everything the pipeline needs besides the model (the node's parameters map onto this)."""
 
     input_mode: str = "frames"
-    thresholds: Mapping[str, float] | float | Sequence[float] = 0.5
+    thresholds: Thresholds | Mapping[str, float] | float | Sequence[float] = 0.5  # any form Thresholds.of takes
     overlay: bool = False
     overlay_rows: int = 512
     geometry: SonarGeometry | None = None
@@ -149,13 +149,14 @@ class DetectionPipeline:
 
     # -- settings -------------------------------------------------------------------------------
     @property
-    def thresholds(self) -> list[float]:
-        """Per-class thresholds in force, index-aligned with ``class_names`` (background's unused)."""
-        return thresholds_for(self.class_names, self.config.thresholds)
+    def thresholds(self) -> Thresholds:
+        """The per-class thresholds in force."""
+        assert isinstance(self.config.thresholds, Thresholds)  # set_thresholds made it one
+        return self.config.thresholds
 
-    def set_thresholds(self, thresholds: Mapping[str, float] | float | Sequence[float]) -> None:
-        """Validate and apply new thresholds (any form :func:`thresholds_for` takes); raises UserError."""
-        self.config.thresholds = thresholds_for(self.class_names, thresholds)[1:]
+    def set_thresholds(self, thresholds: Thresholds | Mapping[str, float] | float | Sequence[float]) -> None:
+        """Validate and apply new thresholds (any form :meth:`Thresholds.of` takes); raises UserError."""
+        self.config.thresholds = Thresholds.of(self.class_names, thresholds)
 
     def set_overlay(self, on: bool) -> None:
         """Start or stop drawing overlay images."""

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.evaluate.folder_replay import image_scenes
-from mine_jepa_ros.detect.merging import WindowMerger
+from mine_jepa_ros.detect.merging import Thresholds, WindowMerger
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
@@ -174,10 +174,10 @@ def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOp
     return scenes
 
 
-def score_scenes(scenes: list[Scene], thresholds: list[float], class_names: list[str], window: int,
+def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[str], window: int,
                  gate: MatchGate) -> dict[str, Any]:
-    """The replay's metrics for scenes whose windows are already classified, at ``thresholds``
-    (per class, background's first): the detections are made as the pipeline makes them."""
+    """The replay's metrics for scenes whose windows are already classified, at ``thresholds``:
+    the detections are made as the pipeline makes them."""
     scorer = Scorer(class_names, window, gate)
     for scene in scenes:
         merger = WindowMerger(window, class_names)
@@ -191,7 +191,7 @@ def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOpti
     point) over several bags with ground truth, scored together (the replay's metrics, FROC included)."""
     model = load_checkpoint(model_path)
     names = model.metadata.class_names
-    thresholds = [1.0, *thresholds_in_force(names, opts.thresholds, model.metadata.op(str(model_path)), str(model_path))]
+    thresholds = thresholds_in_force(names, opts.thresholds, model.metadata.op(str(model_path)), str(model_path))
     classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
     scenes = collect_scenes(classifier, bags, opts, need_truth=True)
     return score_scenes(scenes, thresholds, names, classifier.window, MatchGate(opts.match_distance_m, opts.match_pixels))

@@ -177,7 +177,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
             images += 1
             last_t = timestamp
             if not wrote_labels:
-                label = label_info_msg(factory, pipeline.class_names, msg.header, min(pipeline.thresholds[1:]))
+                label = label_info_msg(factory, pipeline.class_names, msg.header, pipeline.thresholds.lowest)
                 writer.write(label_conn, timestamp, store.serialize_cdr(label, "vision_msgs/msg/LabelInfo"))
                 wrote_labels = True
             output = pipeline.process(msg)

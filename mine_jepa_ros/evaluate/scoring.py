@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mine_jepa_ros.detect.merging import detections_from_windows
+from mine_jepa_ros.detect.merging import Thresholds, detections_from_windows
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.detections import Detection
@@ -240,7 +240,7 @@ class Scorer:
         """Per class, one point per swept threshold: threshold, Pd, precision, F1, false alarms (per km²)."""
         curves: dict[str, list[dict[str, float | None]]] = {name: [] for name in self.class_names[1:]}
         for t in self.froc_thresholds:
-            thresholds = [1.0] + [t] * (len(self.class_names) - 1)
+            thresholds = Thresholds.of(self.class_names, t)
             made = [(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
                                                     self.class_names)) for scene, _ in self.scenes]
             for name, s in self._score(made).items():
@@ -251,7 +251,7 @@ class Scorer:
     def average_precision(self) -> dict[str, float]:
         """Per class, AP (:func:`average_precision`) of every detection the windows make at the lowest
         threshold (each window whose arg-max is the class), matched as at the operating point."""
-        floor = [1.0] + [0.0] * (len(self.class_names) - 1)
+        floor = Thresholds.of(self.class_names, 0.0)
         ranked: dict[str, list[tuple[float, bool]]] = {name: [] for name in self.class_names[1:]}
         objects = {name: 0 for name in self.class_names[1:]}
         for scene, _ in self.scenes:
@@ -265,13 +265,13 @@ class Scorer:
                     objects[gt.class_name] += 1
         return {name: average_precision(ranked[name], objects[name]) for name in ranked}
 
-    def metrics(self, thresholds: Sequence[float] | None = None) -> dict[str, object]:
-        """Detection metrics at the thresholds in force (``thresholds``: per class, background's
-        first, only reported), the FROC curves and the window metrics."""
+    def metrics(self, thresholds: Thresholds | None = None) -> dict[str, object]:
+        """Detection metrics at the thresholds in force (``thresholds``, only reported), the FROC
+        curves and the window metrics."""
         per_class = {}
         error_key = f"localisation_error_{self.unit}"
         ap = self.average_precision()
-        for k, (name, s) in enumerate(self._score(self.scenes).items(), start=1):
+        for name, s in self._score(self.scenes).items():
             per_class[name] = {
                 "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd), "false_alarms": s.false_alarms,
                 "false_alarms_per_km2": self._per_km2(s.false_alarms),
@@ -279,7 +279,7 @@ class Scorer:
                 "detections": s.detections, "objects": s.objects, "matched": s.matched, "ap": ap[name],
             }
             if thresholds is not None:
-                per_class[name]["threshold"] = float(thresholds[k])
+                per_class[name]["threshold"] = thresholds[name]
         cm = self.confusion
         window_f1 = {}
         for k, name in enumerate(self.class_names):

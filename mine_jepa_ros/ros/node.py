@@ -198,7 +198,7 @@ class MineJepaNode(Node):
     def _publish_label_info(self) -> None:
         header = self.factory.header(self.get_clock().now().nanoseconds, "")
         self.label_pub.publish(label_info_msg(self.factory, self.pipeline.class_names, header,
-                                              min(self.pipeline.thresholds[1:])))
+                                              self.pipeline.thresholds.lowest))
 
     def _publish_diagnostics(self) -> None:
         level, summary, values = self.health.assess(self.pipeline, self.queue, self.worker)
