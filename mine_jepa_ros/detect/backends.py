@@ -1,6 +1,10 @@
-"""Which backend runs a model: torch for ``.safetensors`` checkpoints, ONNX Runtime for ``.onnx``.
+"""Which backend runs a model: torch for ``.safetensors`` checkpoints, ONNX Runtime for ``.onnx``;
+and the one factory that makes a model file a detector.
 
-:func:`load_classifier` is what the node and ``replay`` call: it returns a
+:func:`load_detector` is what the node, ``replay`` (bags and image folders), ``calibrate`` and the
+benchmarks call: the model on its backend (:func:`load_classifier`), the thresholds in force (the
+ones asked for, else the model's operating point) and the pipeline around them.
+:func:`load_classifier` returns a
 :class:`~mine_jepa_ros.detect.pipeline.WindowClassifier` with the model's
 :class:`~mine_jepa_ros.detect.metadata.ModelMetadata` attached. ``backend="auto"`` picks by the
 file: an ``.onnx`` model runs on ONNX Runtime (the vehicle install, no torch), anything else is a
@@ -11,10 +15,13 @@ module imports neither torch nor onnxruntime until a model is loaded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mine_jepa_ros.detect.pipeline import WindowClassifier
+from mine_jepa_ros.detect.merging import Thresholds
+from mine_jepa_ros.detect.operating_point import thresholds_in_force
+from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, WindowClassifier
 from mine_jepa_ros.errors import UserError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -71,3 +78,49 @@ def load_classifier(model_path: Path | str, backend: str = "auto", device: str =
                         f"(no module {exc.name!r}): pip install 'mine_jepa_ros[torch]', or export the model with "
                         "`mine-jepa export` and run the .onnx file") from exc
     return PatchClassifier(load_checkpoint(model_path), device=device, batch_size=batch_size, precision=precision)
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """How a model file runs as a detector: its backend and device, and the thresholds."""
+
+    backend: str = "auto"  # auto (by the model file) | torch | onnxruntime
+    providers: tuple[str, ...] = ()  # onnxruntime: cpu, cuda, tensorrt (empty: CUDA where available, else CPU)
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 64
+    thresholds: Thresholds | float | Sequence[float] | Mapping[str, float] | None = None  # None: the operating point
+    raw: bool = False  # the model without its operating point (temperature 1, no thresholds): what calibrate fits
+
+
+def load_detector(model_path: Path | str, options: DetectorOptions, config: PipelineConfig | None = None,
+                  window: int | None = None, stride: int | None = None) -> DetectionPipeline:
+    """The detector a model file makes: :func:`load_classifier`, the thresholds in force (a bad or
+    missing one is a UserError starting with ``thresholds:``) and the pipeline with ``config``.
+    ``options.raw`` (torch checkpoints only) drops the checkpoint's operating point, so the
+    probabilities are uncalibrated and the thresholds are ``options.thresholds`` (0.5 when None)."""
+    if options.raw:
+        classifier = _raw_classifier(model_path, options)
+        thresholds = Thresholds.of(classifier.class_names, 0.5 if options.thresholds is None else options.thresholds)
+    else:
+        classifier = load_classifier(model_path, backend=options.backend, device=options.device,
+                                     precision=options.precision, batch_size=options.batch_size,
+                                     providers=options.providers)
+        try:
+            thresholds = thresholds_in_force(classifier.class_names, options.thresholds,
+                                             classifier.metadata.op(str(model_path)), str(model_path))
+        except UserError as exc:
+            raise UserError(f"thresholds: {exc}") from exc
+    return DetectionPipeline(classifier, replace(config or PipelineConfig(), thresholds=thresholds), window, stride)
+
+
+def _raw_classifier(model_path: Path | str, options: DetectorOptions) -> WindowClassifier:
+    if backend_for(model_path, options.backend) != "torch":
+        raise UserError(f"{model_path}: an exported model's temperature is part of its graph; calibrate the "
+                        ".safetensors checkpoint it was exported from")
+    from mine_jepa_ros.detect.classifier import PatchClassifier
+    from mine_jepa_ros.detect.model import load_checkpoint
+
+    model = load_checkpoint(model_path)
+    model.metadata = replace(model.metadata, operating_point=None)
+    return PatchClassifier(model, device=options.device, batch_size=options.batch_size, precision=options.precision)

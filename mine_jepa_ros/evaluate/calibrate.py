@@ -29,8 +29,9 @@ from tqdm import tqdm
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.evaluate.folder_replay import image_scenes
 from mine_jepa_ros.detect.merging import Thresholds, WindowMerger
-from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
-from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint, thresholds_in_force
+from mine_jepa_ros.detect.backends import load_detector
+from mine_jepa_ros.detect.model import save_checkpoint
+from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
 from mine_jepa_ros.evaluate.replay import ReplayOptions, SceneCollector
 from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer, window_truth
@@ -150,7 +151,7 @@ def _pick(points: list[dict[str, Any]], target: Target, name: str) -> dict[str, 
     return max(points, key=lambda p: (p["f1"], p["threshold"]))
 
 
-def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
+def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
     """The classified windows and ground truth of every bag (one scene per frame, or per ping stream);
     ``need_truth``: a bag without ground truth is an error (it cannot be scored)."""
     scenes: list[Scene] = []
@@ -159,7 +160,7 @@ def collect_scenes(classifier: PatchClassifier, bags: list[Path], opts: ReplayOp
         if need_truth and (not inputs.has_truth or not inputs.truth_messages):
             raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): surveys scored "
                                    "or calibrated on need it")
-        pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode=inputs.mode, thresholds=0.5))
+        pipeline = DetectionPipeline(detector.classifier, replace(detector.config, input_mode=inputs.mode))
         collector = SceneCollector(inputs)
         stats = ReadStats()
         for _t, msg in tqdm(inputs.messages(stats), desc=f"classify {Path(bag).name}", unit="img",
@@ -189,12 +190,10 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
 def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions) -> dict[str, Any]:
     """A checkpoint as a detector at its thresholds in force (``opts.thresholds``, else its operating
     point) over several bags with ground truth, scored together (the replay's metrics, FROC included)."""
-    model = load_checkpoint(model_path)
-    names = model.metadata.class_names
-    thresholds = thresholds_in_force(names, opts.thresholds, model.metadata.op(str(model_path)), str(model_path))
-    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
-    scenes = collect_scenes(classifier, bags, opts, need_truth=True)
-    return score_scenes(scenes, thresholds, names, classifier.window, MatchGate(opts.match_distance_m, opts.match_pixels))
+    detector = load_detector(model_path, opts.detector_options())
+    scenes = collect_scenes(detector, bags, opts, need_truth=True)
+    return score_scenes(scenes, detector.thresholds, detector.class_names, detector.window,
+                        MatchGate(opts.match_distance_m, opts.match_pixels))
 
 
 def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target: Target,
@@ -206,17 +205,15 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     opts = options or ReplayOptions()
     if not bags and not folders:
         raise CalibrationError("no validation bag or image folder given")
-    model = load_checkpoint(model_path)
-    model.metadata = replace(model.metadata, operating_point=None)  # calibrate the raw model (T = 1)
-    classifier = PatchClassifier(model, device=opts.device, batch_size=opts.batch_size, precision=opts.precision)
-    scenes = collect_scenes(classifier, bags, opts, need_truth=True)
+    detector = load_detector(model_path, replace(opts.detector_options(), raw=True))  # the raw model: T = 1
+    scenes = collect_scenes(detector, bags, opts, need_truth=True)
     for folder, years in folders:
-        found = image_scenes(classifier, Path(folder), years, opts.progress)
+        found = image_scenes(detector, Path(folder), years, opts.progress)
         if not found:
             raise CalibrationError(f"{folder}: no labelled image (a .txt or a mask beside it) to calibrate on")
         scenes += found
-    names = classifier.class_names
-    truth = [window_truth(s.positions, classifier.window, s.truth, names) for s in scenes]
+    names = detector.class_names
+    truth = [window_truth(s.positions, detector.window, s.truth, names) for s in scenes]
     keep = [t >= 0 for t in truth]
     labels = np.concatenate([t[k] for t, k in zip(truth, keep)])
     raw = np.concatenate([s.probabilities[k] for s, k in zip(scenes, keep)])
@@ -227,7 +224,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     ece_after = expected_calibration_error(softmax_with_temperature(raw, temperature), labels)
 
     calibrated = [replace(s, probabilities=softmax_with_temperature(s.probabilities, temperature)) for s in scenes]
-    scorer = Scorer(names, classifier.window, MatchGate(opts.match_distance_m, opts.match_pixels),
+    scorer = Scorer(names, detector.window, MatchGate(opts.match_distance_m, opts.match_pixels),
                     froc_thresholds=THRESHOLD_GRID)
     for s in calibrated:
         scorer.add(s, [], np.zeros(len(s.positions), np.int64))
@@ -247,6 +244,9 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
                     "match": {"gate": scorer.gate_value, "unit": scorer.unit}},
     )
     op.check(names, str(model_path))
+    torch_classifier = detector.classifier
+    assert isinstance(torch_classifier, PatchClassifier)  # load_detector(raw=True) runs checkpoints on torch
+    model = torch_classifier.model
     model.metadata = replace(model.metadata, operating_point=op.to_dict())
     save_checkpoint(out, model, {"calibrated_from": str(model_path)})
     return CalibrationReport(Path(out), op, int(len(labels)), objects, scorer.area_km2)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomic
-from mine_jepa_ros.detect.backends import load_classifier
-from mine_jepa_ros.detect.operating_point import thresholds_in_force
-from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig, PipelineOutput, WindowClassifier
+from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
+from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.replay import plot_froc, plot_metrics
 from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import MineJepaError, UserError
@@ -115,10 +114,11 @@ def scene_of(item: ClassifiedImage) -> Scene:
     return Scene(item.output.tiles_positions, item.output.probabilities, item.truth or [], width, rows)
 
 
-def image_scenes(classifier: WindowClassifier, folder: Path, years: Sequence[str] = (),
+def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str] = (),
                  progress: bool = True) -> list[Scene]:
-    """The classified windows and objects of every labelled image of ``folder`` (calibration)."""
-    pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode="frames", thresholds=0.5))
+    """The classified windows and objects of every labelled image of ``folder`` (calibration), by
+    ``detector``'s classifier."""
+    pipeline = DetectionPipeline(detector.classifier, replace(detector.config, input_mode="frames"))
     skipped: Counter[str] = Counter()
     errors: list[str] = []
     scenes = [scene_of(item) for item in classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)
@@ -140,11 +140,9 @@ def replay_images(folder: Path | str, model_path: Path | str, out: Path | str,
     if opts.plots:
         require_matplotlib("replay --images (metrics.png; --no-plots leaves them out)")
     images = folder_images(folder, opts.years)
-    classifier = load_classifier(model_path, backend=opts.backend, device=opts.device, precision=opts.precision,
-                                 batch_size=opts.batch_size, providers=opts.providers)
-    thresholds = thresholds_in_force(classifier.class_names, opts.thresholds, classifier.metadata.op(str(model_path)),
-                                     str(model_path))
-    pipeline = DetectionPipeline(classifier, PipelineConfig(input_mode="frames", thresholds=thresholds))
+    pipeline = load_detector(model_path, DetectorOptions(opts.backend, opts.providers, opts.device, opts.precision,
+                                                         opts.batch_size, opts.thresholds), PipelineConfig("frames"))
+    classifier = pipeline.classifier
     names = pipeline.class_names
     scorer = Scorer(names, pipeline.window, MatchGate(pixels=opts.match_pixels))
     skipped: Counter[str] = Counter()

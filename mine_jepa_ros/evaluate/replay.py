@@ -20,9 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.atomic import write_json_atomic
-from mine_jepa_ros.detect.backends import load_classifier
+from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
-from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import BagError
@@ -60,6 +59,10 @@ class ReplayOptions:
     contacts: Path | None = None  # also georeference and fuse the detections with the bag's navigation: this file
     contact_options: ContactOptions = field(default_factory=ContactOptions)
     progress: bool = True
+
+    def detector_options(self) -> DetectorOptions:
+        return DetectorOptions(self.backend, self.providers, self.device, self.precision, self.batch_size,
+                               self.thresholds)
 
 
 @dataclass
@@ -133,12 +136,9 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         require_matplotlib("--report")
     inputs = open_recording(bag, opts.recording)
     mode = inputs.mode
-    classifier = load_classifier(model_path, backend=opts.backend, device=opts.device, precision=opts.precision,
-                                 batch_size=opts.batch_size, providers=opts.providers)
-    thresholds = thresholds_in_force(classifier.class_names, opts.thresholds, classifier.metadata.op(str(model_path)),
-                                     str(model_path))
-    config = PipelineConfig(input_mode=mode, thresholds=thresholds, overlay=opts.overlay, geometry=inputs.geometry)
-    pipeline = DetectionPipeline(classifier, config)
+    pipeline = load_detector(model_path, opts.detector_options(),
+                             PipelineConfig(input_mode=mode, overlay=opts.overlay, geometry=inputs.geometry))
+    classifier = pipeline.classifier
     factory = MessageFactory.for_rosbags(opts.recording.distro)
     store = factory.typestore
     assert store is not None

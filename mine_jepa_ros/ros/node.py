@@ -42,7 +42,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from mine_jepa_ros.detect.backends import load_classifier
+from mine_jepa_ros.detect.backends import load_detector
 from mine_jepa_ros.geo.tracking import contacts_map_msg
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
@@ -103,13 +103,11 @@ class MineJepaNode(Node):
         values["thresholds"] = list(values["thresholds"] or [])  # unset = empty = the checkpoint's operating point
         self.settings = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
         s = self.settings
-        classifier = load_classifier(s.model_path, backend=s.backend, device=s.device, precision=s.precision,
-                                     batch_size=s.batch_size, providers=s.provider_list)
-        for warning in classifier.warnings:
+        self.pipeline = load_detector(s.model_path, s.detector_options(), s.pipeline_config(), window=s.window or None,
+                                      stride=s.stride or None)
+        for warning in self.pipeline.classifier.warnings:
             self.get_logger().warning(warning)
-        self.operating_point = classifier.metadata.op(s.model_path)
-        self.pipeline = DetectionPipeline(classifier, s.pipeline_config(classifier.class_names, self.operating_point),
-                                          window=s.window or None, stride=s.stride or None)
+        self.operating_point = self.pipeline.classifier.metadata.op(s.model_path)
         self.factory = MessageFactory.for_rclpy()
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -144,8 +142,8 @@ class MineJepaNode(Node):
         self._dropped_logged = 0
         self.get_logger().info(
             f"listening on {', '.join(sub.topic_name for sub in self.subs)} ({s.input_type}, {s.input_mode}); model "
-            f"{s.model_path} ({classifier.metadata.arch}, classes {classifier.class_names}) on {classifier.device_name} "
-            f"({classifier.precision_name})"
+            f"{s.model_path} ({self.pipeline.classifier.metadata.arch}, classes {self.pipeline.class_names}) on "
+            f"{self.pipeline.classifier.device_name} ({self.pipeline.classifier.precision_name})"
             + ("" if self.fusion is None else f"; contacts on {self.contacts_pub.topic_name}")
         )
 

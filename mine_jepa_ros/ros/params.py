@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from mine_jepa_ros.detect.backends import BACKENDS, backend_for
+from mine_jepa_ros.detect.backends import BACKENDS, DetectorOptions, backend_for
 from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
 from mine_jepa_ros.detect.operating_point import OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
@@ -172,15 +172,16 @@ class NodeSettings:
     def geometry(self) -> SonarGeometry | None:
         return SonarGeometry.from_values(self.slant_resolution_m, self.altitude_m, self.ping_spacing_m)
 
-    def pipeline_config(self, class_names: list[str], operating_point: OperatingPoint | None) -> PipelineConfig:
-        """The pipeline's configuration; raises ParameterError when the thresholds do not fit the
-        classes, or are empty for a checkpoint without an operating point."""
-        try:
-            thresholds = thresholds_in_force(class_names, self.thresholds, operating_point, self.model_path)
-        except UserError as exc:
-            raise ParameterError(f"thresholds: {exc}") from exc
-        return PipelineConfig(input_mode=self.input_mode, thresholds=thresholds, overlay=self.publish_overlay,
-                              overlay_rows=self.overlay_rows, geometry=self.geometry())
+    def pipeline_config(self) -> PipelineConfig:
+        """The pipeline's configuration (:func:`~mine_jepa_ros.detect.backends.load_detector` adds
+        the thresholds in force)."""
+        return PipelineConfig(input_mode=self.input_mode, overlay=self.publish_overlay, overlay_rows=self.overlay_rows,
+                              geometry=self.geometry())
+
+    def detector_options(self) -> DetectorOptions:
+        """How the model runs; empty thresholds mean the checkpoint's operating point."""
+        return DetectorOptions(self.backend, tuple(self.provider_list), self.device, self.precision, self.batch_size,
+                               self.thresholds or None)
 
 
 PARAMS: tuple[ParamSpec, ...] = tuple(

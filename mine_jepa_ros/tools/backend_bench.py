@@ -95,14 +95,15 @@ def peak_rss_mib() -> float:
 def measure(run: BackendRun, survey_npy: Path, launched_unix: float, batch_size: int, stream_pings: int,
             ping_rate_hz: float, repeats: int) -> dict[str, Any]:
     """Run in the child process: start-up to the first detection, throughput, streaming, memory."""
-    from mine_jepa_ros.detect.backends import load_classifier
+    from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 
-    clf = load_classifier(run.model, backend=run.backend, device="cpu", precision=run.precision, batch_size=batch_size,
-                          providers=("cpu",) if run.backend == "onnxruntime" else ())
+    options = DetectorOptions(run.backend, ("cpu",) if run.backend == "onnxruntime" else (), "cpu", run.precision,
+                              batch_size, thresholds=0.0)  # a threshold of 0: every window is a detection
+    frame_pipe = load_detector(run.model, options, PipelineConfig("frames"))
+    clf = frame_pipe.classifier
     image = np.load(survey_npy, mmap_mode="r")
     factory = MessageFactory.for_rosbags()
     first_frame = encode_image(factory, np.ascontiguousarray(image[: clf.window]), factory.header(0, "sss"))
-    frame_pipe = DetectionPipeline(clf, PipelineConfig("frames", thresholds=0.0))  # every window is a detection
     first = frame_pipe.process(first_frame)
     startup = time.time() - launched_unix
     assert first is not None and first.detections, "a threshold of 0 makes every window a detection"

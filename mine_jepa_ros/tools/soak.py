@@ -14,12 +14,14 @@ Two phases, both bounded in time:
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
-from mine_jepa_ros.detect.classifier import PatchClassifier
-from mine_jepa_ros.detect.model import new_classifier
+from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
+from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory
@@ -74,13 +76,15 @@ def run_soak(cfg: SoakConfig | None = None) -> SoakReport:
     rows = survey.to_uint8()
     stamps = survey.ping_stamps_ns()
     factory = MessageFactory.for_rosbags()
-    model = new_classifier("vit_tiny", seed=cfg.seed)
+    tmp = tempfile.TemporaryDirectory(prefix="mine_jepa_soak_")
+    model = save_checkpoint(Path(tmp.name) / "vit_tiny.safetensors", new_classifier("vit_tiny", seed=cfg.seed))
+    options = DetectorOptions(device=cfg.device, thresholds=0.5)
 
     def ping(i: int) -> Any:
         k = i % len(rows)
         return encode_image(factory, rows[k : k + 1], factory.header(int(stamps[k]) + i, "sss"))
 
-    pipe = DetectionPipeline(PatchClassifier(model, device=cfg.device), PipelineConfig("pings", overlay=True))
+    pipe = load_detector(model, options, PipelineConfig("pings", overlay=True))
     report = SoakReport()
     start = time.perf_counter()
     next_sample = 0.0
@@ -101,13 +105,13 @@ def run_soak(cfg: SoakConfig | None = None) -> SoakReport:
     if len(after) >= 2:
         report.growth = (after[-1] - after[0]) / after[0]
         report.flat = abs(report.growth) <= cfg.tolerance
-    report.overload = run_overload(cfg, ping, model)
+    report.overload = run_overload(cfg, ping, load_detector(model, options, PipelineConfig("pings")))
+    tmp.cleanup()
     return report
 
 
-def run_overload(cfg: SoakConfig, ping: Any, model: Any) -> dict[str, Any]:
+def run_overload(cfg: SoakConfig, ping: Any, pipe: DetectionPipeline) -> dict[str, Any]:
     """Offer pings at ``overload_rate_hz`` through the node's queue + worker; count drops, worst latency."""
-    pipe = DetectionPipeline(PatchClassifier(model, device=cfg.device), PipelineConfig("pings"))
     q = DropOldestQueue(cfg.queue_depth)
     results: list[PipelineOutput] = []
     worker = DetectionWorker(pipe, q, results.append)
