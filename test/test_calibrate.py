@@ -21,6 +21,7 @@ from mine_jepa_ros.evaluate.calibrate import (
 )
 from mine_jepa_ros.detect.model import load_checkpoint, read_metadata, save_checkpoint
 from mine_jepa_ros.evaluate.replay import LABEL_INFO_TOPIC, ReplayOptions, replay
+from mine_jepa_ros.evaluate.scoring import FrocPoint
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.bag import ReadStats, iter_messages
 from mine_jepa_ros.sim import SurveyConfig, simulate_survey
@@ -40,17 +41,17 @@ def test_the_fitted_temperature_undoes_a_known_miscalibration() -> None:
 
 
 def test_the_threshold_meets_the_target_or_says_what_was_reachable() -> None:
-    points = [{"threshold": t, "pd": pd, "false_alarms": fa, "false_alarms_per_km2": fa * 100.0, "precision": 0.5, "f1": f1}
+    points = [FrocPoint(t, pd, 0.5, f1, fa, fa * 100.0)
               for t, pd, fa, f1 in [(0.4, 1.0, 9, 0.3), (0.6, 0.8, 3, 0.6), (0.8, 0.5, 1, 0.5), (0.9, 0.2, 0, 0.3)]]
-    assert _pick(points, Target("fa_per_km2", 300.0), "MILCO")["threshold"] == 0.6
-    assert _pick(points, Target("pd", 0.5), "MILCO")["threshold"] == 0.8
-    assert _pick(points, Target("f1"), "MILCO")["threshold"] == 0.6
+    assert _pick(points, Target("fa_per_km2", 300.0), "MILCO").threshold == 0.6
+    assert _pick(points, Target("pd", 0.5), "MILCO").threshold == 0.8
+    assert _pick(points, Target("f1"), "MILCO").threshold == 0.6
     with pytest.raises(CalibrationError, match=r"MILCO: no threshold reaches Pd 0.9 .*\(the highest: 0.850\)"):
-        _pick([dict(p, pd=min(p["pd"], 0.85)) for p in points], Target("pd", 0.9), "MILCO")
+        _pick([replace(p, pd=min(p.pd, 0.85)) for p in points], Target("pd", 0.9), "MILCO")
     with pytest.raises(CalibrationError, match="at most 0 false alarms.*the fewest: 100"):
         _pick(points[:3], Target("fa_per_km2", 0.0), "MILCO")
     with pytest.raises(CalibrationError, match="needs the sonar geometry"):
-        _pick([dict(p, false_alarms_per_km2=None) for p in points], Target("fa_per_km2", 10.0), "MILCO")
+        _pick([replace(p, false_alarms_per_km2=None) for p in points], Target("fa_per_km2", 10.0), "MILCO")
     with pytest.raises(UserError, match="needs a value"):
         Target("pd")
 
@@ -83,13 +84,13 @@ def test_calibrate_writes_an_operating_point_that_replay_uses(
     # replay without --thresholds uses the operating point, and LabelInfo reports what is in force
     result = replay(validation_bags[0], out, tmp_path / "replayed", ReplayOptions(progress=False))
     assert result.metrics is not None
-    per_class = result.metrics["detections"]
+    per_class = result.metrics.to_dict()["detections"]
     assert {n: per_class[n]["threshold"] for n in ("MILCO", "NOMBO")} == pytest.approx(op.thresholds)
     labels = list(iter_messages(tmp_path / "replayed", [LABEL_INFO_TOPIC], ["vision_msgs/msg/LabelInfo"], ReadStats()))
     assert labels[0][3].threshold == pytest.approx(min(op.thresholds.values()))
     # given thresholds override it
     forced = replay(validation_bags[0], out, tmp_path / "forced", ReplayOptions(thresholds=0.9, progress=False))
-    assert forced.metrics is not None and forced.metrics["detections"]["MILCO"]["threshold"] == 0.9
+    assert forced.metrics is not None and forced.metrics.detections["MILCO"].threshold == 0.9
 
 
 def test_bad_calibration_inputs_are_one_line_errors(

@@ -88,7 +88,7 @@ def test_driver_pings_give_the_same_detections_as_image_rows(
     image, driver = results["image"], results[input_type]
     assert image.detections > 0 and image.skipped == driver.skipped == 0
     assert driver.detection_list == image.detection_list
-    assert driver.metrics is not None and driver.metrics["detections"] == image.metrics["detections"]  # type: ignore[index]
+    assert driver.metrics is not None and driver.metrics.detections == image.metrics.detections  # type: ignore[union-attr]
 
 
 def test_replay_counts_unpaired_and_bad_driver_pings_and_goes_on(

@@ -107,4 +107,4 @@ def test_calibrate_images_writes_an_operating_point_replay_images_uses(
     result = replay_images(yolo_folder, model, tmp_path / "scored", FolderReplayOptions(years=("2018",), plots=False,
                                                                                       progress=False))
     assert result.metrics is not None
-    assert result.metrics["detections"]["MILCO"]["threshold"] == pytest.approx(op["thresholds"]["MILCO"])
+    assert result.metrics.detections["MILCO"].threshold == pytest.approx(op["thresholds"]["MILCO"])

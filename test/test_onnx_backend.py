@@ -61,8 +61,8 @@ def test_onnx_and_torch_give_the_same_detections_on_a_simulated_survey(fp32_mode
         np.testing.assert_allclose([box for _, box, _ in a], [box for _, box, _ in b], atol=0.01)  # score-weighted boxes
         np.testing.assert_allclose([s for *_, s in a], [s for *_, s in b], atol=1e-4)
     assert by_onnx.metrics is not None and by_torch.metrics is not None
-    assert by_onnx.metrics["window_confusion"] == by_torch.metrics["window_confusion"]
-    assert by_onnx.metrics["detections"] == by_torch.metrics["detections"]
+    assert by_onnx.metrics.window_confusion == by_torch.metrics.window_confusion
+    assert by_onnx.metrics.detections == by_torch.metrics.detections
 
 
 def test_the_onnx_model_describes_itself_like_its_checkpoint(fp32_model: Path, busy_checkpoint: Path) -> None:

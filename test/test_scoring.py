@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.detect.merging import Thresholds, detections_from_windows
-from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer, froc_auc, swath_area_km2, window_truth
+from mine_jepa_ros.evaluate.scoring import (
+    DetectionMetrics,
+    FrocPoint,
+    MatchGate,
+    Scene,
+    Scorer,
+    froc_auc,
+    swath_area_km2,
+    window_truth,
+)
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection
@@ -29,7 +38,9 @@ def test_pixel_gate_one_to_one_greedy_by_score() -> None:
             Detection("NOMBO", 0.7, _box(25, 25)), Detection("MILCO", 0.95, _box(300, 300))]
     scorer = Scorer(NAMES, 96, gate=MatchGate(pixels=48))
     scorer.add(_scene(gt), dets, np.zeros(0, np.int64))
-    m = scorer.metrics()
+    metrics = scorer.metrics()
+    m = metrics.to_dict()  # the JSON form: replay --json and metrics.json
+    assert DetectionMetrics.from_dict(m) == metrics
     milco, nombo = m["detections"]["MILCO"], m["detections"]["NOMBO"]
     # the 0.95 detection is far from everything; the 0.9 one takes the MILCO, the 0.8 one finds it taken
     assert (milco["pd"], milco["precision"], milco["false_alarms"], milco["matched"]) == (1.0, pytest.approx(1 / 3), 2, 1)
@@ -48,7 +59,7 @@ def test_metric_gate_uses_the_objects_own_position_and_the_seabed_area() -> None
     far = Detection("MILCO", 0.9, _box(200 + 25, col))  # 2.5 m away: outside the 2 m gate
     scorer = Scorer(NAMES, 96)
     scorer.add(_scene([truth], width, rows=1000, geometry=geometry), [near, far], np.zeros(0, np.int64))
-    m = scorer.metrics()
+    m = scorer.metrics().to_dict()
     milco = m["detections"]["MILCO"]
     assert milco["pd"] == 1.0 and milco["false_alarms"] == 1 and milco["localisation_error_m"] == pytest.approx(1.0, abs=1e-6)
     area = 1000 * 0.1 * 2 * np.sqrt(10.0**2 - 3.0**2) / 1e6  # track x both sides' ground range
@@ -58,7 +69,7 @@ def test_metric_gate_uses_the_objects_own_position_and_the_seabed_area() -> None
     offset = Scene(np.zeros((0, 2), np.int64), np.zeros((0, 3), np.float32), [truth], width, 100, 150, geometry)
     scorer = Scorer(NAMES, 96)
     scorer.add(offset, [Detection("MILCO", 0.9, _box(50, col))], np.zeros(0, np.int64))
-    assert scorer.metrics()["detections"]["MILCO"]["pd"] == 1.0
+    assert scorer.metrics().detections["MILCO"].pd == 1.0
     # surveys of different settings add up their own areas; metres and pixels do not mix
     other = SonarGeometry(0.04, 2.0, 0.05)
     scorer.add(_scene([], width, rows=500, geometry=other), [], np.zeros(0, np.int64))
@@ -78,19 +89,19 @@ def test_froc_sweeps_thresholds_through_the_same_merging() -> None:
     made = detections_from_windows(positions, probs, op, 96, NAMES)
     scorer.add(scene, made, np.zeros(len(positions), np.int64))
     m = scorer.metrics(op)
-    curve = m["froc"]["MILCO"]
-    assert [p["threshold"] for p in curve] == [0.4, 0.6, 0.8]
-    assert curve[1]["pd"] == m["detections"]["MILCO"]["pd"] and curve[1]["false_alarms"] == m["detections"]["MILCO"]["false_alarms"]
-    assert curve[0]["pd"] >= curve[1]["pd"] >= curve[2]["pd"]
-    assert m["detections"]["MILCO"]["threshold"] == 0.6
+    curve = m.froc["MILCO"]
+    assert [p.threshold for p in curve] == [0.4, 0.6, 0.8]
+    assert curve[1].pd == m.detections["MILCO"].pd and curve[1].false_alarms == m.detections["MILCO"].false_alarms
+    assert curve[0].pd >= curve[1].pd >= curve[2].pd
+    assert m.detections["MILCO"].threshold == 0.6
 
 
 def test_froc_area_by_hand() -> None:
-    points = [{"false_alarms_per_km2": 0.0, "pd": 0.5}, {"false_alarms_per_km2": 10.0, "pd": 0.8},
-              {"false_alarms_per_km2": 100.0, "pd": 1.0}]
+    points = [FrocPoint(0.9, 0.5, 1.0, 0.67, 0, 0.0), FrocPoint(0.7, 0.8, 0.9, 0.85, 1, 10.0),
+              FrocPoint(0.5, 1.0, 0.5, 0.67, 10, 100.0)]
     assert froc_auc(points, 50.0) == pytest.approx((0.5 * 10 + 0.8 * 40) / 50)
     assert froc_auc(points, 200.0) == pytest.approx((0.5 * 10 + 0.8 * 90 + 1.0 * 100) / 200)
-    assert froc_auc([{"false_alarms_per_km2": 5.0, "pd": 1.0}], 10.0) == pytest.approx(0.5)
+    assert froc_auc([FrocPoint(0.5, 1.0, 1.0, 1.0, 1, 5.0)], 10.0) == pytest.approx(0.5)
 
 
 def test_window_truth() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mine_jepa_ros.cli.args import (
     Subcommands,
@@ -23,6 +23,7 @@ from mine_jepa_ros.cli.args import (
 from mine_jepa_ros.geometry import SonarGeometry
 
 if TYPE_CHECKING:
+    from mine_jepa_ros.evaluate.scoring import DetectionMetrics
     from mine_jepa_ros.geo.tracking import ContactOptions
 
 
@@ -89,7 +90,7 @@ def years_arg(text: str) -> tuple[str, ...]:
     return tuple(y.strip() for y in text.split(",") if y.strip())
 
 
-def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: dict[str, Any] | None) -> None:
+def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: DetectionMetrics | None) -> None:
     """What a replay skipped, its warnings and, where it was scored, the metrics table."""
     from mine_jepa_ros.evaluate.replay import format_metrics
 

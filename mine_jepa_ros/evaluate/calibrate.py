@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -32,9 +31,9 @@ from mine_jepa_ros.detect.merging import Thresholds, WindowMerger
 from mine_jepa_ros.detect.backends import load_detector
 from mine_jepa_ros.detect.model import save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
-from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
+from mine_jepa_ros.detect.pipeline import DetectionPipeline
 from mine_jepa_ros.evaluate.replay import ReplayOptions, SceneCollector
-from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer, window_truth
+from mine_jepa_ros.evaluate.scoring import DetectionMetrics, FrocPoint, MatchGate, Scene, Scorer, window_truth
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.recording import open_recording
@@ -129,26 +128,29 @@ class CalibrationReport:
         return "\n".join(lines)
 
 
-def _pick(points: list[dict[str, Any]], target: Target, name: str) -> dict[str, Any]:
+def _pick(points: list[FrocPoint], target: Target, name: str) -> FrocPoint:
     """The FROC point (one per threshold) that meets the target for class ``name``."""
     if target.kind == "fa_per_km2":
-        if points[0]["false_alarms_per_km2"] is None:
+        assert target.value is not None
+        rates = [p.false_alarms_per_km2 for p in points]
+        if any(r is None for r in rates):
             raise CalibrationError("a false-alarm target needs the sonar geometry (seabed area): give the bags' "
-                                   "sonar info, or --slant-resolution, --altitude and --ping-spacing")
-        ok = [p for p in points if p["false_alarms_per_km2"] <= target.value]
+                               "sonar info, or --slant-resolution, --altitude and --ping-spacing")
+        ok = [p for p, r in zip(points, rates) if r is not None and r <= target.value]
         if not ok:
-            best = min(p["false_alarms_per_km2"] for p in points)
+            best = min(r for r in rates if r is not None)
             raise CalibrationError(f"{name}: no threshold gives at most {target.value:g} false alarms per km2 on the "
                                    f"validation surveys (the fewest: {best:.0f} per km2)")
-        return max(ok, key=lambda p: (p["pd"], -p["false_alarms"], -p["threshold"]))
+        return max(ok, key=lambda p: (p.pd, -p.false_alarms, -p.threshold))
     if target.kind == "pd":
-        ok = [p for p in points if p["pd"] >= target.value]
+        assert target.value is not None
+        ok = [p for p in points if p.pd >= target.value]
         if not ok:
-            best = max(p["pd"] for p in points)
+            best_pd = max(p.pd for p in points)
             raise CalibrationError(f"{name}: no threshold reaches Pd {target.value:g} on the validation surveys "
-                                   f"(the highest: {best:.3f})")
-        return min(ok, key=lambda p: (p["false_alarms"], -p["threshold"]))
-    return max(points, key=lambda p: (p["f1"], p["threshold"]))
+                                   f"(the highest: {best_pd:.3f})")
+        return min(ok, key=lambda p: (p.false_alarms, -p.threshold))
+    return max(points, key=lambda p: (p.f1, p.threshold))
 
 
 def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
@@ -176,7 +178,7 @@ def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOp
 
 
 def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[str], window: int,
-                 gate: MatchGate) -> dict[str, Any]:
+                 gate: MatchGate) -> DetectionMetrics:
     """The replay's metrics for scenes whose windows are already classified, at ``thresholds``:
     the detections are made as the pipeline makes them."""
     scorer = Scorer(class_names, window, gate)
@@ -187,7 +189,7 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
     return scorer.metrics(thresholds)
 
 
-def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions) -> dict[str, Any]:
+def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions) -> DetectionMetrics:
     """A checkpoint as a detector at its thresholds in force (``opts.thresholds``, else its operating
     point) over several bags with ground truth, scored together (the replay's metrics, FROC included)."""
     detector = load_detector(model_path, opts.detector_options())
@@ -235,8 +237,8 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
         if objects[name] == 0:
             raise CalibrationError(f"the validation surveys hold no {name} object: no threshold can be chosen for it")
         chosen = _pick(curves[name], target, name)
-        thresholds[name] = float(chosen["threshold"])
-        per_class[name] = {k: chosen[k] for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
+        thresholds[name] = float(chosen.threshold)
+        per_class[name] = {k: getattr(chosen, k) for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
     op = OperatingPoint(
         temperature=temperature, thresholds=thresholds, target={"kind": target.kind, "value": target.value},
         validation={"bags": [str(b) for b in bags] + [str(f) for f, _years in folders], "ece_before": ece_before, "ece_after": ece_after,

@@ -35,7 +35,7 @@ from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomi
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.replay import plot_froc, plot_metrics
-from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
+from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.image_folders import LabelledImage, folder_images, yolo_lines
@@ -68,14 +68,14 @@ class FolderReplayResult:
     windows: int
     detections: int
     seconds: float
-    metrics: dict[str, Any] | None = None
+    metrics: DetectionMetrics | None = None
     skip_reasons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "images": self.images, "labelled": self.labelled, "skipped": self.skipped,
                 "windows": self.windows, "detections": self.detections, "seconds": round(self.seconds, 3),
-                "mode": "images", "metrics": self.metrics, "skip_reasons": self.skip_reasons, "warnings": self.warnings}
+                "mode": "images", "metrics": None if self.metrics is None else self.metrics.to_dict(), "skip_reasons": self.skip_reasons, "warnings": self.warnings}
 
 
 @dataclass(frozen=True)

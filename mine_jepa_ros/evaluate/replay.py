@@ -11,7 +11,6 @@ overlay PNGs (detections solid, ground truth cyan) and a metrics plot. The model
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
-from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
+from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer
 from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.geo.formats import write_contacts
 from mine_jepa_ros.geometry import ground_range_m, slant_range_of_column
@@ -74,7 +73,7 @@ class ReplayResult:
     detections: int
     seconds: float
     mode: str
-    metrics: dict[str, Any] | None = None
+    metrics: DetectionMetrics | None = None
     skip_reasons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     detection_list: list[dict[str, Any]] = field(default_factory=list)
@@ -88,7 +87,8 @@ class ReplayResult:
         return {
             "out": str(self.out), "images": self.images, "skipped": self.skipped, "windows": self.windows,
             "detections": self.detections, "seconds": round(self.seconds, 3), "mode": self.mode,
-            "windows_per_second": round(self.windows_per_second, 1), "metrics": self.metrics,
+            "windows_per_second": round(self.windows_per_second, 1),
+            "metrics": None if self.metrics is None else self.metrics.to_dict(),
             "skip_reasons": self.skip_reasons, "warnings": self.warnings, "detection_list": self.detection_list,
             "contacts": None if self.contacts is None else [c.to_dict() for c in self.contacts.contacts],
         }
@@ -247,22 +247,20 @@ def _num(value: object, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
+def format_metrics(metrics: DetectionMetrics) -> str:
     """The replay metrics as a small text table (per-class detections, window confusion)."""
-    match = metrics["match"]
-    area = metrics["area_km2"]
-    unit = match["unit"]
-    lines = [f"detections matched to objects within {match['gate']:g} {unit}, one to one; seabed covered "
+    area = metrics.area_km2
+    unit = metrics.unit
+    lines = [f"detections matched to objects within {metrics.gate:g} {unit}, one to one; seabed covered "
              + (f"{area:.4f} km2" if area else "unknown (no sonar geometry: no false alarms per km2)"),
              f"class    threshold  Pd     precision  AP     false alarms  per km2   loc. error ({unit})  detections  objects"]
-    for name, m in metrics["detections"].items():
-        lines.append(f"{name:8s} {_num(m.get('threshold'), '9.2f')}  {m['pd']:.3f}  {m['precision']:9.3f}  {m['ap']:.3f}  "
-                     f"{m['false_alarms']:12d}  {_num(m['false_alarms_per_km2'], '8.0f')}  "
-                     f"{_num(m[f'localisation_error_{unit}'], '15.2f')}  {m['detections']:10d}  {m['objects']:7d}")
-    conf = metrics["window_confusion"]
-    lines.append(f"window confusion (rows true, cols predicted: {', '.join(conf['classes'])}):")
-    lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in conf["matrix"])
-    lines.append(f"window accuracy {metrics['window_accuracy']:.3f}, macro-F1 {metrics['window_macro_f1']:.3f}")
+    for name, m in metrics.detections.items():
+        lines.append(f"{name:8s} {_num(m.threshold, '9.2f')}  {m.pd:.3f}  {m.precision:9.3f}  {m.ap:.3f}  "
+                     f"{m.false_alarms:12d}  {_num(m.false_alarms_per_km2, '8.0f')}  "
+                     f"{_num(m.localisation_error, '15.2f')}  {m.detections:10d}  {m.objects:7d}")
+    lines.append(f"window confusion (rows true, cols predicted: {', '.join(metrics.classes)}):")
+    lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in metrics.window_confusion)
+    lines.append(f"window accuracy {metrics.window_accuracy:.3f}, macro-F1 {metrics.window_macro_f1:.3f}")
     return "\n".join(lines)
 
 
@@ -280,42 +278,41 @@ def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.n
         plot_froc(result.metrics, report_dir / "froc.png")
 
 
-def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
+def plot_metrics(metrics: DetectionMetrics, path: Path) -> None:
     """Per-class Pd / precision at the thresholds in force, and the window confusion matrix."""
     plt = pyplot()
-    per_class = metrics["detections"]
+    per_class = metrics.detections
     names = list(per_class)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     x = np.arange(len(names))
     for k, key in enumerate(("pd", "precision", "f1")):
-        ax1.bar(x + (k - 1) * 0.25, [per_class[n][key] for n in names], 0.25, label=key)
+        ax1.bar(x + (k - 1) * 0.25, [getattr(per_class[n], key) for n in names], 0.25, label=key)
     ax1.set_xticks(x, names)
     ax1.set_ylim(0, 1)
-    ax1.set_title(f"detections vs ground truth (gate {metrics['match']['gate']:g} {metrics['match']['unit']})")
+    ax1.set_title(f"detections vs ground truth (gate {metrics.gate:g} {metrics.unit})")
     ax1.legend()
-    conf = metrics["window_confusion"]
-    draw_confusion(ax2, conf["matrix"], conf["classes"], f"windows (macro-F1 {metrics['window_macro_f1']:.3f})")
+    draw_confusion(ax2, metrics.window_confusion, metrics.classes, f"windows (macro-F1 {metrics.window_macro_f1:.3f})")
     save_figure(fig, path)
 
 
-def plot_froc(metrics: dict[str, Any], path: Path) -> None:
+def plot_froc(metrics: DetectionMetrics, path: Path) -> None:
     """Pd against false alarms per km² (or false alarms, without geometry) as the threshold sweeps,
     with the operating point in force marked on each curve."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    per_km2 = metrics["area_km2"] is not None
+    per_km2 = metrics.area_km2 is not None
     key = "false_alarms_per_km2" if per_km2 else "false_alarms"
-    for name, points in metrics["froc"].items():
-        line, = ax.plot([p[key] for p in points], [p["pd"] for p in points], marker=".", label=name)
-        op = metrics["detections"][name]
-        ax.plot([op[key]], [op["pd"]], marker="o", ms=10, mfc="none", color=line.get_color())
-        if op.get("threshold") is not None:
-            ax.annotate(f"t={op['threshold']:.2f}", (op[key], op["pd"]), textcoords="offset points", xytext=(6, -12))
+    for name, points in metrics.froc.items():
+        line, = ax.plot([getattr(p, key) for p in points], [p.pd for p in points], marker=".", label=name)
+        op = metrics.detections[name]
+        ax.plot([getattr(op, key)], [op.pd], marker="o", ms=10, mfc="none", color=line.get_color())
+        if op.threshold is not None:
+            ax.annotate(f"t={op.threshold:.2f}", (getattr(op, key), op.pd), textcoords="offset points", xytext=(6, -12))
     ax.set_xlabel("false alarms per km²" if per_km2 else "false alarms")
     ax.set_ylabel("probability of detection (Pd)")
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.set_title(f"FROC (match within {metrics['match']['gate']:g} {metrics['match']['unit']}; circle = operating point)")
+    ax.set_title(f"FROC (match within {metrics.gate:g} {metrics.unit}; circle = operating point)")
     ax.legend()
     save_figure(fig, path)

@@ -72,6 +72,88 @@ def swath_area_km2(rows: int, width: int, geometry: SonarGeometry) -> float:
     return rows * geometry.ping_spacing_m * 2 * ground / 1e6
 
 
+@dataclass(frozen=True)
+class FrocPoint:
+    """The detector at one swept threshold, for one class."""
+
+    threshold: float
+    pd: float
+    precision: float
+    f1: float
+    false_alarms: int
+    false_alarms_per_km2: float | None
+
+
+@dataclass(frozen=True)
+class ClassDetections:
+    """One class's detections scored at the thresholds in force."""
+
+    pd: float
+    precision: float
+    f1: float
+    false_alarms: int
+    false_alarms_per_km2: float | None
+    localisation_error: float | None  # mean distance of matched detections, in the metrics' unit
+    detections: int
+    objects: int
+    matched: int
+    ap: float
+    threshold: float | None = None
+
+    def to_dict(self, unit: str) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("localisation_error", "threshold")}
+        out[f"localisation_error_{unit}"] = self.localisation_error
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], unit: str) -> ClassDetections:
+        values = {k: v for k, v in data.items() if k != f"localisation_error_{unit}"}
+        return cls(localisation_error=data.get(f"localisation_error_{unit}"), **values)
+
+
+@dataclass(frozen=True)
+class DetectionMetrics:
+    """A detector scored on surveys or images; :meth:`to_dict` is the JSON form (``metrics`` in
+    ``replay --json`` and ``metrics.json``), :meth:`from_dict` reads it back."""
+
+    detections: dict[str, ClassDetections]  # per object class
+    gate: float  # the match distance, in ``unit``
+    unit: str  # m with the sonar geometry, else px
+    area_km2: float | None  # seabed covered (None without geometry)
+    froc: dict[str, list[FrocPoint]]
+    classes: list[str]  # the window confusion's rows and columns
+    window_confusion: list[list[int]]  # rows true, columns predicted
+    window_accuracy: float
+    window_macro_f1: float
+    window_f1: dict[str, float]
+    windows_scored: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detections": {name: d.to_dict(self.unit) for name, d in self.detections.items()},
+            "match": {"gate": self.gate, "unit": self.unit},
+            "area_km2": self.area_km2,
+            "froc": {name: [asdict(p) for p in points] for name, points in self.froc.items()},
+            "window_confusion": {"classes": self.classes, "matrix": self.window_confusion},
+            "window_accuracy": self.window_accuracy, "window_macro_f1": self.window_macro_f1,
+            "window_f1": self.window_f1, "windows_scored": self.windows_scored,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectionMetrics:
+        unit = data["match"]["unit"]
+        return cls(
+            detections={n: ClassDetections.from_dict(d, unit) for n, d in data["detections"].items()},
+            gate=data["match"]["gate"], unit=unit, area_km2=data["area_km2"],
+            froc={n: [FrocPoint(**p) for p in points] for n, points in data["froc"].items()},
+            classes=data["window_confusion"]["classes"], window_confusion=data["window_confusion"]["matrix"],
+            window_accuracy=data["window_accuracy"], window_macro_f1=data["window_macro_f1"],
+            window_f1=data["window_f1"], windows_scored=data["windows_scored"],
+        )
+
+
 @dataclass
 class ClassScore:
     objects: int = 0
@@ -126,13 +208,13 @@ def match_detections(detections: Sequence[Detection], scene: Scene, gate: MatchG
     return pairs
 
 
-def froc_auc(points: Sequence[dict[str, float]], max_fa_per_km2: float) -> float:
+def froc_auc(points: Sequence[FrocPoint], max_fa_per_km2: float) -> float:
     """Area under Pd(false alarms per km²) from 0 to ``max_fa_per_km2``, divided by that range
     (1 = every object found with no false alarm); Pd at a false-alarm rate is the best Pd among
     the operating points at or below it."""
     if max_fa_per_km2 <= 0:
         raise ValueError("max_fa_per_km2 must be > 0")
-    pts = sorted((p["false_alarms_per_km2"], p["pd"]) for p in points if p["false_alarms_per_km2"] is not None)
+    pts = sorted((p.false_alarms_per_km2, p.pd) for p in points if p.false_alarms_per_km2 is not None)
     area, best, last = 0.0, 0.0, 0.0
     for fa, pd in pts:
         if fa >= max_fa_per_km2:
@@ -236,16 +318,16 @@ class Scorer:
         area = self.area_km2
         return count / area if area else None
 
-    def froc(self) -> dict[str, list[dict[str, float | None]]]:
+    def froc(self) -> dict[str, list[FrocPoint]]:
         """Per class, one point per swept threshold: threshold, Pd, precision, F1, false alarms (per km²)."""
-        curves: dict[str, list[dict[str, float | None]]] = {name: [] for name in self.class_names[1:]}
+        curves: dict[str, list[FrocPoint]] = {name: [] for name in self.class_names[1:]}
         for t in self.froc_thresholds:
             thresholds = Thresholds.of(self.class_names, t)
             made = [(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
                                                     self.class_names)) for scene, _ in self.scenes]
             for name, s in self._score(made).items():
-                curves[name].append({"threshold": t, "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd),
-                                     "false_alarms": s.false_alarms, "false_alarms_per_km2": self._per_km2(s.false_alarms)})
+                curves[name].append(FrocPoint(t, s.pd, s.precision, f1(s.precision, s.pd), s.false_alarms,
+                                              self._per_km2(s.false_alarms)))
         return curves
 
     def average_precision(self) -> dict[str, float]:
@@ -265,21 +347,16 @@ class Scorer:
                     objects[gt.class_name] += 1
         return {name: average_precision(ranked[name], objects[name]) for name in ranked}
 
-    def metrics(self, thresholds: Thresholds | None = None) -> dict[str, object]:
+    def metrics(self, thresholds: Thresholds | None = None) -> DetectionMetrics:
         """Detection metrics at the thresholds in force (``thresholds``, only reported), the FROC
         curves and the window metrics."""
-        per_class = {}
-        error_key = f"localisation_error_{self.unit}"
         ap = self.average_precision()
-        for name, s in self._score(self.scenes).items():
-            per_class[name] = {
-                "pd": s.pd, "precision": s.precision, "f1": f1(s.precision, s.pd), "false_alarms": s.false_alarms,
-                "false_alarms_per_km2": self._per_km2(s.false_alarms),
-                error_key: float(np.mean(s.errors)) if s.errors else None,
-                "detections": s.detections, "objects": s.objects, "matched": s.matched, "ap": ap[name],
-            }
-            if thresholds is not None:
-                per_class[name]["threshold"] = thresholds[name]
+        per_class = {
+            name: ClassDetections(s.pd, s.precision, f1(s.precision, s.pd), s.false_alarms, self._per_km2(s.false_alarms),
+                                  float(np.mean(s.errors)) if s.errors else None, s.detections, s.objects, s.matched,
+                                  ap[name], None if thresholds is None else thresholds[name])
+            for name, s in self._score(self.scenes).items()
+        }
         cm = self.confusion
         window_f1 = {}
         for k, name in enumerate(self.class_names):
@@ -287,17 +364,13 @@ class Scorer:
             r = cm[k, k] / cm[k, :].sum() if cm[k, :].sum() else 0.0
             window_f1[name] = f1(p, r)
         total = int(cm.sum())
-        return {
-            "detections": per_class,
-            "match": {"gate": self.gate_value, "unit": self.unit},
-            "area_km2": self.area_km2,
-            "froc": self.froc(),
-            "window_confusion": {"classes": self.class_names, "matrix": cm.tolist()},
-            "window_accuracy": float(np.trace(cm) / total) if total else 0.0,
-            "window_macro_f1": float(np.mean(list(window_f1.values()))) if total else 0.0,
-            "window_f1": window_f1,
-            "windows_scored": total,
-        }
+        return DetectionMetrics(
+            detections=per_class, gate=self.gate_value, unit=self.unit, area_km2=self.area_km2, froc=self.froc(),
+            classes=list(self.class_names), window_confusion=cm.tolist(),
+            window_accuracy=float(np.trace(cm) / total) if total else 0.0,
+            window_macro_f1=float(np.mean(list(window_f1.values()))) if total else 0.0,
+            window_f1=window_f1, windows_scored=total,
+        )
 
 
 # -- labelled windows (patch stores) ---------------------------------------------------------------

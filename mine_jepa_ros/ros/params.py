@@ -15,7 +15,6 @@ from typing import Any
 
 from mine_jepa_ros.detect.backends import BACKENDS, DetectorOptions, backend_for
 from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
-from mine_jepa_ros.detect.operating_point import OperatingPoint, thresholds_in_force
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
 from mine_jepa_ros.geo.contacts import ContactSettings

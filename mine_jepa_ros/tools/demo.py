@@ -119,15 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         windows += result.windows
     metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
     write_json_atomic(out / "report" / "metrics.json", {"model": str(model_path), "test_surveys": [str(b) for b in test_bags],
-                                                       "metrics": metrics})
+                                                       "metrics": metrics.to_dict()})
     plot_metrics(metrics, out / "report" / "metrics.png")
     plot_froc(metrics, out / "report" / "froc.png")
     say(f"replayed the {len(test_bags)} held-out test surveys at that operating point ({windows} windows)")
     print(format_replay_metrics(metrics))
-    milco = metrics["detections"]["MILCO"]
-    met = milco["pd"] >= GOAL_PD and milco["precision"] >= GOAL_PRECISION
-    print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}): Pd {milco['pd']:.2f}, precision "
-          f"{milco['precision']:.2f}: {'met' if met else 'NOT met'}")
+    milco = metrics.detections["MILCO"]
+    met = milco.pd >= GOAL_PD and milco.precision >= GOAL_PRECISION
+    print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}): Pd {milco.pd:.2f}, precision "
+          f"{milco.precision:.2f}: {'met' if met else 'NOT met'}")
     print()
     print(f"detections bags: {out}/detections_bag_*")
     print(f"metrics        : {out / 'report' / 'metrics.json'}  (plots {out / 'report' / 'metrics.png'}, "

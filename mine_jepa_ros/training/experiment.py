@@ -237,9 +237,9 @@ def _detection(model_path: Path, bags: SurveyBags, sc: ExperimentRecipe, device:
     calibrated = model_path.with_name(model_path.stem + "_calibrated.safetensors")
     calibrate(model_path, bags.validation, calibrated, Target("f1"), opts)
     metrics = evaluate_detector(calibrated, bags.test, opts)
-    return {name: {"pd": m["pd"], "false_alarms_per_km2": m["false_alarms_per_km2"], "threshold": m["threshold"],
-                   "froc_auc": froc_auc(metrics["froc"][name], sc.detection.froc_max_fa_per_km2)}
-            for name, m in metrics["detections"].items()}
+    return {name: {"pd": m.pd, "false_alarms_per_km2": m.false_alarms_per_km2, "threshold": m.threshold,
+                   "froc_auc": froc_auc(metrics.froc[name], sc.detection.froc_max_fa_per_km2)}
+            for name, m in metrics.detections.items()}
 
 
 @dataclass(frozen=True)
