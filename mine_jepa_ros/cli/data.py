@@ -151,8 +151,45 @@ def run_export_waterfalls(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_import_labels(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "import-labels",
+        help="put labels drawn on export-waterfalls tiles back on the recording, as a bag with a ground-truth topic",
+        description="Read the YOLO labels of the tiles export-waterfalls wrote (checked against the recording through "
+        "the tiles' waterfalls.json), put each box on the pings it was drawn on, and write a copy of the bag with "
+        "them on the ground-truth topic (replacing what it held): replay, calibrate and extract --bag then score "
+        "and train on it.",
+    )
+    p.add_argument("--tiles", required=True, type=Path, help="the folder export-waterfalls wrote, with its labels")
+    p.add_argument("--bag", required=True, type=Path, help="the recording the tiles were exported from")
+    p.add_argument("--out", required=True, type=Path, help="output bag (must not exist)")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage")
+    p.add_argument("--truth-topic", default="/sonar/sidescan/ground_truth", help="the ground-truth topic to write")
+    add_recording_args(p)
+    p.set_defaults(func=run_import_labels)
+
+
+def run_import_labels(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.io.recording import BagRecording
+    from mine_jepa_ros.io.waterfall_tiles import objects_on_pings, write_labelled_bag
+
+    if args.out.exists():
+        raise UserError(f"{args.out}: exists already; not overwriting")
+    if args.bag.suffix.lower() == ".xtf":
+        raise UserError(f"{args.bag}: labels go into a bag: import-xtf the recording first, export its tiles, label them")
+    recording = BagRecording.open(args.bag, recording_options_from_args(args))
+    objects = objects_on_pings(args.tiles, recording)
+    written = write_labelled_bag(recording, objects, args.out, args.truth_topic, args.storage)
+    by_class = ", ".join(f"{c} {sum(o.class_name == c for o in objects)}" for c in sorted({o.class_name for o in objects}))
+    print(f"wrote {args.out}: {len(objects)} labelled object(s) ({by_class or 'none'}) on {args.truth_topic} "
+          f"in {written} message(s)")
+    return 0
+
+
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_import_xtf(sub)
     add_extract(sub)
     add_export_waterfalls(sub)
+    add_import_labels(sub)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from rosbags.interfaces import ConnectionExtRosbag2
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
@@ -227,3 +228,30 @@ def sonar_geometry(info: dict[str, Any], ping_spacing_m: float = 0.0) -> SonarGe
     spacing = ping_spacing_m or float(info.get("ping_spacing_m") or 0.0)
     return SonarGeometry.from_values(float(info.get("slant_resolution_m") or 0.0),
                                      float(info.get("altitude_m_median") or 0.0), spacing)
+
+
+def copy_messages(src: Path | str, writer: Writer, skip_topics: Sequence[str] = ()) -> int:
+    """Every message of ``src`` (raw, as recorded: same topics, types, definitions and times) into
+    ``writer``, except those of ``skip_topics``; returns how many were copied. A truncated bag ends
+    the copy with a BagError naming it (the writer's bag is then not renamed into place)."""
+    reader = _open_reader(src)
+    try:
+        conns = {}
+        for c in reader.connections:
+            if c.topic in skip_topics:
+                continue
+            ext = c.ext
+            assert isinstance(ext, ConnectionExtRosbag2)  # a rosbag2 reader's connections
+            conns[c.id] = writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
+                                                serialization_format=ext.serialization_format,
+                                                offered_qos_profiles=ext.offered_qos_profiles)
+        copied = 0
+        try:
+            for conn, timestamp, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
+                writer.write(conns[conn.id], timestamp, raw)
+                copied += 1
+        except Exception as exc:  # truncated or corrupt storage
+            raise BagError(f"{src}: storage unreadable after {copied} messages ({exc})") from exc
+        return copied
+    finally:
+        reader.close()

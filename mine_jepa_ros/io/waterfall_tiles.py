@@ -11,7 +11,10 @@ row, its rows' ping stamps, and the recording's name, row count and first and la
 :func:`objects_on_pings` reads the tiles' labels back as objects of the recording: box rows
 counted from its first ping, each stamped with the time of its centre ping, after checking that
 the sidecar belongs to this recording (same row count and stamps; a mismatch is one line naming
-both). The folder is written whole or not at all.
+both), and :func:`write_labelled_bag` writes a copy of the bag with them as its ground-truth topic,
+laid out as the rest of the tools read truth (frames: each frame's objects in its pixels, with its
+header; pings: each object with the ping that ends its box, rows from the first ping). The folder
+and the bag are written whole or not at all.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from mine_jepa_ros.errors import UserError
-from mine_jepa_ros.io.bag import ReadStats
-from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, Storage, atomic_bag_writer, copy_messages
+from mine_jepa_ros.io.detections import Detection, detections_to_msg
 from mine_jepa_ros.io.image_folders import YOLO_CLASSES, read_yolo_labels, yolo_lines
-from mine_jepa_ros.io.messages import stamp_ns
+from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.pictures import write_png
-from mine_jepa_ros.io.recording import Recording
+from mine_jepa_ros.io.recording import BagRecording, Recording
 
 SIDECAR = "waterfalls.json"
 FORMAT = "mine_jepa waterfall tiles 1"
@@ -145,3 +148,34 @@ def objects_on_pings(folder: Path, recording: Recording) -> list[Detection]:
             moved = det.shifted(tile["first_row"])
             out.append(Detection(moved.class_name, moved.score, moved.box, moved.id, int(stamps[centre])))
     return out
+
+
+def write_labelled_bag(recording: BagRecording, objects: list[Detection], out: Path, gt_topic: str,
+                       storage: Storage = "mcap") -> int:
+    """A copy of the recording's bag with ``objects`` (rows from its first row, as
+    :func:`objects_on_pings` gives them) on ``gt_topic``, replacing what that topic held; returns
+    the number of ground-truth messages written."""
+    factory = MessageFactory.for_rosbags(recording.distro)
+    store = factory.typestore
+    assert store is not None
+    messages: list[tuple[int, object]] = []  # (bag time, Detection2DArray)
+    stats = ReadStats()
+    if recording.mode == "frames":
+        for block in recording.waterfall(stats):
+            top, rows = block.first_row, len(block.pixels)
+            inside = [_clipped(d.shifted(-top), rows) for d in objects if d.box[2] > top and d.box[0] < top + rows]
+            messages.append((stamp_ns(block.header), detections_to_msg(factory, inside, block.header)))
+    else:
+        headers = {block.first_row: block.header for block in recording.waterfall(stats)}
+        ends: dict[int, list[Detection]] = {}
+        for det in objects:
+            ends.setdefault(min(int(det.box[2]) - 1, len(headers) - 1), []).append(det)
+        for row, dets in sorted(ends.items()):
+            header = headers[row]
+            messages.append((stamp_ns(header), detections_to_msg(factory, dets, header)))
+    with atomic_bag_writer(out, storage) as writer:
+        copy_messages(recording.path, writer, skip_topics=[gt_topic])
+        conn = writer.add_connection(gt_topic, DETECTION_TYPE, typestore=store)
+        for t, msg in messages:
+            writer.write(conn, t, store.serialize_cdr(msg, DETECTION_TYPE))
+    return len(messages)
