@@ -33,12 +33,12 @@ from mine_jepa_ros.geo.contacts import CONTACT_NAMESPACE, Contact, ContactManage
 from mine_jepa_ros.geo.formats import contact_properties
 from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
-from mine_jepa_ros.io.bag import ReadStats, read_sonar_info, sonar_geometry
+from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.messages import MessageFactory
 from mine_jepa_ros.io.navigation import nav_sample
 from mine_jepa_ros.io.plots import pyplot, save_figure
-from mine_jepa_ros.io.recording import detection_arrays, navigation_messages
+from mine_jepa_ros.io.recording import detection_arrays, navigation_messages, sonar_setup
 
 
 def add_nav_sample(track: NavigationTrack, msg: object, msgtype: str) -> None:
@@ -157,9 +157,8 @@ def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> Co
     arrays = detection_arrays(bag, opts.detections_topic, ReadStats(), opts.distro)
     first = next(arrays, None)  # the topic is checked before the navigation is read
     track, nav_stats = navigation_from_bag(bag, opts)
-    info = read_sonar_info(bag, opts.distro)
     # the along-track spacing plays no part in locating a detection: 1 m stands in where the info has none
-    geometry = sonar_geometry(info, ping_spacing_m=float(info.get("ping_spacing_m") or 1.0))
+    info, geometry = sonar_setup(bag, distro=opts.distro, fallback_ping_spacing_m=1.0)
     width = 2 * int(info.get("samples_per_side") or 0)
     tracker = ContactTracker(track, opts.settings, opts.mounting, geometry)
     for stamp, detections in itertools.chain([first] if first else [], arrays):

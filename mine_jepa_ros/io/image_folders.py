@@ -123,19 +123,29 @@ class LabelledImage:
         return read_yolo_labels(self.labels, height, width)
 
 
-def folder_images(folder: Path, years: Sequence[str] = ()) -> list[LabelledImage]:
-    """Every image of a folder in the YOLO or the mask layout (masks where it has ``*/masks/``),
-    sorted by path; ``years`` keeps the images of those survey years only. A folder with no image
-    is an error."""
+LAYOUTS = ("auto", "yolo", "masks")
+
+
+def list_images(folder: Path, layout: str = "auto") -> list[LabelledImage]:
+    """Every image under ``folder`` in a layout, sorted by path (none where there is none): ``masks``
+    takes ``*/images/NAME`` with a ``*/masks/NAME`` beside it, ``yolo`` every image file (those
+    under a ``masks/`` folder excepted), ``auto`` masks where the folder has such pairs, else yolo."""
+    if layout not in LAYOUTS:
+        raise UserError(f"layout {layout!r}: expected one of {LAYOUTS}")
+    if layout in ("auto", "masks"):
+        pairs = sorted(p for p in folder.rglob("images/*") if (p.parent.parent / "masks" / p.name).is_file())
+        if pairs or layout == "masks":
+            return [LabelledImage(p, p.parent.parent / "masks" / p.name, "masks") for p in pairs]
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "masks" not in p.parts)
+    return [LabelledImage(p, p.with_suffix(".txt") if p.with_suffix(".txt").is_file() else None, "yolo") for p in paths]
+
+
+def folder_images(folder: Path, years: Sequence[str] = (), layout: str = "auto") -> list[LabelledImage]:
+    """:func:`list_images`, ``years`` keeping the images of those survey years only; a folder that
+    is missing or holds no such image is an error."""
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    masks = sorted(p for p in folder.rglob("images/*") if (p.parent.parent / "masks" / p.name).is_file())
-    if masks:
-        found = [LabelledImage(p, p.parent.parent / "masks" / p.name, "masks") for p in masks]
-    else:
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "masks" not in p.parts)
-        found = [LabelledImage(p, p.with_suffix(".txt") if p.with_suffix(".txt").is_file() else None, "yolo")
-                 for p in paths]
+    found = list_images(folder, layout)
     if years:
         found = [image for image in found if image_year(image.path) in years]
     if not found:

@@ -192,10 +192,8 @@ class BagRecording:
         opts = opts or RecordingOptions()
         bag = Path(bag)
         topics = list_topics(bag)
-        sonar_info = read_sonar_info(bag, opts.distro)
-        geometry = opts.geometry
-        if geometry is None:  # the bag's sonar info (import-xtf, simulate), --ping-spacing standing in for its own
-            geometry = sonar_geometry(sonar_info, opts.ping_spacing_m)
+        sonar_info, geometry = sonar_setup(bag, opts.ping_spacing_m, opts.distro)
+        geometry = opts.geometry or geometry  # the user's, else the bag's sonar info (import-xtf, simulate)
         input_type = _input_type(topics, opts)
         if input_type == "image":
             topic = pick_topic(topics, opts.topic, IMAGE_TYPES, "image", bag, "--topic")
@@ -375,6 +373,16 @@ class XtfSource:
 
     def objects(self) -> list[Detection]:
         return []
+
+
+def sonar_setup(bag: Path | str, ping_spacing_m: float = 0.0, distro: str = "jazzy",
+                fallback_ping_spacing_m: float = 0.0) -> tuple[dict[str, Any], SonarGeometry | None]:
+    """A bag's sonar info (``import-xtf`` and ``simulate`` write it; empty where absent) and the
+    geometry it gives: ``ping_spacing_m`` > 0 stands in for the info's own spacing, and
+    ``fallback_ping_spacing_m`` serves where neither gives one."""
+    info = read_sonar_info(bag, distro)
+    spacing = ping_spacing_m or float(info.get("ping_spacing_m") or 0.0) or fallback_ping_spacing_m
+    return info, sonar_geometry(info, spacing)
 
 
 def navigation_messages(bag: Path | str, topics: Sequence[str], stats: ReadStats,

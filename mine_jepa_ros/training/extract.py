@@ -38,7 +38,7 @@ from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.detections import Detection
-from mine_jepa_ros.io.image_folders import IMAGE_SUFFIXES, YEAR, read_grey, read_yolo_labels
+from mine_jepa_ros.io.image_folders import folder_images, image_year, list_images, read_grey, read_yolo_labels
 from mine_jepa_ros.io.recording import RecordingOptions, open_recording
 from mine_jepa_ros.sim.survey import FleetVariation, Survey, SurveyConfig, simulate_survey
 from mine_jepa_ros.training.patches import (
@@ -358,14 +358,11 @@ def extract_yolo_folder(out: Path, folder: Path, window: int = 96, stride: int =
                         progress: bool = True, workers: int = 1) -> PatchStore:
     """A YOLO folder's images into a store (one group per image); ``test_years`` puts whole years
     into the test split, else groups are drawn at random; ``workers`` as in :func:`extract_files`."""
-    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    jobs = [YoloImageJob(path, window, stride, source, seed, unlabelled) for path in images]
+    jobs = [YoloImageJob(image.path, window, stride, source, seed, unlabelled)
+            for image in folder_images(folder, layout="yolo")]
     spec = StoreSpec(window, {source: "real"}, {"from": "yolo-folder", "folder": str(folder), "stride": stride})
     if test_years:
-        years = {job.group: YEAR.search(job.group) for job in jobs}
-        split_of_group = {g: "test" if y and y.group(1) in test_years else "train" for g, y in years.items()}
+        split_of_group = {job.group: "test" if image_year(job.path) in test_years else "train" for job in jobs}
     else:
         split_of_group = assign_splits([job.group for job in jobs], test_fraction, 0.0, seed)
     return extract_files(out, jobs, spec, split_of_group, workers, progress)
@@ -412,12 +409,8 @@ def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride:
     """Object-vs-background windows from ``*/images/*`` + ``*/masks/*`` folders (SDVDs layout); one
     group per image name, so the same tile in several folders stays in one split; ``workers`` as in
     :func:`extract_files`."""
-    jobs: list[MaskTileJob] = []
-    for root in roots:
-        for img in sorted(root.rglob("images/*")):
-            mask_path = img.parent.parent / "masks" / img.name
-            if mask_path.is_file():
-                jobs.append(MaskTileJob(img, mask_path, window, stride, min_object_pixels, source))
+    jobs = [MaskTileJob(image.path, image.labels, window, stride, min_object_pixels, source)
+            for root in roots for image in list_images(root, "masks") if image.labels is not None]
     if not jobs:
         raise UserError(f"no images/ + masks/ pairs under {[str(r) for r in roots]}")
     spec = StoreSpec(window, {source: "real"}, {"from": "mask folders", "roots": [str(r) for r in roots],
