@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.folder_replay import FolderReplayOptions, replay_images
 from mine_jepa_ros.detect.metadata import read_metadata
 from mine_jepa_ros.evaluate.scoring import average_precision
@@ -83,8 +84,8 @@ def test_years_choose_surveys_and_bad_folders_are_one_line(
 ) -> None:
     assert [i.name for i in folder_images(yolo_folder, ("2010", "2018"))] == ["0000_2010", "0003_2018", "0009_2018"]
     result = replay_images(yolo_folder, busy_checkpoint, tmp_path / "test_years",
-                           FolderReplayOptions(years=("2010", "2018"), thresholds=0.4, plots=False, overlays=False,
-                                               progress=False))
+                           FolderReplayOptions(DetectorOptions(thresholds=0.4), years=("2010", "2018"), plots=False,
+                                               overlays=False, progress=False))
     assert (result.images, result.labelled, result.skipped) == (2, 2, 1)
     empty = tmp_path / "empty"
     empty.mkdir()

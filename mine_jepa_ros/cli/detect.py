@@ -103,12 +103,13 @@ def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: De
 
 
 def run_replay_images(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.backends import DetectorOptions
     from mine_jepa_ros.evaluate.folder_replay import FolderReplayOptions, replay_images
     from mine_jepa_ros.detect.onnx_backend import split_providers
 
-    opts = FolderReplayOptions(years=years_arg(args.years), backend=args.backend, providers=split_providers(args.providers),
-                               device=args.device, precision=args.precision, batch_size=args.batch_size,
-                               thresholds=args.thresholds, match_pixels=args.match_pixels, progress=not args.json)
+    detector = DetectorOptions(args.backend, split_providers(args.providers), args.device, args.precision,
+                               args.batch_size, args.thresholds)
+    opts = FolderReplayOptions(detector, years_arg(args.years), args.match_pixels, progress=not args.json)
     result = replay_images(args.images, args.model, args.out, opts)
     if args.json:
         print_json(result.to_dict())

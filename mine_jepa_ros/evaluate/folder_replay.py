@@ -46,13 +46,8 @@ from mine_jepa_ros.io.plots import require_matplotlib
 
 @dataclass
 class FolderReplayOptions:
+    detector: DetectorOptions = field(default_factory=DetectorOptions)  # backend, device, thresholds
     years: tuple[str, ...] = ()  # survey years (NNNN_YYYY names) to keep; () keeps every image
-    backend: str = "auto"
-    providers: tuple[str, ...] = ()
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 64
-    thresholds: float | list[float] | None = None  # None: the checkpoint's operating point
     match_pixels: float = 48.0
     overlays: bool = True
     plots: bool = True  # metrics.png / froc.png (needs matplotlib)
@@ -140,8 +135,7 @@ def replay_images(folder: Path | str, model_path: Path | str, out: Path | str,
     if opts.plots:
         require_matplotlib("replay --images (metrics.png; --no-plots leaves them out)")
     images = folder_images(folder, opts.years)
-    pipeline = load_detector(model_path, DetectorOptions(opts.backend, opts.providers, opts.device, opts.precision,
-                                                         opts.batch_size, opts.thresholds), PipelineConfig("frames"))
+    pipeline = load_detector(model_path, opts.detector, PipelineConfig("frames"))
     classifier = pipeline.classifier
     names = pipeline.class_names
     scorer = Scorer(names, pipeline.window, MatchGate(pixels=opts.match_pixels))
