@@ -244,7 +244,8 @@ def locate(det: Detection, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _num(value: object, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+    """``value`` in ``fmt`` (e.g. ``8.0f``), or a dash as wide where it is unknown."""
+    return format(value, fmt) if value is not None else "-".rjust(int(fmt.split(".")[0] or 0))
 
 
 def format_metrics(metrics: DetectionMetrics) -> str:
