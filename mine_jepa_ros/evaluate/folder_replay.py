@@ -133,7 +133,7 @@ def replay_images(folder: Path | str, model_path: Path | str, out: Path | str,
     if out.exists():
         raise UserError(f"{out}: exists already; not overwriting")
     if opts.plots:
-        require_matplotlib("replay --images (metrics.png; --no-plots leaves them out)")
+        require_matplotlib("replay --images (metrics.png, froc.png)")
     images = folder_images(folder, opts.years)
     pipeline = load_detector(model_path, opts.detector, PipelineConfig("frames"))
     classifier = pipeline.classifier

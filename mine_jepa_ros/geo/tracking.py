@@ -18,7 +18,6 @@ messages skipped and counted), then every ``Detection2DArray`` of the detections
 
 from __future__ import annotations
 
-import itertools
 import math
 import uuid
 from collections import Counter
@@ -155,13 +154,12 @@ def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> Co
     """Georeference and fuse one ``Detection2DArray`` topic of ``bag`` with the bag's navigation."""
     opts = opts or ContactOptions()
     arrays = detection_arrays(bag, opts.detections_topic, ReadStats(), opts.distro)
-    first = next(arrays, None)  # the topic is checked before the navigation is read
     track, nav_stats = navigation_from_bag(bag, opts)
     # the along-track spacing plays no part in locating a detection: 1 m stands in where the info has none
     info, geometry = sonar_setup(bag, distro=opts.distro, fallback_ping_spacing_m=1.0)
     width = 2 * int(info.get("samples_per_side") or 0)
     tracker = ContactTracker(track, opts.settings, opts.mounting, geometry)
-    for stamp, detections in itertools.chain([first] if first else [], arrays):
+    for stamp, detections in arrays:
         tracker.add(detections, stamp, width)
     return tracker.result(nav_stats)
 

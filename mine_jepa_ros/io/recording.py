@@ -53,7 +53,7 @@ from mine_jepa_ros.io.bag import (
     read_sonar_info,
     sonar_geometry,
 )
-from mine_jepa_ros.io.detections import Detection, detections_from_msg
+from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import NAV_TYPES
@@ -137,6 +137,7 @@ class Recording(Protocol):
     mode: str  # frames | pings: how the pipeline takes its messages
     sonar_info: dict[str, Any]
     geometry: SonarGeometry | None
+    note: str  # what reading it skipped, one line ("" when nothing)
 
     @property
     def has_truth(self) -> bool:
@@ -185,6 +186,7 @@ class BagRecording:
     driver_topics: tuple[str, ...] = ()  # raw_sonar_image: (port, starboard); smarc_sidescan: (topic,)
     pair_tolerance_s: float = 0.02
     distro: str = "jazzy"
+    note: str = ""  # a bag's skipped messages are counted by whoever reads it (ReadStats)
     _frame_objects: list[Detection] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -399,7 +401,7 @@ def navigation_messages(bag: Path | str, topics: Sequence[str], stats: ReadStats
 
 
 def detection_arrays(bag: Path | str, topic: str | None, stats: ReadStats,
-                     distro: str = "jazzy") -> Iterator[tuple[int, list[Detection]]]:
+                     distro: str = "jazzy") -> list[tuple[int, list[Detection]]]:
     """``(header stamp, detections)`` of every ``Detection2DArray`` of ``topic`` (None: the bag's only
     such topic; none or several is an error naming them)."""
     bag = Path(bag)
@@ -407,9 +409,7 @@ def detection_arrays(bag: Path | str, topic: str | None, stats: ReadStats,
     chosen = pick_topic(available, topic, (DETECTION_TYPE,), "Detection2DArray", bag, "--detections-topic")
     if chosen is None:
         raise BagError(f"{bag}: no Detection2DArray topic; it has {sorted(available)}")
-    for _topic, _index, _t, msg in iter_messages(bag, [chosen], [DETECTION_TYPE], stats, distro):
-        stats.read += 1
-        yield stamp_ns(msg.header), detections_from_msg(msg)
+    return read_detections(bag, chosen, stats, distro)
 
 
 def open_recording(path: Path | str, opts: RecordingOptions | None = None) -> Recording:

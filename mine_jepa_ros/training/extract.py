@@ -296,7 +296,7 @@ class RecordingJob:
         labels = np.full(len(tiles), UNLABELLED, np.int16)
         if recording.has_truth:
             labels = window_truth(tiles.positions, self.window, recording.objects(), list(DEFAULT_CLASSES)).astype(np.int16)
-        notes = [getattr(recording, "note", "")]
+        notes = [recording.note]
         if stats.skipped:
             notes.append(f"skipped {stats.skipped} message(s): {dict(stats.reasons)}")
         if not len(tiles):
