@@ -17,3 +17,5 @@ RECORDING_INPUT_TYPES = ("auto", *WRITTEN_INPUT_TYPES)
 """What the offline tools read (``auto``: images where the bag has any, else a driver's topics)."""
 NODE_INPUT_TYPES = ("image", "compressed", *DRIVER_INPUT_TYPES)
 """What the node subscribes to."""
+RECORDING_MODES = ("auto", "frames", "pings")
+"""How a recording's images are read (``auto``: height-1 images are pings)."""

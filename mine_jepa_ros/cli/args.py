@@ -65,12 +65,12 @@ def target_from_args(args: argparse.Namespace) -> Target:
 
 def add_recording_args(p: argparse.ArgumentParser) -> None:
     """How a bag's side-scan is read (``replay``, ``calibrate``, ``extract``): the input layer's options."""
-    from mine_jepa_ros.input_types import RECORDING_INPUT_TYPES
+    from mine_jepa_ros.input_types import RECORDING_INPUT_TYPES, RECORDING_MODES
 
     g = p.add_argument_group("recordings")
     g.add_argument("--topic", default=None, help="image topic (default: the bag's only image topic)")
     g.add_argument("--gt-topic", default=None, help="ground-truth topic (default: the bag's only Detection2DArray topic)")
-    g.add_argument("--mode", choices=["auto", "frames", "pings"], default="auto",
+    g.add_argument("--mode", choices=RECORDING_MODES, default="auto",
                    help="input layout; auto: height-1 images are pings")
     g.add_argument("--input-type", choices=RECORDING_INPUT_TYPES, default="auto",
                    help="image topics, or a side-scan driver's messages: marine_acoustic_msgs/RawSonarImage port and "

@@ -10,7 +10,7 @@ decided here, once:
   ``CompressedImage``), ``raw_sonar_image`` (``marine_acoustic_msgs/RawSonarImage``, port and
   starboard on two topics, paired by stamp) or ``smarc_sidescan`` (``smarc_msgs/Sidescan``, both
   channels in one message). ``auto`` takes images where the bag has any, else a driver's topics.
-* **Frames or pings** (:data:`MODES`): ``auto`` calls a bag whose first decodable image is one row
+* **Frames or pings** (:data:`~mine_jepa_ros.input_types.RECORDING_MODES`): ``auto`` calls a bag whose first decodable image is one row
   high a ping bag; driver messages are always pings.
 * **Truth by stamp.** A ``Detection2DArray`` topic is ground truth. Frames: the array with the
   frame's header stamp holds that frame's objects in its pixels. Pings: every array's boxes count
@@ -42,7 +42,7 @@ import numpy as np
 
 from mine_jepa_ros.errors import BagError, UserError
 from mine_jepa_ros.geometry import SonarGeometry
-from mine_jepa_ros.input_types import RECORDING_INPUT_TYPES
+from mine_jepa_ros.input_types import RECORDING_INPUT_TYPES, RECORDING_MODES
 from mine_jepa_ros.io.bag import (
     DETECTION_TYPE,
     IMAGE_TYPES,
@@ -58,9 +58,6 @@ from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import NAV_TYPES
 from mine_jepa_ros.io.sonar_drivers import RAW_SONAR_IMAGE_TYPE, SMARC_SIDESCAN_TYPE, DriverAssembler, PingRows
-
-MODES = ("auto", "frames", "pings")
-
 
 @dataclass(frozen=True)
 class RecordingOptions:
@@ -80,8 +77,8 @@ class RecordingOptions:
     def __post_init__(self) -> None:
         if self.input_type not in RECORDING_INPUT_TYPES:
             raise UserError(f"input type {self.input_type!r}: expected one of {RECORDING_INPUT_TYPES}")
-        if self.mode not in MODES:
-            raise UserError(f"mode {self.mode!r}: expected one of {MODES}")
+        if self.mode not in RECORDING_MODES:
+            raise UserError(f"mode {self.mode!r}: expected one of {RECORDING_MODES}")
 
 
 def pick_topic(topics: dict[str, str], wanted: str | None, types: Sequence[str], what: str, path: Path,
