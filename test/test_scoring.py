@@ -15,6 +15,7 @@ from mine_jepa_ros.evaluate.scoring import (
     Scorer,
     froc_auc,
     swath_area_km2,
+    wilson_interval,
     window_truth,
 )
 from mine_jepa_ros.errors import UserError
@@ -47,6 +48,22 @@ def test_pixel_gate_one_to_one_greedy_by_score() -> None:
     assert milco["localisation_error_px"] == pytest.approx(np.hypot(40 - 15, 40 - 20))
     assert (nombo["pd"], nombo["false_alarms"]) == (0.0, 1)
     assert m["match"] == {"gate": 48, "unit": "px"} and m["area_km2"] is None and milco["false_alarms_per_km2"] is None
+    # 1 of 1 object found, 1 of 3 detections right: the intervals say how little that tells
+    assert milco["pd_interval"] == pytest.approx([0.2065, 1.0], abs=1e-4)
+    assert milco["precision_interval"] == pytest.approx(list(wilson_interval(1, 3)))
+
+
+def test_wilson_interval_by_hand() -> None:
+    # Wilson (1927) / Newcombe (1998) method 3: 81 of 263 -> 0.2553 .. 0.3662
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    # about 150 objects pin a Pd of 0.8 to +-0.065; 15 objects only to about +-0.2
+    lo, hi = wilson_interval(120, 150)
+    assert 0.12 < hi - lo < 0.14
+    lo, hi = wilson_interval(12, 15)
+    assert hi - lo > 0.35
 
 
 def test_metric_gate_uses_the_objects_own_position_and_the_seabed_area() -> None:

@@ -460,12 +460,14 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     rows = results["rows"]
     assert len(rows) == 3 and all(0 <= r["metrics"][m]["macro_f1"] <= 1 for r in rows for m in ("linear", "finetune"))
     # each fine-tuned model is also tested as a detector: operating point on validation surveys, Pd and
-    # false alarms per km² on test surveys, and the FROC area
-    assert "| MILCO Pd | MILCO FA/km² | MILCO FROC area |" in table
+    # false alarms per km² on test surveys, precision, AP, and the FROC area; the header says how many MILCO
+    objects = rows[0]["per_seed"][0]["detection"]["MILCO"]["objects"]
+    assert f"| MILCO Pd ({objects} objects) | MILCO precision | MILCO AP | MILCO FA/km² | MILCO FROC area |" in table
     for r in rows:
         for p in r["per_seed"]:
             milco = p["detection"]["MILCO"]
             assert 0 <= milco["pd"] <= 1 and milco["false_alarms_per_km2"] >= 0 and 0 <= milco["froc_auc"] <= 1
+            assert 0 <= milco["ap"] <= 1 and milco["pd_interval"][0] <= milco["pd"] <= milco["pd_interval"][1]
         assert r["metrics"]["detection"]["MILCO"]["pd"] == pytest.approx(sum(p["detection"]["MILCO"]["pd"] for p in r["per_seed"]) / 2)
     assert (tmp_path / "exp" / "survey_bags" / "validation_0_0").is_dir() and (tmp_path / "exp" / "survey_bags" / "test_0_0").is_dir()
     for r in rows:  # the row's mean is the mean of its seeds

@@ -254,9 +254,13 @@ def format_metrics(metrics: DetectionMetrics) -> str:
     unit = metrics.unit
     lines = [f"detections matched to objects within {metrics.gate:g} {unit}, one to one; seabed covered "
              + (f"{area:.4f} km2" if area else "unknown (no sonar geometry: no false alarms per km2)"),
-             f"class    threshold  Pd     precision  AP     false alarms  per km2   loc. error ({unit})  detections  objects"]
+             f"class    threshold  {'Pd [95 % interval]':20s}  {'precision [95 % interval]':25s}  AP     false alarms  "
+             f"per km2   loc. error ({unit})  detections  objects"]
     for name, m in metrics.detections.items():
-        lines.append(f"{name:8s} {_num(m.threshold, '9.2f')}  {m.pd:.3f}  {m.precision:9.3f}  {m.ap:.3f}  "
+        (pd_lo, pd_hi), (pr_lo, pr_hi) = m.pd_interval, m.precision_interval
+        pd = f"{m.pd:.3f} [{pd_lo:.2f}, {pd_hi:.2f}]"
+        precision = f"{m.precision:.3f} [{pr_lo:.2f}, {pr_hi:.2f}]"
+        lines.append(f"{name:8s} {_num(m.threshold, '9.2f')}  {pd:20s}  {precision:25s}  {m.ap:.3f}  "
                      f"{m.false_alarms:12d}  {_num(m.false_alarms_per_km2, '8.0f')}  "
                      f"{_num(m.localisation_error, '15.2f')}  {m.detections:10d}  {m.objects:7d}")
     lines.append(f"window confusion (rows true, cols predicted: {', '.join(metrics.classes)}):")

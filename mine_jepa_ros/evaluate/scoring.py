@@ -8,7 +8,8 @@ matched detections / detections, false alarms = unmatched detections, false alar
 seabed covered (area = track length × ground-range swath on both sides, the nadir gap excluded),
 the localisation error of matched detections (m, or pixels without geometry), AP (the area under
 precision/recall of every detection the windows make at the lowest threshold, ranked by score,
-precision made monotone: the figure detection papers report) and the FROC curve:
+precision made monotone: the figure detection papers report), Wilson 95 % intervals of Pd and
+precision (:func:`wilson_interval`: what a test set of that many objects can tell) and the FROC curve:
 Pd against false alarms per km² as the threshold sweeps, the detections re-made from the stored
 window probabilities at each threshold exactly as the pipeline makes them
 (:func:`~mine_jepa_ros.detect.merging.detections_from_windows`).
@@ -43,6 +44,23 @@ FROC_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspac
 
 def f1(precision: float, recall: float) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+WILSON_Z = 1.959964
+"""The normal quantile of a two-sided 95 % interval."""
+
+
+def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / trials`` (95 % by default): unlike the
+    normal approximation it stays within [0, 1] and is honest at 0, 1 and small counts; (0, 1)
+    without trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -100,16 +118,29 @@ class ClassDetections:
     ap: float
     threshold: float | None = None
 
+    @property
+    def pd_interval(self) -> tuple[float, float]:
+        """Wilson 95 % interval of Pd (matched of ``objects``)."""
+        return wilson_interval(self.matched, self.objects)
+
+    @property
+    def precision_interval(self) -> tuple[float, float]:
+        """Wilson 95 % interval of precision (matched of ``detections``)."""
+        return wilson_interval(self.matched, self.detections)
+
     def to_dict(self, unit: str) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("localisation_error", "threshold")}
         out[f"localisation_error_{unit}"] = self.localisation_error
+        out["pd_interval"] = list(self.pd_interval)
+        out["precision_interval"] = list(self.precision_interval)
         if self.threshold is not None:
             out["threshold"] = self.threshold
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], unit: str) -> ClassDetections:
-        values = {k: v for k, v in data.items() if k != f"localisation_error_{unit}"}
+        derived = (f"localisation_error_{unit}", "pd_interval", "precision_interval")  # recomputed from the counts
+        values = {k: v for k, v in data.items() if k not in derived}
         return cls(localisation_error=data.get(f"localisation_error_{unit}"), **values)
 
 

@@ -65,6 +65,10 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -105,9 +109,13 @@ def summarise(per_seed: list[SeedResult]) -> dict[str, dict[str, Any]]:
         out[probe] = entry
     detection: dict[str, Any] = {}
     for name in per_seed[0].detection:
-        for key in ("pd", "false_alarms_per_km2", "froc_auc"):
+        for key in ("pd", "precision", "ap", "false_alarms_per_km2", "froc_auc"):
             values = [s.detection[name][key] for s in per_seed if s.detection.get(name, {}).get(key) is not None]
             detection.setdefault(name, {})[key] = statistics.fmean(values) if values else None
+        objects = [s.detection[name]["objects"] for s in per_seed if "objects" in s.detection.get(name, {})]
+        detection[name]["objects"] = min(objects) if objects else None  # the same test surveys for every seed
+        if len(per_seed) == 1 and "pd_interval" in per_seed[0].detection[name]:
+            detection[name]["pd_interval"] = per_seed[0].detection[name]["pd_interval"]
     out["detection"] = detection
     return out
 
@@ -191,6 +199,10 @@ class ExperimentResult:
         return {"scale": self.scale, "config": config, "seeds": self.seeds, "rows": [r.to_dict() for r in self.rows],
                 "orderings": [o.to_dict() for o in self.orderings()]}
 
+    def _milco_objects(self) -> str:
+        counts = {r.metrics["detection"].get("MILCO", {}).get("objects") for r in self.rows} - {None}
+        return "/".join(str(c) for c in sorted(counts)) or "?"
+
     def markdown(self) -> str:
         def cell(entry: dict[str, Any], key: str, n: int) -> str:
             return f"{entry[key]:.3f} ± {entry[key + '_std']:.3f}" if n > 1 else f"{entry[key]:.3f}"
@@ -203,12 +215,13 @@ class ExperimentResult:
             "patches with the same budget for every row (for the first row this is supervised training from "
             "random init). The columns after the fine-tuned macro-F1 are for the fine-tuned model; the MILCO Pd and "
             "false alarms per km² are the detector's on held-out test surveys at the operating point (best F1) chosen "
-            "on validation surveys, matched within 2 m; the FROC area is the mean Pd over 0 to "
-            f"{self.froc_max:g} false alarms per km². Minutes per seed.",
+            "on validation surveys, matched within 2 m (with one seed, Pd's Wilson 95 % interval in brackets; the "
+            "number of test MILCO in the header); AP is the area under MILCO's precision/recall; the FROC area is "
+            f"the mean Pd over 0 to {self.froc_max:g} false alarms per km². Minutes per seed.",
             "",
-            "| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall "
-            "| MILCO Pd | MILCO FA/km² | MILCO FROC area | minutes |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall "
+            f"| MILCO Pd ({self._milco_objects()} objects) | MILCO precision | MILCO AP | MILCO FA/km² | MILCO FROC area | minutes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             summary = r.metrics
@@ -218,7 +231,9 @@ class ExperimentResult:
             lines.append(
                 f"| {r.label} | {r.init} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
                 f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | {ft['milco_vs_rest_f1']:.3f} | "
-                f"{ft['milco_recall']:.3f} | {_num(det.get('pd'), '.3f')} | {_num(det.get('false_alarms_per_km2'), '.0f')} | "
+                f"{ft['milco_recall']:.3f} | {_num(det.get('pd'), '.3f')}{_interval(det.get('pd_interval'))} | "
+                f"{_num(det.get('precision'), '.3f')} | {_num(det.get('ap'), '.3f')} | "
+                f"{_num(det.get('false_alarms_per_km2'), '.0f')} | "
                 f"{_num(det.get('froc_auc'), '.3f')} | {r.minutes:.1f} |"
             )
         checks = self.orderings()
@@ -237,7 +252,8 @@ def _detection(model_path: Path, bags: SurveyBags, sc: ExperimentRecipe, device:
     calibrated = model_path.with_name(model_path.stem + "_calibrated.safetensors")
     calibrate(model_path, bags.validation, calibrated, Target("f1"), opts)
     metrics = evaluate_detector(calibrated, bags.test, opts)
-    return {name: {"pd": m.pd, "false_alarms_per_km2": m.false_alarms_per_km2, "threshold": m.threshold,
+    return {name: {"pd": m.pd, "pd_interval": list(m.pd_interval), "precision": m.precision, "ap": m.ap,
+                   "objects": m.objects, "false_alarms_per_km2": m.false_alarms_per_km2, "threshold": m.threshold,
                    "froc_auc": froc_auc(metrics.froc[name], sc.detection.froc_max_fa_per_km2)}
             for name, m in metrics.detections.items()}
 
