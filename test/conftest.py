@@ -58,3 +58,25 @@ def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
         model.head.net.weight.mul_(scale[:, None])
         model.head.net.bias.copy_(-(model.head(feats) - model.head.net.bias).mean(dim=0))
     return save_checkpoint(tmp_path_factory.mktemp("model") / "busy.safetensors", model)
+
+
+@pytest.fixture(scope="session")
+def busy_dense_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An untrained dense-head checkpoint scaled like :func:`busy_checkpoint`: its token maps hold
+    positive tokens of both classes, so peak finding and merging have work to do."""
+    import torch
+
+    from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
+    from mine_jepa_ros.detect.tiling import WaterfallTiler
+
+    model = new_classifier("vit_tiny", seed=2, output="dense").eval()
+    survey = simulate_survey(SMALL)
+    patches = torch.from_numpy(WaterfallTiler().tile(survey.to_uint8().astype("float32") / 255).patches)
+    with torch.no_grad():
+        feats = model.features(model.normalise(patches)).reshape(-1, 192)
+        layer = model.dense_head.net
+        logits = layer(feats)
+        scale = 2.5 / logits.std(dim=0).clamp_min(1e-6)
+        layer.weight.mul_(scale[:, None])
+        layer.bias.copy_(-(layer(feats) - layer.bias).mean(dim=0))
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "busy_dense.safetensors", model)

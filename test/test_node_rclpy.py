@@ -238,22 +238,27 @@ def test_ping_rows_make_detections_stamped_like_their_pings(tmp_path: Path, busy
     assert code == 0, out
 
 
+@pytest.mark.parametrize("head", ["window", "dense"])
 def test_sigint_while_streaming_publishes_the_last_windows_without_a_traceback(
-        tmp_path: Path, busy_checkpoint: Path, ros_node: rclpy.node.Node, narrow_survey) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, head: str, request: pytest.FixtureRequest, ros_node: rclpy.node.Node,
+        narrow_survey) -> None:  # type: ignore[no-untyped-def]
     """The final flush (the border-aligned last windows and every open detection) is published and
-    acknowledged before the context shuts down: the node's output equals the offline pipeline's."""
+    acknowledged before the context shuts down: the node's output equals the offline pipeline's,
+    with the window head and with the dense head (peak finding on token maps)."""
     from mine_jepa_ros.detect.classifier import PatchClassifier
     from mine_jepa_ros.detect.model import load_checkpoint
     from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
 
-    proc = start_node(tmp_path, "sss_stop", busy_checkpoint, input_mode="pings", thresholds=[0.34], precision="fp32",
-                      queue_depth=1000, input_topic="/t/stop")
+    busy_checkpoint = request.getfixturevalue("busy_checkpoint" if head == "window" else "busy_dense_checkpoint")
+    name = f"sss_stop_{head}"
+    proc = start_node(tmp_path, name, busy_checkpoint, input_mode="pings", thresholds=[0.34], precision="fp32",
+                      queue_depth=1000, input_topic=f"/t/stop_{head}")
     deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
     arrays: list = []  # type: ignore[type-arg]
     diag: list = []  # type: ignore[type-arg]
-    subs = [ros_node.create_subscription(Detection2DArray, "/sss_stop/detections", arrays.append, deep),
+    subs = [ros_node.create_subscription(Detection2DArray, f"/{name}/detections", arrays.append, deep),
             ros_node.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 100)]
-    pub = ros_node.create_publisher(Image, "/t/stop", deep)
+    pub = ros_node.create_publisher(Image, f"/t/stop_{head}", deep)
     rows, stamps = narrow_survey.to_uint8()[:200], narrow_survey.ping_stamps_ns()[:200]
     pings = [image(row[None], int(t)) for row, t in zip(rows, stamps)]
 
@@ -261,7 +266,7 @@ def test_sigint_while_streaming_publishes_the_last_windows_without_a_traceback(
         for array in diag:
             for status in array.status:
                 values = {kv.key: kv.value for kv in status.values}
-                if "sss_stop" in status.name and values.get("received") == str(n):
+                if name in status.name and values.get("received") == str(n):
                     return True
         return False
 

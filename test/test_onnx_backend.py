@@ -65,6 +65,31 @@ def test_onnx_and_torch_give_the_same_detections_on_a_simulated_survey(fp32_mode
     assert by_onnx.metrics.detections == by_torch.metrics.detections
 
 
+def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Path, narrow_survey: Survey,
+                                                      tmp_path: Path) -> None:
+    dense = export_onnx(busy_dense_checkpoint, tmp_path / "dense.onnx")
+    assert dense.output_shape == (3, 6, 6) and "(N, 3, 6, 6)" in dense.summary()
+    clf = OnnxClassifier(dense.path, providers=["cpu"])
+    assert clf.metadata.output == "dense"
+    bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
+    common = dict(thresholds=0.4, progress=False, device="cpu")
+    by_torch = replay(bag, busy_dense_checkpoint, tmp_path / "torch", ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
+    by_onnx = replay(bag, dense.path, tmp_path / "onnx", ReplayOptions(**common))  # type: ignore[arg-type]
+    want, got = _detections(tmp_path / "torch"), _detections(tmp_path / "onnx")
+    assert sum(len(d) for _, d in want) > 3, "the check must involve detections"
+    assert [(t, [c for c, *_ in d]) for t, d in got] == [(t, [c for c, *_ in d]) for t, d in want]
+    for (_, a), (_, b) in zip(want, got):
+        np.testing.assert_allclose([box for _, box, _ in a], [box for _, box, _ in b], atol=0.01)
+    # its INT8 model is checked like the window head's
+    int8 = export_onnx(busy_dense_checkpoint, tmp_path / "dense_int8.onnx", int8="dynamic")
+    assert int8.quantisation is not None and int8.quantisation.agreement > 0.9
+    # a dense graph whose metadata names the window head is refused in one line naming the file
+    wrong = _write_variant(dense.path, tmp_path / "window_meta.onnx", output="window")
+    with pytest.raises(CheckpointError, match=r"window_meta\.onnx: output 'probabilities' .* window head") as exc:
+        OnnxClassifier(wrong, providers=["cpu"])
+    assert "\n" not in str(exc.value)
+
+
 def test_the_onnx_model_describes_itself_like_its_checkpoint(fp32_model: Path, busy_checkpoint: Path) -> None:
     from mine_jepa_ros.detect.metadata import read_metadata
 
@@ -117,7 +142,8 @@ def test_export_int8_from_the_command_line_with_a_store(busy_checkpoint: Path, l
     assert "apply to --int8" in capsys.readouterr().err
 
 
-def _write_variant(src: Path, dst: Path, drop_metadata: bool = False, window: int | None = None) -> Path:
+def _write_variant(src: Path, dst: Path, drop_metadata: bool = False, window: int | None = None,
+                   output: str | None = None) -> Path:
     proto = onnx.load(str(src))
     props = {p.key: p.value for p in proto.metadata_props}
     if drop_metadata:
@@ -125,6 +151,8 @@ def _write_variant(src: Path, dst: Path, drop_metadata: bool = False, window: in
     if window is not None:
         meta = json.loads(props[METADATA_PROP])
         props[METADATA_PROP] = json.dumps({**meta, "window": window, "img_size": window})
+    if output is not None:
+        props[METADATA_PROP] = json.dumps({**json.loads(props[METADATA_PROP]), "output": output})
     del proto.metadata_props[:]
     for k, v in props.items():
         proto.metadata_props.add(key=k, value=v)
@@ -144,6 +172,7 @@ def test_bad_onnx_files_are_refused_with_one_line_naming_the_file(fp32_model: Pa
         garbage: "not a usable ONNX model",
         _write_variant(fp32_model, tmp_path / "no_meta.onnx", drop_metadata=True): "without 'mine_jepa.metadata'",
         _write_variant(fp32_model, tmp_path / "shape.onnx", window=64): "input 'patches'",
+        _write_variant(fp32_model, tmp_path / "head.onnx", output="dense"): "the metadata's dense head",
         tmp_path / "absent.onnx": "model not found",
     }
     for path, reason in bad.items():

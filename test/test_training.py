@@ -508,8 +508,8 @@ def test_offset_crops_show_objects_where_sliding_windows_see_them(small_survey) 
 
     image = small_survey.to_uint8()
     truth = small_survey.ground_truth()
-    centred, labels = labelled_patches(image, truth, 96, 64, np.random.default_rng(0))
-    shifted, shifted_labels = labelled_patches(image, truth, 96, 64, np.random.default_rng(0), offset_crops=3)
+    centred, labels, _ = labelled_patches(image, truth, 96, 64, np.random.default_rng(0))
+    shifted, shifted_labels, _ = labelled_patches(image, truth, 96, 64, np.random.default_rng(0), offset_crops=3)
     n = len(truth)
     assert (labels > 0).sum() == n and (shifted_labels > 0).sum() == 4 * n  # the centred crop + 3 offset ones each
     assert (shifted_labels == 0).sum() >= 4 * n  # background grows with them: classes stay balanced

@@ -16,6 +16,7 @@ from mine_jepa_ros.cli.args import (
     print_json,
     target_from_args,
 )
+from mine_jepa_ros.detect.metadata import OUTPUTS
 from mine_jepa_ros.errors import UserError
 
 
@@ -85,14 +86,18 @@ def add_probe(sub: Subcommands) -> None:
         "probe",
         help="train a classifier head (or fine-tune) and write the deployable checkpoint",
         description="Train a probe on the labelled training patches of a store: linear / mlp on the frozen "
-        "backbone, finetune / ft_mlp with the backbone trained. Writes a checkpoint the node and replay load, "
-        "and prints the held-out metrics.",
+        "backbone, finetune / ft_mlp with the backbone trained; --head dense trains a per-token head on every "
+        "window with token targets instead (a class map per window, decoded by peak finding). Writes a checkpoint "
+        "the node and replay load, and prints the held-out metrics.",
     )
     p.add_argument("--store", required=True, type=Path, action="append",
                    help="patch store with labels, or a directory of shards (repeatable: the shards of one store)")
     p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size when --init is not a checkpoint")
     p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
+    p.add_argument("--head", choices=list(OUTPUTS), default="window",
+                   help="window: one class per window (CLS token); dense: one per 16-pixel patch token, trained on the "
+                   "store's token targets (windows at every offset) and decoded by peak finding")
     p.add_argument("--epochs", type=positive_int, default=100, help="epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (backbone gets a tenth when trained)")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
@@ -102,6 +107,8 @@ def add_probe(sub: Subcommands) -> None:
                    help="rounds of adding the training surveys' background windows the model calls objects, then retraining")
     p.add_argument("--hard-negatives-per-round", type=int, default=0,
                    help="windows added per round (0: as many as the labelled training patches)")
+    p.add_argument("--intensity-augment", action="store_true",
+                   help="fine-tuning: random gain, TVG residual, gamma and speckle per window (surveys it has not seen)")
     p.add_argument("--background-weight", type=float, default=1.0,
                    help="background's loss weight relative to the inverse-class-frequency weights")
     p.add_argument("--validation-bag", type=Path, action="append", default=[],
@@ -122,10 +129,10 @@ def run_probe(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics, train_probe
 
     store = open_store(args.store)
-    cfg = ProbeConfig(mode=args.mode, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
+    cfg = ProbeConfig(mode=args.mode, head=args.head, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
                       hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round,
-                      background_weight=args.background_weight)
+                      background_weight=args.background_weight, intensity_augment=args.intensity_augment)
     if args.background_weights is not None and not args.validation_bag:
         raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")
     if args.validation_bag:

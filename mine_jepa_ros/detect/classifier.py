@@ -6,7 +6,8 @@ chooses it. A CUDA request on a machine without CUDA falls back to the CPU with 
 out-of-memory error halves the batch and, at batch 1 on CUDA, moves the model to the CPU, with a
 warning each time. It is what the pipeline calls a classifier: ``predict`` (N, window, window)
 intensities in 0..1 -> (N, classes) probabilities, plus ``class_names``, ``window``, ``stride``,
-``device_name``, ``precision_name``, ``batch_size`` and ``warnings``.
+``device_name``, ``precision_name``, ``batch_size`` and ``warnings``. A dense head's model gives
+(N, classes, tokens, tokens) maps instead (the softmax over the class axis of every token).
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ class PatchClassifier:
             return torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
-        """(N, window, window) float32 -> (N, classes) probabilities."""
+        """(N, window, window) float32 -> (N, *metadata.output_shape) probabilities."""
         if patches.ndim != 3 or patches.shape[1:] != (self.window, self.window):
             raise ValueError(f"expected patches of shape (N, {self.window}, {self.window}), got {patches.shape}")
         n = patches.shape[0]
-        out = np.zeros((n, len(self.class_names)), np.float32)
+        out = np.zeros((n, *self.metadata.output_shape), np.float32)
         i = 0
         while i < n:
             batch = np.ascontiguousarray(patches[i : i + self.batch_size], dtype=np.float32)

@@ -16,11 +16,22 @@ overlap into connected components and turns each into detections
 * **score**: the group's highest probability.
 
 Components, and so detections, do not depend on the order windows arrive in: the streaming path
-(windows arriving ping by ping) and the frame path give identical detections.
+(windows arriving ping by ping) and the frame path give identical detections (dense maps: equal to
+rounding, the stitched map's sums being made in arrival order).
+
+**Dense maps.** A dense head gives each window a (classes, tokens, tokens) map, one class vector
+per 16-pixel patch token. :class:`TokenMerger` stitches the overlapping windows' maps into one
+map of the waterfall (each cell the mean of the tokens over it, so one window's noise is averaged
+with its neighbours' view of the same seabed) and decodes it by peak finding: a cell positive for
+its arg-max class at the class threshold and highest of its class nearby is an object, centred on
+the weighted centroid of the positive cells around it (sub-token precision), boxed by its
+connected positive cells. :func:`make_merger` picks the merger for a model's output,
+:func:`detections_from_windows` for the shape of the probabilities.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -84,9 +95,17 @@ class Thresholds:
 
 def window_labels(probs: np.ndarray, thresholds: Thresholds | None) -> np.ndarray:
     """Per-window class index: the arg-max class if it is not background and reaches its threshold
-    (None: the arg-max alone), else 0."""
-    labels = probs.argmax(axis=1)
+    (None: the arg-max alone), else 0. Dense maps (N, classes, tokens, tokens): the class of the
+    window's most probable positive token, else 0."""
     thr = np.asarray([0.0] * probs.shape[1] if thresholds is None else thresholds.indexed(), dtype=np.float32)
+    if probs.ndim == 4:
+        labels, best = probs.argmax(axis=1), probs.max(axis=1)  # (N, tokens, tokens)
+        positive = (labels > 0) & (best >= thr[labels])
+        score = np.where(positive, best, -1.0).reshape(len(probs), -1)
+        top = score.argmax(axis=1)
+        rows = np.arange(len(probs))
+        return np.where(score[rows, top] >= 0, labels.reshape(len(probs), -1)[rows, top], 0)
+    labels = probs.argmax(axis=1)
     best = probs[np.arange(len(probs)), labels]
     positive = (labels > 0) & (best >= thr[labels])
     return np.where(positive, labels, 0)
@@ -184,10 +203,165 @@ class WindowMerger:
         return self.finalize(np.iinfo(np.int64).max)
 
 
+PEAK_RADIUS_CELLS = 2
+"""Peaks of one class closer than this many cells (32 px at 16-pixel tokens) are one object: the
+stronger is kept."""
+BOX_REACH_CELLS = 4
+"""A detection's box is the extent of its peak's positive cells within this many cells (64 px)."""
+_REACH = max(PEAK_RADIUS_CELLS, BOX_REACH_CELLS)
+_FLUSH = np.iinfo(np.int64).max
+
+
+class TokenMerger:
+    """Detections from dense (classes, tokens, tokens) window maps (module docstring).
+
+    The windows' token maps are stitched into one map of the waterfall on a grid of token-sized
+    cells anchored at pixel (0, 0): every token adds its probabilities to the cells it overlaps,
+    weighted by the overlap (windows at a stride that is a multiple of the token size, as the
+    default 64 is of 16, fall exactly on cells; border-aligned windows spread over neighbours), and
+    a cell's probabilities are the weighted mean. Peaks are found on that map: a positive cell (its
+    arg-max class reaches the class threshold) holding the highest probability of its class
+    within :data:`PEAK_RADIUS_CELLS` cells. The centre is the probability-weighted centroid of the
+    positive cells of its class around it (3 x 3), the box the extent of its connected positive
+    cells within :data:`BOX_REACH_CELLS`, the score the peak's probability.
+
+    The interface is :class:`WindowMerger`'s: :meth:`add`; :meth:`finalize` returns the peaks no
+    window starting at row >= ``min_future_row`` can change any more; :meth:`flush` the rest.
+    Memory: the map's rows that a future window or an undecided peak can still touch.
+    """
+
+    def __init__(self, window: int, class_names: Sequence[str]) -> None:
+        self.window = window
+        self.class_names = list(class_names)
+        self.cell = 0.0  # pixels per cell (the token size), known from the first map
+        self._top = 0  # the first cell row held in the accumulators
+        self._sum = np.zeros((len(self.class_names), 0, 0))  # (classes, rows, cols) probability sums
+        self._weight = np.zeros((0, 0))
+        self._decided = 0  # cell rows whose peaks were returned
+        self._thresholds: Thresholds | None = None
+
+    def _grow(self, rows: int, cols: int) -> None:
+        have_r, have_c = self._weight.shape
+        rows, cols = max(rows, have_r), max(cols, have_c)
+        if (rows, cols) == (have_r, have_c):
+            return
+        grown = np.zeros((len(self.class_names), rows, cols))
+        grown[:, :have_r, :have_c] = self._sum
+        weight = np.zeros((rows, cols))
+        weight[:have_r, :have_c] = self._weight
+        self._sum, self._weight = grown, weight
+
+    def add(self, positions: np.ndarray, probabilities: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+        """Add classified windows (top-left positions, (N, classes, T, T) maps); returns their labels."""
+        self._thresholds = thresholds
+        if len(positions) == 0:
+            return np.zeros(0, np.int64)
+        n, classes, side = len(positions), probabilities.shape[1], probabilities.shape[-1]
+        self.cell = self.window / side
+        # every token's top-left corner in cells, and the (up to) four cells it overlaps, by how much
+        offsets = np.arange(side, dtype=np.float64)
+        rows = (positions[:, 0, None] / self.cell + offsets)[:, :, None].repeat(side, axis=2).ravel() - self._top
+        cols = (positions[:, 1, None] / self.cell + offsets)[:, None, :].repeat(side, axis=1).ravel()
+        probs = probabilities.reshape(n, classes, -1).transpose(0, 2, 1).reshape(-1, classes).astype(np.float64)
+        r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+        fr, fc = rows - r0, cols - c0
+        if (r0 < self._decided - self._top).any():
+            raise ValueError("a window over map rows already decoded (finalize() had passed them)")
+        self._grow(int(r0.max()) + 2, int(c0.max()) + 2)
+        for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+            keep = w > 1e-9
+            at = (r0[keep] + dr, c0[keep] + dc)
+            np.add.at(self._weight, at, w[keep])
+            for k in range(classes):
+                np.add.at(self._sum[k], at, w[keep] * probs[keep, k])
+        return window_labels(probabilities, thresholds)
+
+    def _peaks(self, first: int, last: int) -> list[Detection]:
+        """The detections whose peak lies in held cell rows ``first`` .. ``last`` - 1."""
+        assert self._thresholds is not None
+        seen = self._weight > 0
+        mean = np.where(seen, self._sum / np.maximum(self._weight, 1e-12), 0.0)
+        mean[0] = np.where(seen, mean[0], 1.0)  # cells no token covered are background
+        labels, best = mean.argmax(axis=0), mean.max(axis=0)
+        thr = np.asarray(self._thresholds.indexed())
+        positive = (labels > 0) & (best >= thr[labels])
+        height, width = best.shape
+        out = []
+        for i, j in zip(*np.nonzero(positive[first:last])):
+            i += first
+            k, p = int(labels[i, j]), float(best[i, j])
+            mine = positive & (labels == k)
+            a, b = max(i - PEAK_RADIUS_CELLS, 0), min(i + PEAK_RADIUS_CELLS + 1, height)
+            c, d = max(j - PEAK_RADIUS_CELLS, 0), min(j + PEAK_RADIUS_CELLS + 1, width)
+            hood = np.where(mine[a:b, c:d], best[a:b, c:d], -1.0)
+            first_max = np.argwhere(hood == hood.max())[0]  # equal peaks: the first in raster order stands
+            if hood.max() > p or (first_max[0] + a, first_max[1] + c) != (i, j):
+                continue
+            a, c = max(i - 1, 0), max(j - 1, 0)
+            weights = np.where(mine[a : i + 2, c : j + 2], best[a : i + 2, c : j + 2] - thr[k] + 0.01, 0.0)
+            ys, xs = np.nonzero(weights)
+            w = weights[ys, xs]
+            cr = float(((ys + a + 0.5) * w).sum() / w.sum() + self._top) * self.cell
+            cc = float(((xs + c + 0.5) * w).sum() / w.sum()) * self.cell
+            a, b = max(i - BOX_REACH_CELLS, 0), min(i + BOX_REACH_CELLS + 1, height)
+            c, d = max(j - BOX_REACH_CELLS, 0), min(j + BOX_REACH_CELLS + 1, width)
+            bi, bj = np.nonzero(_component(mine[a:b, c:d], i - a, j - c))
+            half_r = max((bi.max() - bi.min() + 1) * self.cell / 2, 4.0)
+            half_c = max((bj.max() - bj.min() + 1) * self.cell / 2, 4.0)
+            name = self.class_names[k]
+            out.append(Detection(class_name=name, score=p, box=(cr - half_r, cc - half_c, cr + half_r, cc + half_c),
+                                 id=f"{name}-{int(round(cr))}-{int(round(cc))}"))
+        return out
+
+    def finalize(self, min_future_row: int) -> list[Detection]:
+        if not self.cell:
+            return []
+        held = self._weight.shape[0]
+        if min_future_row >= _FLUSH:
+            decided = held  # the end: every cell is final
+        else:  # a future window adds to cells from the one holding min_future_row on; a peak is decided
+            # once every cell within its reach (suppression radius, box) is final
+            decided = min(int(min_future_row // self.cell) - self._top - _REACH, held)
+        start = self._decided - self._top
+        if decided <= start:
+            return []
+        found = self._peaks(start, decided)
+        self._decided = self._top + decided
+        drop = max(0, decided - _REACH - 1)  # rows no undecided peak can reach
+        if drop and min_future_row < _FLUSH:
+            self._sum, self._weight = self._sum[:, drop:], self._weight[drop:]
+            self._top += drop
+        return sorted(found, key=lambda d: (d.box[0], d.box[1], d.class_name))
+
+    def flush(self) -> list[Detection]:
+        return self.finalize(_FLUSH)
+
+
+def _component(mask: np.ndarray, i: int, j: int) -> np.ndarray:
+    """The 4-connected component of ``mask`` holding (i, j)."""
+    seen = np.zeros_like(mask)
+    stack = [(i, j)]
+    while stack:
+        a, b = stack.pop()
+        if 0 <= a < mask.shape[0] and 0 <= b < mask.shape[1] and mask[a, b] and not seen[a, b]:
+            seen[a, b] = True
+            stack += [(a + 1, b), (a - 1, b), (a, b + 1), (a, b - 1)]
+    return seen
+
+
+Merger = WindowMerger | TokenMerger
+
+
+def make_merger(output: str, window: int, class_names: Sequence[str]) -> Merger:
+    """The merger for a model's output (``window`` or ``dense``, :data:`~mine_jepa_ros.detect.metadata.OUTPUTS`)."""
+    return TokenMerger(window, class_names) if output == "dense" else WindowMerger(window, class_names)
+
+
 def detections_from_windows(positions: np.ndarray, probabilities: np.ndarray, thresholds: Thresholds,
                             window: int, class_names: Sequence[str]) -> list[Detection]:
     """The detections a set of classified windows makes at ``thresholds`` (what the pipeline
-    publishes for them; used to sweep thresholds offline)."""
-    merger = WindowMerger(window, class_names)
+    publishes for them; used to sweep thresholds offline): window probabilities (N, classes) or
+    dense maps (N, classes, tokens, tokens)."""
+    merger = make_merger("dense" if probabilities.ndim == 4 else "window", window, class_names)
     merger.add(positions, probabilities, thresholds)
     return merger.flush()

@@ -2,7 +2,9 @@
 
 A checkpoint is ONE ``.safetensors`` file; in its header metadata, under the key ``mine_jepa``, a
 JSON document says everything needed to use it: architecture, input size, class names,
-normalisation statistics, window and stride, probe mode, operating point and training provenance.
+normalisation statistics, window and stride, probe mode, which output the head gives (``window``:
+one class vector per window; ``dense``: one per 16-pixel patch token), operating point and training
+provenance.
 An exported ONNX model carries the same document (:mod:`mine_jepa_ros.detect.onnx_backend`), so
 both kinds of model describe themselves alike. Reading it needs ``safetensors`` and numpy only
 (the vehicle install has no torch); every field is validated and a problem is a
@@ -32,6 +34,9 @@ ARCHS: dict[str, str] = {
 """Short names -> timm model names; built at ``img_size`` (96 by default), patch 16."""
 
 HEADS = ("linear", "mlp")
+OUTPUTS = ("window", "dense")
+"""What the head gives per window: ``window``, class probabilities (classes,) from the CLS token;
+``dense``, a class map (classes, tokens, tokens), one vector per patch token (6 x 6 at 96 px)."""
 PROBE_MODES: dict[str, str] = {"linear": "linear", "mlp": "mlp", "finetune": "linear", "ft_mlp": "mlp"}
 """Probe mode -> head type. ``linear``/``mlp`` train the head on a frozen backbone; ``finetune``
 and ``ft_mlp`` train the backbone too."""
@@ -49,6 +54,7 @@ class ModelMetadata:
     in_chans: int = 1
     head: str = "linear"
     probe_mode: str = "linear"
+    output: str = "window"  # one of OUTPUTS
     class_names: list[str] = field(default_factory=lambda: list(DEFAULT_CLASS_NAMES))
     norm_mean: float = 0.5
     norm_std: float = 0.25
@@ -69,6 +75,8 @@ class ModelMetadata:
             problems.append(f"arch {self.arch!r} is not one of {sorted(ARCHS)}")
         if self.head not in HEADS:
             problems.append(f"head {self.head!r} is not one of {HEADS}")
+        if self.output not in OUTPUTS:
+            problems.append(f"output {self.output!r} is not one of {OUTPUTS}")
         if self.probe_mode not in PROBE_MODES:
             problems.append(f"probe_mode {self.probe_mode!r} is not one of {sorted(PROBE_MODES)}")
         if len(self.class_names) < 2 or self.class_names[0] != "background" or len(set(self.class_names)) != len(self.class_names):
@@ -85,6 +93,17 @@ class ModelMetadata:
             raise CheckpointError(f"{where}: invalid metadata: " + "; ".join(problems))
         if self.operating_point is not None:
             OperatingPoint.from_dict(self.operating_point, where).check(self.class_names, where)
+
+    @property
+    def tokens(self) -> int:
+        """Patch tokens along each side of a window (a dense head's map is tokens x tokens)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The model's output per window: (classes,) or, dense, (classes, tokens, tokens)."""
+        classes = len(self.class_names)
+        return (classes,) if self.output == "window" else (classes, self.tokens, self.tokens)
 
     def op(self, where: str = "checkpoint") -> OperatingPoint | None:
         """The operating point as a record (None when the checkpoint has none)."""

@@ -1,5 +1,10 @@
 """The Mine-JEPA classifier (timm ViT backbone + probe head) and its checkpoint's tensors (torch).
 
+Two outputs (``ModelMetadata.output``): the ``window`` head classifies the CLS embedding, one class
+vector per window (tensors ``head.*``); the ``dense`` head classifies every patch token, a
+(classes, 6, 6) map per 96-pixel window (tensors ``dense_head.*``, so a checkpoint whose metadata
+names the other head does not load).
+
 A checkpoint is ONE ``.safetensors`` file: the tensors (``backbone.*``, ``head.*``) and, in the
 safetensors header metadata, the JSON self-description of :mod:`mine_jepa_ros.detect.metadata`
 (:class:`ModelMetadata`). Loading never unpickles anything, validates every field and fails with a
@@ -25,13 +30,14 @@ from mine_jepa_ros.detect.metadata import (
     DEFAULT_CLASS_NAMES,
     HEADS,
     METADATA_KEY,
+    OUTPUTS,
     PROBE_MODES,
     ModelMetadata,
     read_metadata,
 )
 from mine_jepa_ros.errors import CheckpointError
 
-__all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "PROBE_MODES", "MineClassifier", "ModelMetadata", "ProbeHead",
+__all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "OUTPUTS", "PROBE_MODES", "MineClassifier", "ModelMetadata", "ProbeHead",
            "build_backbone", "load_checkpoint", "new_classifier", "read_metadata", "save_checkpoint"]
 
 
@@ -80,17 +86,45 @@ class ProbeHead(nn.Module):
 
 
 class MineClassifier(nn.Module):
-    """ViT backbone + probe head: (N, 1, H, W) normalised patches -> (N, classes) logits."""
+    """ViT backbone + probe head: (N, 1, H, W) normalised patches -> logits, (N, classes) for the
+    window head, (N, classes, tokens, tokens) for the dense head."""
 
     def __init__(self, metadata: ModelMetadata, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.metadata = metadata
         self.backbone = backbone if backbone is not None else build_backbone(metadata.arch, metadata.img_size, in_chans=metadata.in_chans)
         embed_dim = int(getattr(self.backbone, "num_features"))
-        self.head = ProbeHead(metadata.head, embed_dim, len(metadata.class_names))
+        head = ProbeHead(metadata.head, embed_dim, len(metadata.class_names))
+        self.dense = metadata.output == "dense"
+        if self.dense:
+            self.dense_head = head
+        else:
+            self.head = head
+
+    @property
+    def probe_head(self) -> ProbeHead:
+        """The head, whichever output it gives."""
+        return self.dense_head if self.dense else self.head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head sees: (N, embed) CLS embeddings, or dense (N, tokens * tokens, embed) patch
+        tokens in raster order."""
+        if not self.dense:
+            return self.backbone(x)
+        tokens: torch.Tensor = getattr(self.backbone, "forward_features")(x)  # timm ViT: (N, prefix + T*T, embed)
+        return tokens[:, int(getattr(self.backbone, "num_prefix_tokens", 1)):]
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on :meth:`features`' output: (N, classes) or (N, classes, tokens, tokens)."""
+        if not self.dense:
+            return self.head(features)
+        n, t2, d = features.shape
+        side = self.metadata.tokens
+        logits = self.dense_head(features.reshape(n * t2, d)).reshape(n, side, side, -1)
+        return logits.permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head_logits(self.features(x))
 
     @property
     def temperature(self) -> float:
@@ -142,7 +176,8 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Min
         if wrong:
             k = wrong[0]
             detail.append(f"shape of {k} is {tuple(tensors[k].shape)}, {meta.arch} at {meta.img_size}px needs {tuple(expected[k].shape)}")
-        raise CheckpointError(f"{p}: tensors do not fit {meta.arch}/{meta.head}: " + "; ".join(detail))
+        raise CheckpointError(f"{p}: tensors do not fit {meta.arch}/{meta.head} with the {meta.output} head its metadata "
+                              "names: " + "; ".join(detail))
     model.load_state_dict(tensors)
     return model.to(device).eval()
 
@@ -151,6 +186,7 @@ def new_classifier(
     arch: str = "vit_tiny",
     head: str = "linear",
     init: str = "random",
+    output: str = "window",
     class_names: tuple[str, ...] | list[str] = DEFAULT_CLASS_NAMES,
     window: int = 96,
     stride: int = 64,
@@ -167,6 +203,7 @@ def new_classifier(
         img_size=window,
         head=head,
         probe_mode=probe_mode or head,
+        output=output,
         class_names=list(class_names),
         norm_mean=norm_mean,
         norm_std=norm_std,

@@ -1,8 +1,9 @@
 """The ONNX Runtime backend: an exported ``.onnx`` model as the pipeline's classifier, without torch.
 
 ``mine-jepa export`` writes a graph that takes ``patches`` (float32 (N, window, window) intensities
-in 0..1) and returns ``probabilities`` (N, classes): normalisation, the calibrated temperature and
-the softmax are inside the graph. The model describes itself in ONNX metadata properties:
+in 0..1) and returns ``probabilities`` (N, classes), or for a dense head (N, classes, tokens,
+tokens): normalisation, the calibrated temperature and the softmax are inside the graph. The model
+describes itself in ONNX metadata properties:
 ``mine_jepa.metadata`` holds the checkpoint's whole :class:`~mine_jepa_ros.detect.metadata.ModelMetadata`
 (class names, window, stride, operating point, normalisation, provenance), and
 ``mine_jepa.quantisation`` says whether the weights are fp32 or INT8 (and how they were quantised).
@@ -116,10 +117,12 @@ def _check_signature(path: Path, session: Any, meta: ModelMetadata) -> None:
     if x.type != "tensor(float)" or len(shape) != 3 or len(fixed) != 2 or fixed != [meta.window, meta.window]:
         raise CheckpointError(f"{path}: input '{x.name}' is {x.type} {shape}; the detector feeds float32 "
                               f"(N, {meta.window}, {meta.window}) windows (the metadata's window)")
-    classes = len(meta.class_names)
-    if y.type != "tensor(float)" or len(y.shape) != 2 or (isinstance(y.shape[1], int) and y.shape[1] != classes):
-        raise CheckpointError(f"{path}: output '{y.name}' is {y.type} {list(y.shape)}; expected float (N, {classes}) "
-                              f"probabilities over {meta.class_names}")
+    out_shape = meta.output_shape
+    dims = list(y.shape)[1:]
+    if (y.type != "tensor(float)" or len(dims) != len(out_shape)
+            or any(isinstance(d, int) and d != want for d, want in zip(dims, out_shape))):
+        raise CheckpointError(f"{path}: output '{y.name}' is {y.type} {list(y.shape)}; the metadata's {meta.output} head "
+                              f"over {meta.class_names} gives float (N, {', '.join(map(str, out_shape))})")
 
 
 class OnnxClassifier:
@@ -146,9 +149,9 @@ class OnnxClassifier:
             first = self._run(np.zeros((1, self.window, self.window), np.float32))
         except Exception as exc:
             raise CheckpointError(f"{self.path}: the model does not run ({_first_line(exc)})") from exc
-        if first.shape != (1, len(self.class_names)) or not np.all(np.isfinite(first)):
-            raise CheckpointError(f"{self.path}: one window gave output {first.shape} {first.tolist()}; expected finite "
-                                  f"(1, {len(self.class_names)}) probabilities")
+        if first.shape != (1, *self.metadata.output_shape) or not np.all(np.isfinite(first)):
+            raise CheckpointError(f"{self.path}: one window gave output {first.shape}; expected finite "
+                                  f"(1, {', '.join(map(str, self.metadata.output_shape))}) probabilities")
 
     @property
     def device_name(self) -> str:
@@ -162,10 +165,10 @@ class OnnxClassifier:
         return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0], dtype=np.float32)
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
-        """(N, window, window) float32 -> (N, classes) probabilities, ``batch_size`` windows per run."""
+        """(N, window, window) float32 -> (N, *metadata.output_shape) probabilities, ``batch_size`` windows per run."""
         if patches.ndim != 3 or patches.shape[1:] != (self.window, self.window):
             raise ValueError(f"expected patches of shape (N, {self.window}, {self.window}), got {patches.shape}")
-        out = np.zeros((patches.shape[0], len(self.class_names)), np.float32)
+        out = np.zeros((patches.shape[0], *self.metadata.output_shape), np.float32)
         for i in range(0, patches.shape[0], self.batch_size):
             out[i : i + self.batch_size] = self._run(np.ascontiguousarray(patches[i : i + self.batch_size], dtype=np.float32))
         return out
@@ -186,6 +189,9 @@ def onnx_properties_for(meta: ModelMetadata, quantisation: str = "none") -> dict
         "mine_jepa.probe_mode": meta.probe_mode,
         "mine_jepa.normalisation": f"in the graph: (x - {meta.norm_mean}) / {meta.norm_std}",
         "mine_jepa.input": f"{INPUT_NAME}: float32 (N, {meta.window}, {meta.window}) intensities 0..1",
-        "mine_jepa.output": f"{OUTPUT_NAME}: float32 (N, {len(meta.class_names)}) softmax(logits / temperature) over class_names",
+        "mine_jepa.head": meta.output,
+        "mine_jepa.output": (f"{OUTPUT_NAME}: float32 (N, {', '.join(map(str, meta.output_shape))}) "
+                             "softmax(logits / temperature) over class_names"
+                             + (", one vector per patch token" if meta.output == "dense" else "")),
         "mine_jepa.operating_point": json.dumps(meta.operating_point),  # "null" when not calibrated
     }

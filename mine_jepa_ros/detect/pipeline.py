@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mine_jepa_ros.detect.merging import Thresholds, WindowMerger
+from mine_jepa_ros.detect.merging import Thresholds, make_merger
 from mine_jepa_ros.detect.metadata import ModelMetadata
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import InputError, UserError
@@ -71,7 +71,8 @@ class WindowClassifier(Protocol):
     def precision_name(self) -> str: ...
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
-        """(N, window, window) float32 intensities in 0..1 -> (N, classes) probabilities."""
+        """(N, window, window) float32 intensities in 0..1 -> (N, classes) probabilities, or for a
+        dense head (N, classes, tokens, tokens) (``metadata.output_shape`` per window)."""
         ...
 
 
@@ -116,7 +117,7 @@ class PipelineOutput:
     header: Any
     detections: list[Detection]
     tiles_positions: np.ndarray
-    probabilities: np.ndarray
+    probabilities: np.ndarray  # (N, classes), or (N, classes, tokens, tokens) from a dense head
     labels: np.ndarray
     overlay: np.ndarray | None = None
     shape: tuple[int, int] = (0, 0)  # (rows, width) of the decoded image; (0, 0) for a stream's final flush
@@ -140,7 +141,8 @@ class DetectionPipeline:
         self.stats = PipelineStats()
         self._frame_tiler = WaterfallTiler(self.window, self.stride)
         self._stream_tiler = StreamingTiler(self.window, self.stride)
-        self._merger = WindowMerger(self.window, self.class_names)
+        self.output = classifier.metadata.output  # window | dense: which merger decodes the windows
+        self._merger = make_merger(self.output, self.window, self.class_names)
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
         self._history = np.zeros((0, 0), np.uint8)  # recent pings for the overlay (pings mode)
         self._recent: list[Detection] = []
@@ -165,7 +167,7 @@ class DetectionPipeline:
     # -- shared ---------------------------------------------------------------------------------
     def _classify(self, tiles: Tiles) -> np.ndarray:
         if len(tiles) == 0:
-            return np.zeros((0, len(self.class_names)), np.float32)
+            return np.zeros((0, *self.classifier.metadata.output_shape), np.float32)
         probs = self.classifier.predict(tiles.patches)
         self.stats.windows += len(tiles)
         return probs
@@ -219,7 +221,7 @@ class DetectionPipeline:
                              reason="size")
         tiles = self._frame_tiler.tile(pixels)
         probs = self._classify(tiles)
-        merger = WindowMerger(self.window, self.class_names)
+        merger = make_merger(self.output, self.window, self.class_names)
         labels = merger.add(tiles.positions, probs, self.thresholds)
         detections = self._with_positions(merger.flush(), stream=False, width=w)
         overlay = draw_detections(pixels, detections) if self.config.overlay else None

@@ -27,13 +27,21 @@ from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.evaluate.folder_replay import image_scenes
-from mine_jepa_ros.detect.merging import Thresholds, WindowMerger
+from mine_jepa_ros.detect.merging import Thresholds, make_merger
 from mine_jepa_ros.detect.backends import load_detector
 from mine_jepa_ros.detect.model import save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline
 from mine_jepa_ros.evaluate.replay import ReplayOptions, SceneCollector
-from mine_jepa_ros.evaluate.scoring import DetectionMetrics, FrocPoint, MatchGate, Scene, Scorer, window_truth
+from mine_jepa_ros.evaluate.scoring import (
+    DetectionMetrics,
+    FrocPoint,
+    MatchGate,
+    Scene,
+    Scorer,
+    token_truth,
+    window_truth,
+)
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.recording import open_recording
@@ -109,7 +117,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 class CalibrationReport:
     out: Path
     operating_point: OperatingPoint
-    windows: int
+    windows: int  # scored windows (window head) or tokens (dense head) the temperature was fitted on
     objects: dict[str, int]
     area_km2: float | None
 
@@ -117,7 +125,7 @@ class CalibrationReport:
         op = self.operating_point
         v = op.validation
         lines = [f"{self.out}: operating point for {Target(**op.target).describe()} on {len(v['bags'])} validation "
-                 f"survey(s) ({self.windows} scored windows"
+                 f"survey(s) ({self.windows} scored {v.get('scored', 'windows')}"
                  + (f", {self.area_km2:.4f} km2 of seabed)" if self.area_km2 else ")"),
                  f"temperature {op.temperature:.3f}: expected calibration error {v['ece_before']:.3f} -> {v['ece_after']:.3f}"]
         for name, t in op.thresholds.items():
@@ -183,7 +191,7 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
     the detections are made as the pipeline makes them."""
     scorer = Scorer(class_names, window, gate)
     for scene in scenes:
-        merger = WindowMerger(window, class_names)
+        merger = make_merger("dense" if scene.probabilities.ndim == 4 else "window", window, class_names)
         labels = merger.add(scene.positions, scene.probabilities, thresholds)  # labels each window once
         scorer.add(scene, merger.flush(), labels)
     return scorer.metrics(thresholds)
@@ -196,6 +204,22 @@ def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOpti
     scenes = collect_scenes(detector, bags, opts, need_truth=True)
     return score_scenes(scenes, detector.thresholds, detector.class_names, detector.window,
                         MatchGate(opts.match_distance_m, opts.match_pixels))
+
+
+def _scored_outputs(scenes: list[Scene], window: int, names: list[str],
+                    shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The true labels and class probabilities the temperature is fitted on: every scorable
+    window's, or for a dense head every scorable token's."""
+    labels, probs = [], []
+    for s in scenes:
+        if len(shape) == 1:
+            truth, p = window_truth(s.positions, window, s.truth, names), s.probabilities
+        else:
+            truth = token_truth(s.positions, window, shape[-1], s.truth, names).reshape(-1)
+            p = s.probabilities.transpose(0, 2, 3, 1).reshape(-1, len(names))
+        labels.append(truth[truth >= 0])
+        probs.append(p[truth >= 0])
+    return np.concatenate(labels), np.concatenate(probs)
 
 
 def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target: Target,
@@ -215,10 +239,8 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
             raise CalibrationError(f"{folder}: no labelled image (a .txt or a mask beside it) to calibrate on")
         scenes += found
     names = detector.class_names
-    truth = [window_truth(s.positions, detector.window, s.truth, names) for s in scenes]
-    keep = [t >= 0 for t in truth]
-    labels = np.concatenate([t[k] for t, k in zip(truth, keep)])
-    raw = np.concatenate([s.probabilities[k] for s, k in zip(scenes, keep)])
+    shape = detector.classifier.metadata.output_shape
+    labels, raw = _scored_outputs(scenes, detector.window, names, shape)
     if len(labels) == 0:
         raise CalibrationError("the validation surveys gave no scorable window")
     temperature = fit_temperature(raw, labels)
@@ -242,7 +264,8 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     op = OperatingPoint(
         temperature=temperature, thresholds=thresholds, target={"kind": target.kind, "value": target.value},
         validation={"bags": [str(b) for b in bags] + [str(f) for f, _years in folders], "ece_before": ece_before, "ece_after": ece_after,
-                    "windows": int(len(labels)), "area_km2": scorer.area_km2, "classes": per_class,
+                    "windows": int(len(labels)), "scored": "windows" if len(shape) == 1 else "tokens",
+                    "area_km2": scorer.area_km2, "classes": per_class,
                     "match": {"gate": scorer.gate_value, "unit": scorer.unit}},
     )
     op.check(names, str(model_path))

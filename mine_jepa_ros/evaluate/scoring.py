@@ -22,6 +22,11 @@ which also covers the shadow), else from its box centre.
 **Windows.** A window's true label is the class of a ground-truth object whose box centre lies in
 the window (the nearest if several), background when it overlaps no ground-truth box, and it is
 left out when it overlaps a box without holding its centre.
+
+**Tokens** (a dense head's map, :func:`token_truth`; also its training targets): a token is an
+object's class when its centre lies in the object's box or it holds the box centre (an object
+smaller than a token still has one), background when it overlaps no box, and left out when it
+overlaps a box otherwise.
 """
 
 from __future__ import annotations
@@ -288,6 +293,34 @@ def window_truth(positions: np.ndarray, window: int, truth: Sequence[Detection],
     ids = np.array([class_names.index(g.class_name) if g.class_name in class_names else -1 for g in truth])
     labels = np.where(has_centre, ids[nearest], np.where(overlaps.any(axis=1), -1, 0))
     return labels.astype(np.int64)
+
+
+def token_truth(positions: np.ndarray, window: int, tokens: int, truth: Sequence[Detection],
+                class_names: Sequence[str]) -> np.ndarray:
+    """True label per token of each window (module docstring): (N, tokens, tokens) indices into
+    ``class_names``, -1 for tokens left out."""
+    labels = np.zeros((len(positions), tokens, tokens), np.int64)
+    if len(positions) == 0 or not truth:
+        return labels
+    size = window / tokens
+    starts = np.arange(tokens) * size
+    top = positions[:, 0:1].astype(np.float64) + starts  # (N, T) token rows' first pixel
+    left = positions[:, 1:2].astype(np.float64) + starts
+    positive = np.zeros(labels.shape, bool)
+    for obj in truth:
+        if obj.class_name not in class_names:
+            continue
+        r0, c0, r1, c1 = obj.box
+        cr, cc = obj.centre
+        in_r, in_c = (top + size / 2 >= r0) & (top + size / 2 < r1), (left + size / 2 >= c0) & (left + size / 2 < c1)
+        over_r, over_c = (top < r1) & (top + size > r0), (left < c1) & (left + size > c0)
+        hold_r, hold_c = (top <= cr) & (cr < top + size), (left <= cc) & (cc < left + size)
+        mine = (in_r[:, :, None] & in_c[:, None, :]) | (hold_r[:, :, None] & hold_c[:, None, :])
+        near = over_r[:, :, None] & over_c[:, None, :]
+        labels[near & ~positive] = -1
+        labels[mine & ~positive] = class_names.index(obj.class_name)
+        positive |= mine
+    return labels
 
 
 class Scorer:

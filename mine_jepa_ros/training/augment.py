@@ -12,6 +12,12 @@ per-sample convolution (grouped conv).
   Gaussian blur. (Hue/saturation jitter and grayscale conversion are no-ops on a single channel.)
 
 Inputs and outputs are 0..1 intensities, (B, 1, H, W); normalisation happens afterwards.
+
+:func:`intensity_augment` (fine-tuning, ``probe --intensity-augment``) is the other side of a
+survey a model has not seen: what changes between sonars, settings and seabeds while the objects
+stay the same. Per window: a gain, a residual of time-varied gain (an exponential ramp across the
+window's columns, the range axis), a gamma, and multiplicative speckle (unit-mean noise with the
+variance of L-look speckle, log-normal so that the generator draws it). Geometry is untouched, so token targets stay valid.
 """
 
 from __future__ import annotations
@@ -117,6 +123,31 @@ def _gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, draw: Draws) -> torch.Te
     y = F.conv2d(y, kernel.view(b, 1, 1, -1), groups=b)
     y = F.conv2d(y, kernel.view(b, 1, -1, 1), groups=b)
     return y.reshape(b, 1, h, w)
+
+
+@dataclass(frozen=True)
+class IntensityConfig:
+    gain: tuple[float, float] = (0.6, 1.6)  # multiplicative, log-uniform
+    tvg_residual: float = 0.6  # the ramp's log-gain from one side of the window to the other, uniform in +-this
+    gamma: tuple[float, float] = (0.7, 1.4)  # log-uniform
+    speckle_p: float = 0.5  # share of windows with speckle
+    speckle_looks: tuple[float, float] = (4.0, 16.0)  # the gamma noise's shape (more looks: weaker speckle)
+
+
+def intensity_augment(x: torch.Tensor, g: torch.Generator, cfg: IntensityConfig = IntensityConfig()) -> torch.Tensor:
+    """Gain, TVG residual, gamma and speckle, drawn per window, on 0..1 intensities (B, 1, H, W)."""
+    b, _, _, w = x.shape
+    draw = Draws(g, x.device, b)
+    gain = torch.exp(draw.uniform(math.log(cfg.gain[0]), math.log(cfg.gain[1]))).view(b, 1, 1, 1)
+    slope = draw.uniform(-cfg.tvg_residual, cfg.tvg_residual).view(b, 1, 1, 1)
+    ramp = torch.exp(slope * (torch.linspace(-0.5, 0.5, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)))
+    gamma = torch.exp(draw.uniform(math.log(cfg.gamma[0]), math.log(cfg.gamma[1]))).view(b, 1, 1, 1)
+    out = (x * gain * ramp).clamp(0, 1) ** gamma
+    looks = draw.uniform(*cfg.speckle_looks).view(b, 1, 1, 1)
+    speckled = draw.rand().view(b, 1, 1, 1) < cfg.speckle_p
+    sigma = torch.sqrt(torch.log1p(1 / looks))  # log-normal with the mean (1) and variance (1/L) of L-look speckle
+    noise = torch.exp(sigma * torch.randn(out.shape, generator=g, device=x.device, dtype=x.dtype) - sigma**2 / 2)
+    return torch.where(speckled, out * noise, out).clamp(0, 1)
 
 
 def make_views(x: torch.Tensor, views: int, cfg: AugmentConfig, g: torch.Generator,

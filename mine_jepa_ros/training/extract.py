@@ -9,6 +9,11 @@ image + mask folders or the simulator.
   unlabelled patch; with a ground-truth topic, windows get the scoring module's window labels (class
   of the object whose box centre they hold, background when they touch no box, unlabelled
   otherwise). Group = file.
+* Wherever objects are known (ground truth, YOLO labels, masks, the simulator), every patch also
+  gets the class of each of its 16-pixel tokens (``tokens.u8``: the dense head's targets, by
+  :func:`~mine_jepa_ros.evaluate.scoring.token_truth`; masks: a token holding at least a quarter of
+  mask pixels is an object, one with none background), so a dense head trains on windows at
+  every offset, as the detector sees them.
 * YOLO folders (the Santos et al. layout, ``NNNN_YYYY.jpg`` + ``NNNN_YYYY.txt`` with
   ``class cx cy w h`` normalised, class 0 = MILCO, 1 = NOMBO, empty = background): a crop centred
   on each object, background crops from windows that overlap no object (drawn from the seed and the
@@ -33,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from mine_jepa_ros.evaluate.scoring import window_truth
+from mine_jepa_ros.evaluate.scoring import token_truth, window_truth
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.bag import ReadStats
@@ -44,6 +49,7 @@ from mine_jepa_ros.sim.survey import FleetVariation, Survey, SurveyConfig, simul
 from mine_jepa_ros.training.patches import (
     BACKGROUND_POOL,
     DEFAULT_CLASSES,
+    TOKEN_SIZE,
     UNLABELLED,
     PatchBatch,
     PatchStore,
@@ -68,14 +74,21 @@ def centred_crop(image: np.ndarray, row: float, col: float, window: int) -> np.n
     return np.ascontiguousarray(padded[r - half : r - half + window, c - half : c - half + window])
 
 
+def window_tokens(positions: np.ndarray, window: int, objects: list[Detection]) -> np.ndarray:
+    """The token targets (:func:`~mine_jepa_ros.evaluate.scoring.token_truth`) of windows at ``positions``."""
+    return token_truth(positions, window, window // TOKEN_SIZE, objects, list(DEFAULT_CLASSES))
+
+
 def labelled_patches(image_u8: np.ndarray, objects: list[Detection], window: int, stride: int,
                      rng: np.random.Generator, background_per_object: float = 1.0, min_background: int = 2,
-                     offset_crops: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Object-centred crops (their class) + background crops from windows touching no object.
+                     offset_crops: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object-centred crops (their class) + background crops from windows touching no object, and
+    every crop's token targets (:func:`window_tokens`).
 
     ``offset_crops`` adds that many crops per object with its centre moved up to ``stride / 2``
     pixels each way: where a sliding window at ``stride`` sees it in deployment."""
-    crops, labels = [], []
+    crops, labels, corners = [], [], []
+    half = window // 2
     for obj in objects:
         if obj.class_name not in DEFAULT_CLASSES:
             continue
@@ -84,6 +97,7 @@ def labelled_patches(image_u8: np.ndarray, objects: list[Detection], window: int
         for dr, dc in shifts:
             crops.append(centred_crop(image_u8, row + dr, col + dc, window))
             labels.append(DEFAULT_CLASSES.index(obj.class_name))
+            corners.append((int(round(row + dr)) - half, int(round(col + dc)) - half))
     tiles = WaterfallTiler(window, stride).tile(image_u8)
     truth = window_truth(tiles.positions, window, objects, list(DEFAULT_CLASSES))
     clean = np.nonzero(truth == 0)[0]
@@ -91,20 +105,24 @@ def labelled_patches(image_u8: np.ndarray, objects: list[Detection], window: int
     for i in rng.choice(clean, size=n_bg, replace=False) if n_bg else []:
         crops.append(tiles.patches[i])
         labels.append(0)
+        corners.append(tuple(tiles.positions[i]))
+    side = window // TOKEN_SIZE
     if not crops:
-        return np.zeros((0, window, window), np.uint8), np.zeros(0, np.int16)
-    return np.stack(crops).astype(np.uint8), np.array(labels, np.int16)
+        return np.zeros((0, window, window), np.uint8), np.zeros(0, np.int16), np.zeros((0, side, side), np.int64)
+    positions = np.array(corners, np.int64).reshape(-1, 2)
+    return np.stack(crops).astype(np.uint8), np.array(labels, np.int16), window_tokens(positions, window, objects)
 
 
 def unlabelled_windows(image_u8: np.ndarray, window: int, stride: int,
-                       objects: list[Detection] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       objects: list[Detection] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every sliding window, labelled :data:`BACKGROUND_POOL` where ``objects`` (the ground truth,
-    when known) shows it touches none, else unlabelled."""
+    when known) shows it touches none, else unlabelled; with ``objects``, their token targets too."""
     tiles = WaterfallTiler(window, stride).tile(image_u8)
     labels = np.full(len(tiles), UNLABELLED, np.int16)
-    if objects is not None:
-        labels[window_truth(tiles.positions, window, objects, list(DEFAULT_CLASSES)) == 0] = BACKGROUND_POOL
-    return tiles.patches, labels
+    if objects is None:
+        return tiles.patches, labels, None
+    labels[window_truth(tiles.positions, window, objects, list(DEFAULT_CLASSES)) == 0] = BACKGROUND_POOL
+    return tiles.patches, labels, window_tokens(tiles.positions, window, objects)
 
 
 # -- simulator ------------------------------------------------------------------------------------
@@ -144,11 +162,12 @@ def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride
     rng = np.random.default_rng(cfg.seed)
     for group, survey in tqdm(simulated_surveys(cfg), total=cfg.surveys, desc="simulate", disable=not progress):
         image = survey.to_uint8()
-        crops, labels = labelled_patches(image, survey.ground_truth(), window, stride, rng, offset_crops=cfg.offset_crops)
-        writer.add(PatchBatch(crops, labels, group, "syn"))
+        crops, labels, tokens = labelled_patches(image, survey.ground_truth(), window, stride, rng,
+                                                 offset_crops=cfg.offset_crops)
+        writer.add(PatchBatch(crops, labels, group, "syn", tokens))
         if unlabelled:
-            windows, pool = unlabelled_windows(image, window, stride, survey.ground_truth())
-            writer.add(PatchBatch(windows, pool, group, "syn"))
+            windows, pool, window_targets = unlabelled_windows(image, window, stride, survey.ground_truth())
+            writer.add(PatchBatch(windows, pool, group, "syn", window_targets))
     return writer.write(out, test_fraction=test_fraction, seed=cfg.seed)
 
 
@@ -294,15 +313,18 @@ class RecordingJob:
         parts.append(tiler.flush())
         tiles = Tiles.concat([p for p in parts if len(p)], self.window)
         labels = np.full(len(tiles), UNLABELLED, np.int16)
+        tokens = None
         if recording.has_truth:
-            labels = window_truth(tiles.positions, self.window, recording.objects(), list(DEFAULT_CLASSES)).astype(np.int16)
+            objects = recording.objects()
+            labels = window_truth(tiles.positions, self.window, objects, list(DEFAULT_CLASSES)).astype(np.int16)
+            tokens = window_tokens(tiles.positions, self.window, objects)
         notes = [recording.note]
         if stats.skipped:
             notes.append(f"skipped {stats.skipped} message(s): {dict(stats.reasons)}")
         if not len(tiles):
             notes.insert(0, f"skipped: no waterfall of at least {self.window} x {self.window} px")
             return [], "; ".join(n for n in notes if n)
-        return [PatchBatch(tiles.patches, labels, self.group, self.source)], "; ".join(n for n in notes if n)
+        return [PatchBatch(tiles.patches, labels, self.group, self.source, tokens)], "; ".join(n for n in notes if n)
 
 
 def extract_recordings(out: Path, recordings: list[Path], options: RecordingOptions | None = None, window: int = 96,
@@ -345,11 +367,11 @@ class YoloImageJob:
         image = read_grey(self.path)
         objects = read_yolo_labels(self.path.with_suffix(".txt"), *image.shape)
         rng = np.random.default_rng([self.seed, zlib.crc32(self.group.encode())])
-        crops, labels = labelled_patches(image, objects, self.window, self.stride, rng)
-        batches = [PatchBatch(crops, labels, self.group, self.source)]
+        crops, labels, tokens = labelled_patches(image, objects, self.window, self.stride, rng)
+        batches = [PatchBatch(crops, labels, self.group, self.source, tokens)]
         if self.unlabelled and min(image.shape) >= self.window:
-            windows, pool = unlabelled_windows(image, self.window, self.stride, objects)
-            batches.append(PatchBatch(windows, pool, self.group, self.source))
+            windows, pool, window_targets = unlabelled_windows(image, self.window, self.stride, objects)
+            batches.append(PatchBatch(windows, pool, self.group, self.source, window_targets))
         return batches, ""
 
 
@@ -400,7 +422,13 @@ class MaskTileJob:
         counts = np.array([(mask[r : r + self.window, c : c + self.window] > 127).sum() for r, c in tiles.positions])
         labels = np.where(counts >= self.min_object_pixels, 1, np.where(counts == 0, 0, -1)).astype(np.int16)
         keep = labels >= 0
-        return [PatchBatch(tiles.patches[keep], labels[keep], self.group, self.source)], ""
+        tokens = None
+        if self.window % TOKEN_SIZE == 0:
+            side = self.window // TOKEN_SIZE
+            per_token = np.stack([(mask[r : r + self.window, c : c + self.window] > 127)
+                                  .reshape(side, TOKEN_SIZE, side, TOKEN_SIZE).sum(axis=(1, 3)) for r, c in tiles.positions])
+            tokens = np.where(per_token * 4 >= TOKEN_SIZE * TOKEN_SIZE, 1, np.where(per_token == 0, 0, -1))[keep]
+        return [PatchBatch(tiles.patches[keep], labels[keep], self.group, self.source, tokens)], ""
 
 
 def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride: int = 64, min_object_pixels: int = 20,

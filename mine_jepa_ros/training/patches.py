@@ -9,6 +9,9 @@ A store is a directory::
     groups.i32    (N,) int32: the source image / survey each patch came from
     splits.u8     (N,) uint8: 0 train, 1 val, 2 test - assigned per group, never per patch
     sources.u8    (N,) uint8: index into ``sources`` (per-source normalisation statistics)
+    tokens.u8     (N, W/16, W/16) uint8, optional: the class of every 16-pixel patch token (the
+                  dense head's targets, :func:`~mine_jepa_ros.evaluate.scoring.token_truth`);
+                  255 where unknown (unlabelled data, or a token left out at an object's edge)
     meta.json     window, count, classes, sources [{name, kind, mean, std}], group names, provenance
 
 Overlapping windows of one image share its group, and splits are drawn per group, so no test patch
@@ -43,6 +46,11 @@ BACKGROUND_POOL = -2
 """Label of a sliding window that touches no object: unlabelled for the balanced probes, background
 for hard-negative mining (``probe --hard-negative-rounds``)."""
 DEFAULT_CLASSES = ("background", "MILCO", "NOMBO")
+TOKEN_SIZE = 16
+"""Pixels per side of a ViT patch token (every arch is patch 16)."""
+UNKNOWN_TOKEN = 255
+"""A token whose class is not known (``tokens.u8``); training ignores it."""
+TOKENS_FILE = "tokens.u8"
 FILES = {"patches": ("patches.u8", np.uint8), "labels": ("labels.i16", np.int16), "groups": ("groups.i32", np.int32),
          "splits": ("splits.u8", np.uint8), "sources": ("sources.u8", np.uint8)}
 
@@ -67,6 +75,7 @@ class PatchBatch:
     labels: np.ndarray  # (n,) int
     group: str
     source: str = "syn"
+    tokens: np.ndarray | None = None  # (n, W/16, W/16) class per token, -1 unknown; None: none known
 
 
 @dataclass
@@ -86,6 +95,12 @@ class PatchStoreWriter:
             raise ValueError(f"group {batch.group}: patches must be uint8, got {batch.patches.dtype}")
         if len(batch.labels) != len(batch.patches):
             raise ValueError(f"group {batch.group}: {len(batch.labels)} labels for {len(batch.patches)} patches")
+        side = self.window // TOKEN_SIZE
+        if batch.tokens is not None and batch.tokens.shape != (len(batch.patches), side, side):
+            raise ValueError(f"group {batch.group}: token targets of shape {batch.tokens.shape}, expected "
+                             f"({len(batch.patches)}, {side}, {side})")
+        if self.window % TOKEN_SIZE:  # windows that are not whole tokens have no token targets
+            batch = PatchBatch(batch.patches, batch.labels, batch.group, batch.source)
         if len(batch.patches):
             self.batches.append(batch)
 
@@ -106,9 +121,15 @@ class PatchStoreWriter:
         with atomic_dir(final) as tmp:
             mm = {key: np.memmap(tmp / name, dtype=dt, mode="w+", shape=((n, self.window, self.window) if key == "patches" else (n,)))
                   for key, (name, dt) in FILES.items()}
+            side = self.window // TOKEN_SIZE
+            with_tokens = any(b.tokens is not None for b in self.batches)
+            tokens = np.memmap(tmp / TOKENS_FILE, np.uint8, "w+", shape=(n, side, side)) if with_tokens else None
             i = 0
             sums = np.zeros(len(sources)), np.zeros(len(sources)), np.zeros(len(sources))
             for b in self.batches:
+                if tokens is not None:
+                    tokens[i : i + len(b.patches)] = (UNKNOWN_TOKEN if b.tokens is None else
+                                                     np.where(b.tokens < 0, UNKNOWN_TOKEN, b.tokens))
                 k = len(b.patches)
                 src = sources.index(b.source)
                 mm["patches"][i : i + k] = b.patches
@@ -121,9 +142,9 @@ class PatchStoreWriter:
                 sums[1][src] += x.sum()
                 sums[2][src] += (x * x).sum()
                 i += k
-            for m in mm.values():
+            for m in [*mm.values(), *([] if tokens is None else [tokens])]:
                 m.flush()
-            del mm
+            del mm, tokens
             stats = []
             for s, name in enumerate(sources):
                 mean = sums[1][s] / sums[0][s]
@@ -131,7 +152,8 @@ class PatchStoreWriter:
                 stats.append({"name": name, "kind": self.source_kinds.get(name, "syn"), "mean": float(mean), "std": std,
                               "pixels": int(sums[0][s]), "sum": float(sums[1][s]), "sumsq": float(sums[2][s])})
             meta = {"version": 1, "window": self.window, "count": n, "classes": list(self.classes), "sources": stats,
-                    "groups": groups, "split_of_group": split_of_group, "provenance": self.provenance}
+                    "groups": groups, "split_of_group": split_of_group, "provenance": self.provenance,
+                    "token_size": TOKEN_SIZE if with_tokens else None}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         return PatchStore(final)
 
@@ -161,9 +183,28 @@ class PatchStore:
             if not file.is_file() or file.stat().st_size != expected:
                 raise StoreError(f"{file}: missing or truncated (expected {expected} bytes)")
             self.arrays[key] = np.memmap(file, dtype=dt, mode="r", shape=shape)
+        self._tokens: np.ndarray | None = None
+        if self.meta.get("token_size"):
+            file, side = self.path / TOKENS_FILE, self.window // int(self.meta["token_size"])
+            if not file.is_file() or file.stat().st_size != n * side * side:
+                raise StoreError(f"{file}: missing or truncated (expected {n * side * side} bytes)")
+            self._tokens = np.memmap(file, dtype=np.uint8, mode="r", shape=(n, side, side))
 
     def __len__(self) -> int:
         return int(self.meta["count"])
+
+    @property
+    def tokens(self) -> np.ndarray | None:
+        """(N, W/16, W/16) uint8 class per patch token (:data:`UNKNOWN_TOKEN` where unknown), or
+        None for a store without token targets (extracted before they existed, or from unlabelled data)."""
+        return self._tokens
+
+    def token_indices(self, split: str) -> np.ndarray:
+        """The patches of ``split`` with at least one known token: what a dense head trains on."""
+        if self.tokens is None:
+            return np.zeros(0, np.int64)
+        known = (np.asarray(self.tokens) != UNKNOWN_TOKEN).reshape(len(self), -1).any(axis=1)
+        return np.flatnonzero(known & (self.arrays["splits"] == SPLITS.index(split)))
 
     @property
     def patches(self) -> np.ndarray:
@@ -280,9 +321,15 @@ class ShardedPatchStore(PatchStore):
         self.arrays["sources"] = np.concatenate([
             np.array([names.index(s["name"]) for s in shard.sources], np.uint8)[shard.arrays["sources"]] for shard in self.shards])
         self._patches = ConcatPatches([shard.patches for shard in self.shards])
+        side = self.window // TOKEN_SIZE
+        self._tokens = None
+        if any(shard.tokens is not None for shard in self.shards):  # small: (N, 6, 6) bytes, read into memory
+            self._tokens = np.concatenate([np.asarray(shard.tokens) if shard.tokens is not None else
+                                           np.full((len(shard), side, side), UNKNOWN_TOKEN, np.uint8) for shard in self.shards])
         self.meta: dict[str, Any] = {
             "version": 1, "window": self.window, "count": len(self._patches), "classes": first.classes, "sources": pooled,
             "groups": groups, "shards": [str(shard.path) for shard in self.shards],
+            "token_size": TOKEN_SIZE if self._tokens is not None else None,
             "provenance": {"shards": [shard.meta.get("provenance", {}) for shard in self.shards]},
         }
 

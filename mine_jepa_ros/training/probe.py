@@ -7,9 +7,19 @@ the checkpoint takes the backbone's raw features); ``finetune`` (linear head) an
 train the backbone too, with light flip augmentation and a 10x smaller backbone learning rate.
 AdamW with a 5 % linear warm-up then cosine decay to zero (``schedule="cosine"``, the default):
 the weights at the end do not depend on where in a noisy constant-rate walk the last epoch stopped.
+``intensity_augment`` adds :func:`~mine_jepa_ros.training.augment.intensity_augment` (gain, TVG
+residual, gamma, speckle) to fine-tuning: the intensity shift between surveys.
 The result is a checkpoint the node and ``replay`` load, normalised with the training patches'
 statistics. Evaluation reports macro-F1, per-class F1, accuracy, the confusion matrix (also as a
 PNG), the 2-class MILCO-vs-rest F1 and MILCO recall.
+
+``head="dense"`` trains the per-token head instead (:class:`~mine_jepa_ros.detect.model.MineClassifier`):
+on every training window with token targets (the store's ``tokens.u8``: sliding windows at every
+offset and the crops), cross-entropy over every known token, class weights from the token counts.
+Each epoch takes every window that holds an object token and as many windows of background alone,
+drawn afresh (the background prior is then set by ``background_weight``, chosen on validation
+surveys); fine-tuning flips windows and their token maps together. A dense model's window class
+(for evaluation) is the class of its most probable object token.
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision
+from mine_jepa_ros.detect.merging import window_labels
 from mine_jepa_ros.detect.model import (
     METADATA_KEY,
+    OUTPUTS,
     PROBE_MODES,
     MineClassifier,
     ModelMetadata,
@@ -39,8 +51,8 @@ from mine_jepa_ros.detect.model import (
 from mine_jepa_ros.evaluate.scoring import ClassificationMetrics, classification_metrics
 from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
-from mine_jepa_ros.training.augment import AUGMENTATIONS, augment
-from mine_jepa_ros.training.patches import BACKGROUND_POOL, SPLITS, PatchStore
+from mine_jepa_ros.training.augment import AUGMENTATIONS, augment, intensity_augment
+from mine_jepa_ros.training.patches import BACKGROUND_POOL, SPLITS, UNKNOWN_TOKEN, PatchStore
 from mine_jepa_ros.training.schedule import warmup_cosine_lr
 
 SCHEDULES = ("cosine", "constant")
@@ -49,6 +61,7 @@ SCHEDULES = ("cosine", "constant")
 @dataclass
 class ProbeConfig:
     mode: str = "linear"
+    head: str = "window"  # window: one class per window (CLS token); dense: one per patch token (OUTPUTS)
     init: str = "random"  # a checkpoint (e.g. pretrain's backbone.safetensors), 'random', 'timm' or timm weights
     arch: str = "vit_tiny"  # used when init is not a mine_jepa checkpoint
     epochs: int = 100
@@ -64,6 +77,7 @@ class ProbeConfig:
     standardise: bool = True  # frozen probes: train on features scaled to zero mean / unit variance (folded in after)
     hard_negative_rounds: int = 0  # rounds of mining background windows the model calls objects, then retraining
     hard_negatives_per_round: int = 0  # windows added per round (0: as many as the labelled training patches)
+    intensity_augment: bool = False  # fine-tuning: random gain, TVG residual, gamma and speckle per window
 
 
 def is_mine_jepa_checkpoint(path: Path) -> bool:
@@ -89,12 +103,14 @@ def _to_tensor(store: PatchStore, idx: np.ndarray, mean: float, std: float) -> t
 
 
 @torch.no_grad()
-def _features(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None, batch: int = 128) -> torch.Tensor:
-    backbone.eval()
+def _features(model: MineClassifier, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
+              batch: int = 128) -> torch.Tensor:
+    """What the head sees (:meth:`MineClassifier.features`), computed once for a frozen probe."""
+    model.eval()
     out = []
     for i in range(0, len(x), batch):
         with autocast_for(device, dtype):
-            out.append(backbone(x[i : i + batch].to(device)).float().cpu())
+            out.append(model.features(x[i : i + batch].to(device)).float().cpu())
     return torch.cat(out)
 
 
@@ -129,6 +145,18 @@ class ProbeSchedule:
         self.steps += 1
 
 
+def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _finished(model: MineClassifier, start: float) -> MineClassifier:
+    model.eval()
+    model.metadata.provenance["probe_seconds"] = round(time.perf_counter() - start, 1)
+    return model
+
+
 def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = None, progress: bool = True) -> MineClassifier:
     """Train the probe on the store's labelled training patches; with ``hard_negative_rounds``, then
     repeatedly add the training surveys' background windows (:data:`BACKGROUND_POOL`) that the model
@@ -141,6 +169,16 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
         raise UserError("hard_negative_rounds and hard_negatives_per_round must be >= 0")
     if not cfg.background_weight > 0:
         raise UserError(f"background_weight must be > 0, got {cfg.background_weight}")
+    if cfg.head not in OUTPUTS:
+        raise UserError(f"probe head {cfg.head!r}: expected one of {list(OUTPUTS)}")
+    if cfg.head == "dense":
+        if cfg.hard_negative_rounds:
+            raise UserError("hard-negative rounds mine windows for the window head; the dense head trains on every "
+                            "background window already")
+        model = _fit_dense(store, cfg, progress)
+        if out is not None:
+            save_checkpoint(out, model)
+        return model
     train_idx = np.sort(store.indices("train", labelled=True))
     if len(train_idx) == 0:
         raise StoreError(f"{store.path}: no labelled training patches")
@@ -200,7 +238,7 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
     weight = weight.to(device)
     start = time.perf_counter()
     if cfg.mode in ("linear", "mlp"):
-        feats = _features(model.backbone, x, device, dtype)
+        feats = _features(model, x, device, dtype)
         standardise = cfg.standardise and len(feats) > 1  # one sample has no spread to divide by
         centre, scale = feats.mean(dim=0), (feats.std(dim=0).clamp_min(1e-6) if standardise else torch.ones(feats.shape[1]))
         if standardise:
@@ -218,9 +256,7 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
                 if len(sel) < 2 and cfg.mode == "mlp":
                     continue  # BatchNorm needs two samples
                 loss = F.cross_entropy(head(feats[sel].to(device)), y[sel].to(device), weight=weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                _descend(opt, loss)
         if standardise:
             fold_standardisation(first_linear(head), centre.to(device), scale.to(device))
     else:
@@ -239,16 +275,126 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
                 if len(sel) < 2:
                     continue
                 xb = augment(x[sel].to(device) * std + mean, aug, aug_g)
+                if cfg.intensity_augment:
+                    xb = intensity_augment(xb, aug_g)
                 xb = (xb - mean) / std
                 with autocast_for(device, dtype):
                     logits = model(xb)
                 loss = F.cross_entropy(logits.float(), y[sel].to(device), weight=weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    model.eval()
-    model.metadata.provenance["probe_seconds"] = round(time.perf_counter() - start, 1)
-    return model
+                _descend(opt, loss)
+    return _finished(model, start)
+
+
+def _dense_split(store: PatchStore) -> tuple[np.ndarray, np.ndarray]:
+    """The training windows with token targets: those holding an object token, and the rest."""
+    if store.tokens is None:
+        raise StoreError(f"{store.path}: no token targets (tokens.u8) for the dense head; extract the store again "
+                         "from data with ground truth (simulator, bags with truth, labelled folders, masks)")
+    idx = store.token_indices("train")
+    tokens = np.asarray(store.tokens[idx]).reshape(len(idx), -1)
+    has_object = ((tokens > 0) & (tokens != UNKNOWN_TOKEN)).any(axis=1)
+    if not has_object.any():
+        raise StoreError(f"{store.path}: no training window holds an object token")
+    return idx[has_object], idx[~has_object]
+
+
+def _epoch_windows(objects: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's windows: every object window and as many background-only ones, drawn afresh."""
+    if not len(background):
+        return rng.permutation(objects)
+    drawn = rng.choice(background, size=min(len(background), len(objects)), replace=False)
+    return rng.permutation(np.concatenate([objects, drawn]))
+
+
+def _flip_pairs(x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal and vertical flips of windows (B, 1, H, W) and their token maps (B, T, T) alike."""
+    for image_dim, token_dim in ((3, 2), (2, 1)):
+        flip = torch.rand(len(x), generator=g, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(image_dim), x)
+        t = torch.where(flip[:, None, None], t.flip(token_dim), t)
+    return x, t
+
+
+def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClassifier:
+    """The dense head (module docstring): frozen backbone (token features computed once) or fine-tuned."""
+    device, warning = resolve_device(cfg.device)
+    if warning:
+        print(f"warning: {warning}")
+    dtype = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    objects, background = _dense_split(store)
+    train_idx = np.sort(np.concatenate([objects, background]))
+    backbone, provenance = _backbone_from(cfg.init, cfg.arch, store.window)
+    mean, std = store.mean_std(train_idx)
+    meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
+                         probe_mode=cfg.mode, output="dense", class_names=store.classes, norm_mean=mean, norm_std=std,
+                         provenance={**provenance, "probe": asdict(cfg), "store": str(store.path),
+                                     "train_windows": {"with_objects": int(len(objects)),
+                                                       "background": int(len(background))}})
+    model = MineClassifier(meta, backbone).to(device)
+    classes = len(store.classes)
+    # the expected token counts of one epoch (all object windows, as many background ones)
+    obj_tokens = np.asarray(store.tokens[np.sort(objects)]).ravel()  # type: ignore[index]
+    bg_tokens = np.asarray(store.tokens[np.sort(background)]).ravel()  # type: ignore[index]
+    counts = np.bincount(obj_tokens[obj_tokens != UNKNOWN_TOKEN], minlength=classes)[:classes].astype(np.float64)
+    if len(background):
+        share = min(1.0, len(objects) / len(background))
+        counts += share * np.bincount(bg_tokens[bg_tokens != UNKNOWN_TOKEN], minlength=classes)[:classes]
+    weight = torch.tensor(counts.sum() / (classes * np.maximum(counts, 1.0)) if cfg.balanced else np.ones(classes),
+                          dtype=torch.float32)
+    weight[0] *= cfg.background_weight
+    weight = weight.to(device)
+    position = {int(k): i for i, k in enumerate(train_idx)}
+    x = _to_tensor(store, train_idx, mean, std)
+    targets = torch.from_numpy(np.asarray(store.tokens[train_idx]).astype(np.int64))  # type: ignore[index]
+    rng = np.random.default_rng(cfg.seed)
+    per_epoch = len(objects) + min(len(background), len(objects))
+    start = time.perf_counter()
+
+    def batches() -> list[np.ndarray]:
+        rows = np.array([position[int(k)] for k in _epoch_windows(objects, background, rng)], np.int64)
+        return [rows[i : i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
+
+    if cfg.mode in ("linear", "mlp"):
+        feats = _features(model, x, device, dtype)  # (N, T*T, D)
+        flat = feats.reshape(-1, feats.shape[-1])
+        centre = flat.mean(dim=0)
+        scale = flat.std(dim=0).clamp_min(1e-6) if cfg.standardise else torch.ones(flat.shape[1])
+        feats = (feats - centre) / scale
+        model.backbone.requires_grad_(False)
+        head = model.probe_head.to(device)
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = ProbeSchedule(opt, cfg, per_epoch)
+        head.train()
+        for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode} (dense)", disable=not progress):
+            for rows in batches():
+                schedule.step()
+                sel = torch.from_numpy(rows)
+                logits = model.head_logits(feats[sel].to(device))
+                loss = F.cross_entropy(logits, targets[sel].to(device), weight=weight, ignore_index=UNKNOWN_TOKEN)
+                _descend(opt, loss)
+        fold_standardisation(first_linear(head), centre.to(device), scale.to(device))
+    else:
+        params = [{"params": model.backbone.parameters(), "lr": cfg.lr * 0.1},
+                  {"params": model.probe_head.parameters(), "lr": cfg.lr}]
+        opt = torch.optim.AdamW(params, weight_decay=max(cfg.weight_decay, 0.05))
+        schedule = ProbeSchedule(opt, cfg, per_epoch)
+        model.train()
+        flip_g = torch.Generator(device=device).manual_seed(cfg.seed)
+        for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode} (dense)", disable=not progress):
+            for rows in batches():
+                schedule.step()
+                if len(rows) < 2:
+                    continue
+                sel = torch.from_numpy(rows)
+                xb, tb = _flip_pairs(x[sel].to(device), targets[sel].to(device), flip_g)
+                if cfg.intensity_augment:
+                    xb = (intensity_augment(xb * std + mean, flip_g) - mean) / std
+                with autocast_for(device, dtype):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), tb, weight=weight, ignore_index=UNKNOWN_TOKEN)
+                _descend(opt, loss)
+    return _finished(model, start)
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -264,7 +410,8 @@ def evaluate(model: MineClassifier | Path | str, store: PatchStore, split: str =
         raise StoreError(f"{store.path}: no labelled {split} patches")
     clf = PatchClassifier(clf_model, device=device, batch_size=128, precision=precision)
     probs = clf.predict(np.asarray(store.patches[idx]).astype(np.float32) / 255.0)
-    metrics = classification_metrics(store.labels[idx].astype(np.int64), probs.argmax(1), store.classes)
+    # a window's class: the arg-max (window head), or its most probable object token (dense head)
+    metrics = classification_metrics(store.labels[idx].astype(np.int64), window_labels(probs, None), store.classes)
     metrics.split = split
     return metrics
 
