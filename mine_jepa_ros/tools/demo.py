@@ -8,16 +8,23 @@ training, validation and test surveys come from that one distribution but are ne
    files with ground truth;
 2. SIGReg-pretrain a ViT-Tiny on the training windows (small scale, sonar augmentations);
 3. fine-tune it with a linear head on the labelled training patches (``--probe linear``: head
-   only), once per candidate background loss weight (``--background-weights``), optionally with
+   only; ``--head dense``: a per-token head on every training window with token targets, decoded
+   by peak finding), once per candidate background loss weight (``--background-weights``), optionally with
    ``--hard-negative-rounds`` rounds of adding the training surveys' background windows it calls
    objects and training again (hard-negative mining for the deployment prior);
 4. calibrate each candidate: fit a temperature and pick per-class thresholds (best F1) on the
    validation surveys; the candidate with the best validation F1 is kept, its operating point in the
    checkpoint;
-5. replay the held-out test surveys at that operating point (each with its overlays in
-   ``report/survey_K/``) and score them together: Pd, precision, false alarms per km², localisation
-   error and the FROC curve (``report/metrics.json``, ``report/froc.png``); the MILCO numbers are
-   printed against the goals (Pd >= 0.8 with precision >= 0.5).
+5. replay the held-out test surveys at that operating point (the first ``--overlay-surveys`` with
+   their overlays in ``report/survey_K/``) and score them together: Pd and precision with their
+   Wilson 95 % intervals, AP, false alarms per km², localisation error and the FROC curve
+   (``report/metrics.json``, ``report/froc.png``); the MILCO numbers are printed against the goals
+   (Pd >= 0.8 with precision >= 0.5). The default 28 test surveys hold over 150 objects of each
+   class, so a Pd is known to about +-0.07: a test set that can steer.
+
+``--reuse DIR`` takes steps 1 and 2 from an earlier demo's folder (its surveys, store and backbone),
+so heads and recipes (``--head``, ``--intensity-augment``, ``--random-init``) are compared on the
+same held-out surveys at the cost of the probe alone.
 """
 
 from __future__ import annotations
@@ -26,16 +33,21 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, plot_froc, plot_metrics, replay
 from mine_jepa_ros.evaluate.replay import format_metrics as format_replay_metrics
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.pictures import save_survey_png
 from mine_jepa_ros.sim.survey import FleetVariation, SurveyConfig, simulate_survey
+
+if TYPE_CHECKING:
+    from mine_jepa_ros.training.patches import PatchStore
 
 GOAL_PD, GOAL_PRECISION = 0.8, 0.5
 BASE = SurveyConfig(pings=1536, samples_per_side=512, max_range_m=16.0, altitude_m=2.5, milco_count=6, nombo_count=6,
@@ -47,23 +59,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (replaced)")
     parser.add_argument("--surveys", type=int, default=24, help="training surveys to simulate")
     parser.add_argument("--validation-surveys", type=int, default=3, help="validation surveys (operating point)")
-    parser.add_argument("--test-surveys", type=int, default=3, help="held-out test surveys (the report)")
+    parser.add_argument("--test-surveys", type=int, default=28,
+                        help="held-out test surveys (the report; 6 objects per class each)")
+    parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
     parser.add_argument("--epochs", type=int, default=3, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
-    parser.add_argument("--probe-epochs", type=int, default=0, help="probe epochs (0: 30 fine-tuning, 200 linear)")
+    parser.add_argument("--head", choices=["window", "dense"], default="window",
+                        help="window: one class per window; dense: one per 16-pixel token, decoded by peak finding")
+    parser.add_argument("--intensity-augment", action="store_true",
+                        help="fine-tune with random gain, TVG residual, gamma and speckle per window")
+    parser.add_argument("--probe-epochs", type=int, default=0,
+                        help="probe epochs (0: fine-tuning 30 for the window head, 12 for the dense one; linear 200)")
     parser.add_argument("--hard-negative-rounds", type=int, default=0, help="rounds of hard-negative mining (0: none)")
     parser.add_argument("--hard-negatives-per-round", type=int, default=0,
                         help="windows added per round (0: as many as the labelled training patches)")
-    parser.add_argument("--background-weights", default="1,3",
-                        help="candidate background loss weights, chosen on the validation surveys")
+    parser.add_argument("--background-weights", default="",
+                        help="candidate background loss weights, chosen on the validation surveys (default: 1,3 for "
+                        "the window head; 10,100 for the dense head, whose 36 decisions a window want a stronger prior)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier demo's output folder: its surveys, patch store and pretrained backbone, so that "
+                        "heads and recipes are compared on the same held-out surveys (only the probe is trained)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="no SSL pretraining: the ViT is trained from random init (supervised, the baseline)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
-    weights = [float(w) for w in args.background_weights.split(",") if w.strip()]
+    if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
+        parser.error("--reuse must name another folder than --out (--out is replaced)")
+    weights = [float(w) for w in (args.background_weights or ("1,3" if args.head == "window" else "10,100")).split(",")
+               if w.strip()]
 
-    from mine_jepa_ros.training.config import PretrainConfig
-    from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator
-    from mine_jepa_ros.training.pretrain import Pretrainer
     from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics
     from mine_jepa_ros.training.weighting import choose_background_weight
 
@@ -76,21 +101,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[demo {time.perf_counter() - t0:6.1f} s] {text}", flush=True)
 
+    if args.reuse is not None:
+        test_bags, validation_bags, store, backbone = _reused(args.reuse)
+        say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
+            f"{store.summary()}, backbone {backbone}")
+    else:
+        test_bags, validation_bags, store = _simulate(args, out, say)
+        backbone = None if args.random_init else _pretrain(args, store, out, say)
+    init = "random" if args.random_init or backbone is None else str(backbone)
+
+    model_path = out / "model.safetensors"
+    # a dense epoch holds every window with an object token and as many background ones: about twice
+    # the window head's labelled crops, so fewer epochs keep the demo within its time
+    epochs = args.probe_epochs or (200 if args.probe == "linear" else 30 if args.head == "window" else 12)
+    probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, epochs=epochs, device=args.device,
+                            hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
+                            hard_negatives_per_round=args.hard_negatives_per_round)
+    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
+                                      ReplayOptions(device=args.device))
+    say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative round(s), background weight "
+        f"chosen among {weights}) and its operating point, both chosen on the validation surveys -> {model_path}")
+    print(choice.summary())
+    print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
+
+    for k, bag in enumerate(test_bags[: args.overlay_surveys]):
+        replay(bag, model_path, out / f"detections_bag_{k}",
+               ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
+    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
+    recipe = {"head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
+              "intensity_augment": args.intensity_augment, "background_weight": choice.chosen.background_weight,
+              "reused": None if args.reuse is None else str(args.reuse)}
+    write_json_atomic(out / "report" / "metrics.json", {"model": str(model_path), "recipe": recipe,
+                                                       "test_surveys": [str(b) for b in test_bags],
+                                                       "metrics": metrics.to_dict()})
+    plot_metrics(metrics, out / "report" / "metrics.png")
+    plot_froc(metrics, out / "report" / "froc.png")
+    objects = {name: m.objects for name, m in metrics.detections.items()}
+    say(f"scored the {len(test_bags)} held-out test surveys at that operating point ({metrics.windows_scored} windows "
+        f"scored; objects {objects})")
+    print(format_replay_metrics(metrics))
+    milco = metrics.detections["MILCO"]
+    met = milco.pd >= GOAL_PD and milco.precision >= GOAL_PRECISION
+    (pd_lo, pd_hi), (pr_lo, pr_hi) = milco.pd_interval, milco.precision_interval
+    print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}) on {milco.objects} MILCO: Pd {milco.pd:.2f} "
+          f"[{pd_lo:.2f}, {pd_hi:.2f}], precision {milco.precision:.2f} [{pr_lo:.2f}, {pr_hi:.2f}], AP {milco.ap:.2f}: "
+          f"{'met' if met else 'NOT met'}")
+    print()
+    print(f"detections bags: {out}/detections_bag_* (the first {args.overlay_surveys} test surveys)")
+    print(f"metrics        : {out / 'report' / 'metrics.json'}  (plots {out / 'report' / 'metrics.png'}, "
+          f"{out / 'report' / 'froc.png'})")
+    print(f"overlay PNGs   : {out / 'report'}/survey_*/overlay_*.png")
+    print(f"model          : {model_path}  (ros2 run mine_jepa_ros mine_jepa_node --ros-args -p model_path:={model_path})")
+    say("done")
+    return 0
+
+
+def _simulate(args: argparse.Namespace, out: Path, say: Callable[[str], None]) -> tuple[list[Path], list[Path], PatchStore]:
+    """Test and validation surveys as bags with ground truth, and the training surveys' patch store."""
+    from mine_jepa_ros.training.extract import SimExtractConfig, extract_simulator
+
     fleet = FleetVariation()
     test_bags = []
     for k in range(args.test_surveys):
         survey = simulate_survey(fleet.draw(BASE, 90_001 + k))
         test_bags.append(write_survey_bag(survey, out / f"test_survey_bag_{k}", SurveyBagOptions(frame_height=512)))
-        save_survey_png(survey, out / f"test_survey_{k}.png")
-    say(f"test surveys: {', '.join(str(b) for b in test_bags)} (pictures {out}/test_survey_*.png)")
+        if k < args.overlay_surveys:
+            save_survey_png(survey, out / f"test_survey_{k}.png")
+    say(f"{len(test_bags)} test surveys: {out}/test_survey_bag_0 .. {len(test_bags) - 1} "
+        f"(pictures of the first {args.overlay_surveys}: {out}/test_survey_*.png)")
     validation_bags = [write_survey_bag(simulate_survey(fleet.draw(BASE, 80_001 + k)), out / f"validation_bag_{k}",
                                         SurveyBagOptions(frame_height=512)) for k in range(args.validation_surveys)]
     say(f"validation surveys: {', '.join(str(b) for b in validation_bags)}")
-
     sim = SimExtractConfig(surveys=args.surveys, pings=1024, samples_per_side=512, max_range_m=16.0, altitude_m=2.5,
                            objects_per_class=5, seed=1, vary=True, offset_crops=args.offset_crops)
     store = extract_simulator(out / "patches", sim)
     say(store.summary())
+    return test_bags, validation_bags, store
+
+
+def _pretrain(args: argparse.Namespace, store: PatchStore, out: Path, say: Callable[[str], None]) -> Path:
+    from mine_jepa_ros.training.config import PretrainConfig
+    from mine_jepa_ros.training.pretrain import Pretrainer
 
     cfg = PretrainConfig(method="sigreg", arch="vit_tiny", augment="sonar", epochs=args.epochs, batch_size=64, views=2,
                          proj_hidden=512, lr=1e-3, warmup_epochs=0.5, device=args.device)
@@ -98,44 +189,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     last = pre.metrics[-1]
     say(f"SIGReg pretraining: loss {last['loss']:.3f}, online probe accuracy {last['probe_acc']:.2f} "
         f"-> {pre.backbone} (curves: {out / 'pretrain' / 'metrics.png'})")
+    return Path(pre.backbone)
 
-    model_path = out / "model.safetensors"
-    epochs = args.probe_epochs or (30 if args.probe == "finetune" else 200)
-    probe_cfg = ProbeConfig(mode=args.probe, init=str(pre.backbone), epochs=epochs, device=args.device,
-                            hard_negative_rounds=args.hard_negative_rounds,
-                            hard_negatives_per_round=args.hard_negatives_per_round)
-    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
-                                      ReplayOptions(device=args.device))
-    say(f"probe ({args.probe}, {epochs} epochs, {args.hard_negative_rounds} hard-negative round(s), background weight "
-        f"chosen among {weights}) and its operating point, both chosen on the validation surveys -> {model_path}")
-    print(choice.summary())
-    print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
-    windows = 0
-    for k, bag in enumerate(test_bags):
-        result = replay(bag, model_path, out / f"detections_bag_{k}",
-                        ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True,
-                                      progress=False))
-        windows += result.windows
-    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
-    write_json_atomic(out / "report" / "metrics.json", {"model": str(model_path), "test_surveys": [str(b) for b in test_bags],
-                                                       "metrics": metrics.to_dict()})
-    plot_metrics(metrics, out / "report" / "metrics.png")
-    plot_froc(metrics, out / "report" / "froc.png")
-    say(f"replayed the {len(test_bags)} held-out test surveys at that operating point ({windows} windows)")
-    print(format_replay_metrics(metrics))
-    milco = metrics.detections["MILCO"]
-    met = milco.pd >= GOAL_PD and milco.precision >= GOAL_PRECISION
-    print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}): Pd {milco.pd:.2f}, precision "
-          f"{milco.precision:.2f}: {'met' if met else 'NOT met'}")
-    print()
-    print(f"detections bags: {out}/detections_bag_*")
-    print(f"metrics        : {out / 'report' / 'metrics.json'}  (plots {out / 'report' / 'metrics.png'}, "
-          f"{out / 'report' / 'froc.png'})")
-    print(f"overlay PNGs   : {out / 'report'}/survey_*/overlay_*.png")
-    print(f"model          : {model_path}  (ros2 run mine_jepa_ros mine_jepa_node --ros-args -p model_path:={model_path})")
-    say("done")
-    return 0
+def _reused(folder: Path) -> tuple[list[Path], list[Path], PatchStore, Path | None]:
+    """An earlier demo's surveys, store and backbone (None when it was trained from random init)."""
+    from mine_jepa_ros.training.patches import PatchStore
+
+    def numbered(prefix: str) -> list[Path]:
+        return sorted(folder.glob(f"{prefix}*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+
+    test_bags, validation_bags = numbered("test_survey_bag_"), numbered("validation_bag_")
+    if not test_bags or not validation_bags or not (folder / "patches" / "meta.json").is_file():
+        raise UserError(f"{folder}: not a demo output (test_survey_bag_*, validation_bag_* and patches/ expected)")
+    backbone = folder / "pretrain" / "backbone.safetensors"
+    return test_bags, validation_bags, PatchStore(folder / "patches"), backbone if backbone.is_file() else None
 
 
 if __name__ == "__main__":
