@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_shipped_recipe_loads_into_its_record() -> None:
-    assert scale_names() == ["cpu", "paper", "smoke"]
+    assert scale_names() == ["cpu", "paper", "paper-short", "smoke"]
     assert scale_names("real-eval-") == ["cpu", "smoke"]
     for name in scale_names():
         recipe = experiment_recipe(name)
@@ -32,6 +32,9 @@ def test_every_shipped_recipe_loads_into_its_record() -> None:
     paper = experiment_recipe("paper")
     assert (paper.pretrain.arch, paper.pretrain.init, paper.pretrain.batch_size, paper.pretrain.views) == ("vit_small", "timm", 1024, 4)
     assert paper.pretrain.lr == pytest.approx(1.4e-3) and paper.pretrain.epochs == 100
+    short = experiment_recipe("paper-short")  # scripts/gpu_figures.sh: no hub on the GPU machine, so random init
+    assert (short.pretrain.arch, short.pretrain.init, short.pretrain.views) == ("vit_small", "random", 4)
+    assert short.detection.test_surveys * short.sim.objects_per_class >= 150  # at least 150 MILCO can be tested
     assert find_recipe("cpu.yaml") == ROOT / "training" / "cpu.yaml"  # the checkout's own recipes first
 
 
