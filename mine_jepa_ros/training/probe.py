@@ -344,19 +344,29 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
                           dtype=torch.float32)
     weight[0] *= cfg.background_weight
     weight = weight.to(device)
-    position = {int(k): i for i, k in enumerate(train_idx)}
-    x = _to_tensor(store, train_idx, mean, std)
-    targets = torch.from_numpy(np.asarray(store.tokens[train_idx]).astype(np.int64))  # type: ignore[index]
     rng = np.random.default_rng(cfg.seed)
     per_epoch = len(objects) + min(len(background), len(objects))
     start = time.perf_counter()
 
-    def batches() -> list[np.ndarray]:
-        rows = np.array([position[int(k)] for k in _epoch_windows(objects, background, rng)], np.int64)
-        return [rows[i : i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
+    def batches(pool_background: np.ndarray) -> list[np.ndarray]:
+        """One epoch's store indices, in batches."""
+        order = _epoch_windows(objects, pool_background, rng)
+        return [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+
+    def windows_of(idx: np.ndarray) -> torch.Tensor:
+        """The normalised windows ``idx``, in that order (the store is read in index order)."""
+        return _to_tensor(store, idx, mean, std)[torch.from_numpy(np.argsort(np.argsort(idx)))]
+
+    def targets_of(idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(store.tokens[np.asarray(idx)]).astype(np.int64)).to(device)  # type: ignore[index]
 
     if cfg.mode in ("linear", "mlp"):
-        feats = _features(model, x, device, dtype)  # (N, T*T, D)
+        # token features are computed once, for the object windows and up to 4x as many background ones
+        if len(background) > 4 * len(objects):
+            background = np.sort(rng.choice(background, size=4 * len(objects), replace=False))
+        pool = np.sort(np.concatenate([objects, background]))
+        row_of = {int(k): i for i, k in enumerate(pool)}
+        feats = _features(model, _to_tensor(store, pool, mean, std), device, dtype)  # (N, T*T, D)
         flat = feats.reshape(-1, feats.shape[-1])
         centre = flat.mean(dim=0)
         scale = flat.std(dim=0).clamp_min(1e-6) if cfg.standardise else torch.ones(flat.shape[1])
@@ -367,14 +377,13 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
         schedule = ProbeSchedule(opt, cfg, per_epoch)
         head.train()
         for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode} (dense)", disable=not progress):
-            for rows in batches():
+            for idx in batches(background):
                 schedule.step()
-                sel = torch.from_numpy(rows)
-                logits = model.head_logits(feats[sel].to(device))
-                loss = F.cross_entropy(logits, targets[sel].to(device), weight=weight, ignore_index=UNKNOWN_TOKEN)
-                _descend(opt, loss)
+                rows = torch.from_numpy(np.array([row_of[int(k)] for k in idx], np.int64))
+                logits = model.head_logits(feats[rows].to(device))
+                _descend(opt, F.cross_entropy(logits, targets_of(idx), weight=weight, ignore_index=UNKNOWN_TOKEN))
         fold_standardisation(first_linear(head), centre.to(device), scale.to(device))
-    else:
+    else:  # windows are read from the store batch by batch: a large store need not fit in memory
         params = [{"params": model.backbone.parameters(), "lr": cfg.lr * 0.1},
                   {"params": model.probe_head.parameters(), "lr": cfg.lr}]
         opt = torch.optim.AdamW(params, weight_decay=max(cfg.weight_decay, 0.05))
@@ -382,18 +391,16 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
         model.train()
         flip_g = torch.Generator(device=device).manual_seed(cfg.seed)
         for _ in tqdm(range(cfg.epochs), desc=f"probe {cfg.mode} (dense)", disable=not progress):
-            for rows in batches():
+            for idx in batches(background):
                 schedule.step()
-                if len(rows) < 2:
+                if len(idx) < 2:
                     continue
-                sel = torch.from_numpy(rows)
-                xb, tb = _flip_pairs(x[sel].to(device), targets[sel].to(device), flip_g)
+                xb, tb = _flip_pairs(windows_of(idx).to(device), targets_of(idx), flip_g)
                 if cfg.intensity_augment:
                     xb = (intensity_augment(xb * std + mean, flip_g) - mean) / std
                 with autocast_for(device, dtype):
                     logits = model(xb)
-                loss = F.cross_entropy(logits.float(), tb, weight=weight, ignore_index=UNKNOWN_TOKEN)
-                _descend(opt, loss)
+                _descend(opt, F.cross_entropy(logits.float(), tb, weight=weight, ignore_index=UNKNOWN_TOKEN))
     return _finished(model, start)
 
 
