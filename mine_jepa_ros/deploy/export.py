@@ -75,8 +75,8 @@ class ExportReport:
                  f"{list(self.checked_batches)})" if self.verified else "not verified (onnxruntime not installed)")
         kind = "fp32" if self.quantisation is None else f"INT8 ({self.quantisation.mode})"
         text = (f"{self.path}: {kind}, {self.bytes / 1e6:.1f} MB, input '{INPUT_NAME}' float32 (N, {self.window}, "
-                f"{self.window}) 0..1, output '{OUTPUT_NAME}' (N, {', '.join(map(str, self.output_shape))}) over {self.classes}, opset "
-                f"{self.opset}; {check}")
+                f"{self.window}) 0..1, output '{OUTPUT_NAME}' (N, {', '.join(map(str, self.output_shape))}) over "
+                f"{self.classes}, opset {self.opset}; {check}")
         return text if self.quantisation is None else text + "\n" + self.quantisation.summary()
 
 
@@ -116,8 +116,8 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
                                separate_qkv=int8 != "static")
             report = quantise_model(fp32.path, dst, int8, calibration, max_f1_drop)
         return ExportReport(path=dst, bytes=dst.stat().st_size, classes=fp32.classes, window=fp32.window,
-                            opset=opset, output_shape=fp32.output_shape, verified=True, max_abs_diff=fp32.max_abs_diff,
-                            checked_batches=fp32.checked_batches, quantisation=report)
+                            opset=opset, output_shape=fp32.output_shape, verified=True,
+                            max_abs_diff=fp32.max_abs_diff, checked_batches=fp32.checked_batches, quantisation=report)
     _require("onnx")
     _require("onnxscript")
     import onnx
@@ -145,7 +145,8 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = DEFAULT_OP
             if max_diff > MAX_ABS_DIFF:
                 raise UserError(f"{dst}: ONNX Runtime differs from PyTorch by {max_diff:.2e} (> {MAX_ABS_DIFF}); not written")
     return ExportReport(path=dst, bytes=dst.stat().st_size, classes=list(meta.class_names), window=meta.window, opset=opset,
-                        output_shape=meta.output_shape, verified=verified, max_abs_diff=max_diff, checked_batches=check_batches if verified else ())
+                        output_shape=meta.output_shape, verified=verified, max_abs_diff=max_diff,
+                        checked_batches=check_batches if verified else ())
 
 
 def torch_to_onnx(wrapper: ProbabilityModel, window: int, opset: int) -> onnx.ModelProto:

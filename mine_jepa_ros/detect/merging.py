@@ -31,7 +31,6 @@ connected positive cells. :func:`make_merger` picks the merger for a model's out
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -286,11 +285,12 @@ class TokenMerger:
         thr = np.asarray(self._thresholds.indexed())
         positive = (labels > 0) & (best >= thr[labels])
         height, width = best.shape
+        of_class = {k: positive & (labels == k) for k in range(1, len(self.class_names))}
         out = []
         for i, j in zip(*np.nonzero(positive[first:last])):
             i += first
             k, p = int(labels[i, j]), float(best[i, j])
-            mine = positive & (labels == k)
+            mine = of_class[k]
             a, b = max(i - PEAK_RADIUS_CELLS, 0), min(i + PEAK_RADIUS_CELLS + 1, height)
             c, d = max(j - PEAK_RADIUS_CELLS, 0), min(j + PEAK_RADIUS_CELLS + 1, width)
             hood = np.where(mine[a:b, c:d], best[a:b, c:d], -1.0)
@@ -357,11 +357,16 @@ def make_merger(output: str, window: int, class_names: Sequence[str]) -> Merger:
     return TokenMerger(window, class_names) if output == "dense" else WindowMerger(window, class_names)
 
 
+def merger_for(probabilities: np.ndarray, window: int, class_names: Sequence[str]) -> Merger:
+    """The merger for stored probabilities: window ones (N, classes) or dense maps (N, classes, tokens, tokens)."""
+    return make_merger("dense" if probabilities.ndim == 4 else "window", window, class_names)
+
+
 def detections_from_windows(positions: np.ndarray, probabilities: np.ndarray, thresholds: Thresholds,
                             window: int, class_names: Sequence[str]) -> list[Detection]:
     """The detections a set of classified windows makes at ``thresholds`` (what the pipeline
     publishes for them; used to sweep thresholds offline): window probabilities (N, classes) or
     dense maps (N, classes, tokens, tokens)."""
-    merger = make_merger("dense" if probabilities.ndim == 4 else "window", window, class_names)
+    merger = merger_for(probabilities, window, class_names)
     merger.add(positions, probabilities, thresholds)
     return merger.flush()

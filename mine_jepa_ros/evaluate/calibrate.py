@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.evaluate.folder_replay import image_scenes
-from mine_jepa_ros.detect.merging import Thresholds, make_merger
+from mine_jepa_ros.detect.merging import Thresholds, merger_for
 from mine_jepa_ros.detect.backends import load_detector
 from mine_jepa_ros.detect.model import save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
@@ -191,7 +191,7 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
     the detections are made as the pipeline makes them."""
     scorer = Scorer(class_names, window, gate)
     for scene in scenes:
-        merger = make_merger("dense" if scene.probabilities.ndim == 4 else "window", window, class_names)
+        merger = merger_for(scene.probabilities, window, class_names)
         labels = merger.add(scene.positions, scene.probabilities, thresholds)  # labels each window once
         scorer.add(scene, merger.flush(), labels)
     return scorer.metrics(thresholds)

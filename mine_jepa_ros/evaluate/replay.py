@@ -22,7 +22,7 @@ from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
-from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer
+from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer, interval_text
 from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.geo.formats import write_contacts
 from mine_jepa_ros.geometry import ground_range_m, slant_range_of_column
@@ -257,9 +257,8 @@ def format_metrics(metrics: DetectionMetrics) -> str:
              f"class    threshold  {'Pd [95 % interval]':20s}  {'precision [95 % interval]':25s}  AP     false alarms  "
              f"per km2   loc. error ({unit})  detections  objects"]
     for name, m in metrics.detections.items():
-        (pd_lo, pd_hi), (pr_lo, pr_hi) = m.pd_interval, m.precision_interval
-        pd = f"{m.pd:.3f} [{pd_lo:.2f}, {pd_hi:.2f}]"
-        precision = f"{m.precision:.3f} [{pr_lo:.2f}, {pr_hi:.2f}]"
+        pd = f"{m.pd:.3f} {interval_text(m.pd_interval)}"
+        precision = f"{m.precision:.3f} {interval_text(m.precision_interval)}"
         lines.append(f"{name:8s} {_num(m.threshold, '9.2f')}  {pd:20s}  {precision:25s}  {m.ap:.3f}  "
                      f"{m.false_alarms:12d}  {_num(m.false_alarms_per_km2, '8.0f')}  "
                      f"{_num(m.localisation_error, '15.2f')}  {m.detections:10d}  {m.objects:7d}")

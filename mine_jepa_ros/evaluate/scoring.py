@@ -68,6 +68,11 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def interval_text(bounds: Sequence[float]) -> str:
+    """An interval as the reports print it: ``[0.60, 0.74]``."""
+    return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
 @dataclass(frozen=True)
 class MatchGate:
     """How close a detection's centre must be to an object's: metres with geometry, else pixels."""

@@ -10,8 +10,8 @@ decided here, once:
   ``CompressedImage``), ``raw_sonar_image`` (``marine_acoustic_msgs/RawSonarImage``, port and
   starboard on two topics, paired by stamp) or ``smarc_sidescan`` (``smarc_msgs/Sidescan``, both
   channels in one message). ``auto`` takes images where the bag has any, else a driver's topics.
-* **Frames or pings** (:data:`~mine_jepa_ros.input_types.RECORDING_MODES`): ``auto`` calls a bag whose first decodable image is one row
-  high a ping bag; driver messages are always pings.
+* **Frames or pings** (:data:`~mine_jepa_ros.input_types.RECORDING_MODES`): ``auto`` calls a bag
+  whose first decodable image is one row high a ping bag; driver messages are always pings.
 * **Truth by stamp.** A ``Detection2DArray`` topic is ground truth. Frames: the array with the
   frame's header stamp holds that frame's objects in its pixels. Pings: every array's boxes count
   rows (pings) from the start of the recording.
@@ -58,6 +58,7 @@ from mine_jepa_ros.io.image_codec import ImageDecodeError, decode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import NAV_TYPES
 from mine_jepa_ros.io.sonar_drivers import RAW_SONAR_IMAGE_TYPE, SMARC_SIDESCAN_TYPE, DriverAssembler, PingRows
+
 
 @dataclass(frozen=True)
 class RecordingOptions:

@@ -42,6 +42,7 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, plot_froc, plot_metrics, replay
 from mine_jepa_ros.evaluate.replay import format_metrics as format_replay_metrics
+from mine_jepa_ros.evaluate.scoring import interval_text
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.pictures import save_survey_png
 from mine_jepa_ros.sim.survey import FleetVariation, SurveyConfig, simulate_survey
@@ -119,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             hard_negatives_per_round=args.hard_negatives_per_round)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
                                       ReplayOptions(device=args.device))
-    say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative round(s), background weight "
-        f"chosen among {weights}) and its operating point, both chosen on the validation surveys -> {model_path}")
+    say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
+        f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
+        f"surveys -> {model_path}")
     print(choice.summary())
     print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
@@ -142,10 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_replay_metrics(metrics))
     milco = metrics.detections["MILCO"]
     met = milco.pd >= GOAL_PD and milco.precision >= GOAL_PRECISION
-    (pd_lo, pd_hi), (pr_lo, pr_hi) = milco.pd_interval, milco.precision_interval
     print(f"MILCO goal (Pd >= {GOAL_PD}, precision >= {GOAL_PRECISION}) on {milco.objects} MILCO: Pd {milco.pd:.2f} "
-          f"[{pd_lo:.2f}, {pd_hi:.2f}], precision {milco.precision:.2f} [{pr_lo:.2f}, {pr_hi:.2f}], AP {milco.ap:.2f}: "
-          f"{'met' if met else 'NOT met'}")
+          f"{interval_text(milco.pd_interval)}, precision {milco.precision:.2f} {interval_text(milco.precision_interval)}, "
+          f"AP {milco.ap:.2f}: {'met' if met else 'NOT met'}")
     print()
     print(f"detections bags: {out}/detections_bag_* (the first {args.overlay_surveys} test surveys)")
     print(f"metrics        : {out / 'report' / 'metrics.json'}  (plots {out / 'report' / 'metrics.png'}, "

@@ -17,7 +17,8 @@ Inputs and outputs are 0..1 intensities, (B, 1, H, W); normalisation happens aft
 survey a model has not seen: what changes between sonars, settings and seabeds while the objects
 stay the same. Per window: a gain, a residual of time-varied gain (an exponential ramp across the
 window's columns, the range axis), a gamma, and multiplicative speckle (unit-mean noise with the
-variance of L-look speckle, log-normal so that the generator draws it). Geometry is untouched, so token targets stay valid.
+variance of L-look speckle, log-normal so that the generator draws it). Geometry is untouched, so
+token targets stay valid.
 """
 
 from __future__ import annotations

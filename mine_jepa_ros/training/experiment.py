@@ -31,7 +31,7 @@ from typing import Any
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
 from mine_jepa_ros.evaluate.calibrate import Target, calibrate, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions
-from mine_jepa_ros.evaluate.scoring import froc_auc
+from mine_jepa_ros.evaluate.scoring import froc_auc, interval_text
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import simulate_survey
@@ -66,7 +66,7 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def _interval(bounds: list[float] | None) -> str:
-    return f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
+    return f" {interval_text(bounds)}" if bounds else ""
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -419,15 +419,15 @@ class MaskTileJob:
         tiles = WaterfallTiler(self.window, self.stride).tile(image)
         if not len(tiles):
             return [], f"skipped: smaller than a window ({self.window} px)"
-        counts = np.array([(mask[r : r + self.window, c : c + self.window] > 127).sum() for r, c in tiles.positions])
+        windows = np.stack([mask[r : r + self.window, c : c + self.window] > 127 for r, c in tiles.positions])
+        counts = windows.sum(axis=(1, 2))
         labels = np.where(counts >= self.min_object_pixels, 1, np.where(counts == 0, 0, -1)).astype(np.int16)
         keep = labels >= 0
         tokens = None
         if self.window % TOKEN_SIZE == 0:
             side = self.window // TOKEN_SIZE
-            per_token = np.stack([(mask[r : r + self.window, c : c + self.window] > 127)
-                                  .reshape(side, TOKEN_SIZE, side, TOKEN_SIZE).sum(axis=(1, 3)) for r, c in tiles.positions])
-            tokens = np.where(per_token * 4 >= TOKEN_SIZE * TOKEN_SIZE, 1, np.where(per_token == 0, 0, -1))[keep]
+            per_token = windows[keep].reshape(-1, side, TOKEN_SIZE, side, TOKEN_SIZE).sum(axis=(2, 4))
+            tokens = np.where(per_token * 4 >= TOKEN_SIZE * TOKEN_SIZE, 1, np.where(per_token == 0, 0, -1))
         return [PatchBatch(tiles.patches[keep], labels[keep], self.group, self.source, tokens)], ""
 
 
