@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,11 +27,24 @@ def classifier(busy_checkpoint: Path) -> PatchClassifier:
     return PatchClassifier(load_checkpoint(busy_checkpoint), device="cpu", batch_size=32, precision="fp32")
 
 
+@pytest.fixture(scope="module")
+def normalising_classifier(busy_checkpoint: Path) -> PatchClassifier:
+    """The same model, trained (so its metadata says) on range-normalised recordings."""
+    model = load_checkpoint(busy_checkpoint)
+    model.metadata = replace(model.metadata, input_normalisation={"kind": "range", "half_life_pings": 64.0})
+    return PatchClassifier(model, device="cpu", batch_size=32, precision="fp32")
+
+
 def _frame(pixels: np.ndarray, t: int = 0):  # type: ignore[no-untyped-def]
     return encode_image(FACTORY, pixels, FACTORY.header(t, "sss"))
 
 
-def test_streaming_and_frame_paths_give_identical_detections(classifier: PatchClassifier, narrow_survey: Survey) -> None:
+@pytest.mark.parametrize("normalised", [False, True], ids=["raw", "range-normalised"])
+def test_streaming_and_frame_paths_give_identical_detections(classifier: PatchClassifier,
+                                                             normalising_classifier: PatchClassifier,
+                                                             narrow_survey: Survey, normalised: bool) -> None:
+    if normalised:  # the normaliser works ping by ping: a frame and its pings one by one are normalised alike
+        classifier = normalising_classifier
     img = narrow_survey.to_uint8()
     frames = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW))
     whole = frames.process(_frame(img))
@@ -136,3 +150,32 @@ def test_ground_range_and_geometry_from_values() -> None:
     g = SonarGeometry(0.05, 3.0, 0.1)
     assert g.position_m(10, 200 + 100, 400) == (pytest.approx(1.0), pytest.approx(-4.0))  # starboard: y negative
     assert g.position_m(10, 200 - 100, 400) == (pytest.approx(1.0), pytest.approx(4.0))  # port: y left, positive
+
+
+def test_a_normalising_model_sees_its_recordings_normalised(classifier: PatchClassifier,
+                                                            normalising_classifier: PatchClassifier,
+                                                            narrow_survey: Survey) -> None:
+    from mine_jepa_ros.detect.normalise import normalise_image
+    from mine_jepa_ros.detect.pipeline import DecodedFrame
+    from mine_jepa_ros.io.image_codec import to_unit_intensity
+
+    raw = to_unit_intensity(narrow_survey.to_uint8(), 255.0)  # as its mono8 frames decode
+    config = normalising_classifier.metadata.normalisation
+    assert config.active and config.half_life_pings == 64.0
+    pre = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW)).process(
+        DecodedFrame(FACTORY.header(0, "sss"), normalise_image(raw, config)))
+    for _ in range(2):  # an image of a folder is a recording of its own: the second is normalised afresh
+        out = DetectionPipeline(normalising_classifier, PipelineConfig("frames", thresholds=LOW)).process(
+            DecodedFrame(FACTORY.header(0, "sss"), raw))
+        assert pre is not None and out is not None and np.array_equal(out.probabilities, pre.probabilities)
+    unnormalised = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW)).process(
+        DecodedFrame(FACTORY.header(0, "sss"), raw))
+    assert unnormalised is not None and not np.allclose(unnormalised.probabilities, pre.probabilities)
+    # frames of one recording continue one another: the second frame's statistics include the first's
+    pipeline = DetectionPipeline(normalising_classifier, PipelineConfig("frames", thresholds=LOW))
+    halves = [pipeline.process(_frame(narrow_survey.to_uint8()[k * 200:(k + 1) * 200], k)) for k in range(2)]
+    whole = normalise_image(raw, config)
+    second = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW)).process(
+        DecodedFrame(FACTORY.header(1, "sss"), whole[200:400]))
+    assert halves[1] is not None and second is not None
+    assert np.allclose(halves[1].probabilities, second.probabilities, atol=1e-5)  # batched apart: float precision

@@ -448,6 +448,54 @@ def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, ca
 
 
 @pytest.mark.slow
+def test_pretraining_continues_from_a_backbone_on_a_new_surveys_unlabelled_windows(
+        store: PatchStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In-domain SSL on a new survey before detecting on it: extract its windows without labels,
+    continue SIGReg from the backbone on old + new windows (``pretrain --init BACKBONE``)."""
+    from mine_jepa_ros.sim import SurveyConfig, simulate_survey
+    from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
+    from mine_jepa_ros.training.patches import UNLABELLED
+
+    tiny = ["--epochs", "1", "--batch-size", "8", "--views", "2", "--proj-hidden", "32", "--num-slices", "16",
+            "--steps-per-epoch", "2", "--device", "cpu"]
+    assert main(["pretrain", "--store", str(store.path), "--out", str(tmp_path / "pre"), *tiny]) == 0
+    first = tmp_path / "pre" / "backbone.safetensors"
+    survey = simulate_survey(SurveyConfig(pings=256, samples_per_side=128, max_range_m=10.0, altitude_m=2.0,
+                                          milco_count=1, nombo_count=1, object_ground_range_m=(3.0, 7.0), seed=8))
+    bag = write_survey_bag(survey, tmp_path / "new_survey", SurveyBagOptions(frame_height=128))
+    assert main(["extract", "--bag", str(bag), "--no-labels", "--out", str(tmp_path / "new"), "--test-fraction", "0"]) == 0
+    new = PatchStore(tmp_path / "new")
+    assert len(new) > 0 and (new.labels == UNLABELLED).all() and new.tokens is None  # its truth is not used
+    capsys.readouterr()
+    assert main(["extract", "--sim", "1", "--no-labels", "--out", str(tmp_path / "nope")]) == 2
+    assert "--no-labels applies to recordings" in capsys.readouterr().err
+    assert main(["pretrain", "--store", str(store.path), "--store", str(new.path), "--init", str(first),
+                 "--out", str(tmp_path / "adapted"), *tiny]) == 0
+    adapted = load_checkpoint(tmp_path / "adapted" / "backbone.safetensors")
+    assert adapted.metadata.provenance["init"]["init"] == str(first)
+    start, random = load_checkpoint(first).backbone.state_dict(), new_classifier("vit_tiny", seed=9).backbone.state_dict()
+    moved = sum(float((adapted.backbone.state_dict()[k] - v).norm()) for k, v in start.items())
+    apart = sum(float((random[k] - v).norm()) for k, v in start.items())
+    assert 0 < moved < 0.1 * apart  # two steps on from the backbone, not from scratch
+    assert main(["extract", "--bag", str(bag), "--no-labels", "--normalise", "range", "--out", str(tmp_path / "norm")]) == 0
+    assert main(["extract", "--bag", str(bag), "--normalise", "range", "--out", str(tmp_path / "norm_labelled")]) == 0
+    capsys.readouterr()
+    refused = [  # each in one line: a backbone of another size, windows normalised otherwise
+        (["pretrain", "--store", str(new.path), "--init", str(first), "--arch", "vit_small", "--out", str(tmp_path / "s"), *tiny],
+         "a vit_tiny backbone, but --arch is vit_small"),
+        (["pretrain", "--store", str(tmp_path / "norm"), "--init", str(first), "--out", str(tmp_path / "n"), *tiny],
+         "input normalisation none, these stores have {'kind': 'range'"),
+        (["pretrain", "--store", str(store.path), "--store", str(tmp_path / "norm"), "--out", str(tmp_path / "m"), *tiny],
+         "different input normalisations"),
+        (["probe", "--store", str(tmp_path / "norm_labelled"), "--init", str(first), "--epochs", "1",
+          "--out", str(tmp_path / "p.safetensors"), "--device", "cpu"], "pretrained on windows with input normalisation none"),
+    ]
+    for args, message in refused:
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--only", "random init,SIGReg",
             "--device", "cpu", "--seeds", "0,1"]

@@ -77,6 +77,13 @@ def add_extract(sub: Subcommands) -> None:
     p.add_argument("--offset-crops", type=int, default=0,
                    help="simulator: extra labelled crops per object, off-centre as a sliding window sees it")
     p.add_argument("--stride", type=positive_int, default=64, help="sliding-window stride")
+    p.add_argument("--normalise", choices=["none", "range"], default="none",
+                   help="input normalisation of each recording / image before cutting windows: range = divide every "
+                   "ping by the running mean intensity of its range bins (per recording, online, as the node does it "
+                   "for a model trained on this store)")
+    p.add_argument("--no-labels", action="store_true",
+                   help="--bag / --xtf: ignore any ground truth, every window unlabelled (a new survey's windows for "
+                   "`pretrain --init BACKBONE --store OLD --store NEW`, SSL before detecting on it)")
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, simulator)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="--bag / --xtf / --yolo / --masks: process the files in this many parallel processes, into "
@@ -86,6 +93,7 @@ def add_extract(sub: Subcommands) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.normalise import NormalisationConfig
     from mine_jepa_ros.training.extract import (
         SimExtractConfig,
         extract_mask_folders,
@@ -98,26 +106,31 @@ def run_extract(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: exists already; not overwriting")
     if args.workers > 1 and args.sim:
         raise UserError("--workers parallelises over input files: --sim runs in one process")
+    if args.no_labels and not (args.bag or args.xtf):
+        raise UserError("--no-labels applies to recordings (--bag, --xtf); leave it out for labelled folders and --sim")
+    norm = NormalisationConfig(args.normalise)
     if args.sim:
         store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings, vary=args.vary,
-                                                              offset_crops=args.offset_crops,
+                                                              offset_crops=args.offset_crops, normalise=args.normalise,
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
                                   stride=args.stride, test_fraction=args.test_fraction)
     elif args.xtf:
         store = extract_recordings(args.out, args.xtf, stride=args.stride, source=args.source or "xtf",
-                                   test_fraction=args.test_fraction, seed=args.seed, workers=args.workers)
+                                   test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
+                                   normalisation=norm, use_truth=not args.no_labels)
     elif args.masks:
         store = extract_mask_folders(args.out, args.masks, stride=args.stride, test_fraction=args.test_fraction,
-                                     source=args.source or "real", seed=args.seed, workers=args.workers)
+                                     source=args.source or "real", seed=args.seed, workers=args.workers,
+                                     normalisation=norm)
     elif args.yolo:
         years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
         store = extract_yolo_folder(args.out, args.yolo, stride=args.stride, test_years=years,
                                     test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed,
-                                    workers=args.workers)
+                                    workers=args.workers, normalisation=norm)
     else:
         store = extract_recordings(args.out, args.bag, recording_options_from_args(args), stride=args.stride,
                                    source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,
-                                   workers=args.workers)
+                                   workers=args.workers, normalisation=norm, use_truth=not args.no_labels)
     print(store.summary())
     return 0
 

@@ -37,7 +37,10 @@ def add_pretrain(sub: Subcommands) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
     p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default=d.arch, help="ViT size")
-    p.add_argument("--init", default=d.init, help="random, timm (ImageNet via timm's hub) or a local timm weights file")
+    p.add_argument("--init", default=d.init,
+                   help="random, timm (ImageNet via timm's hub), a local timm weights file, or a mine_jepa checkpoint "
+                   "(an earlier backbone.safetensors or model): SSL continues from its backbone, e.g. on a new "
+                   "survey's unlabelled windows (--store old --store new) before detecting on it")
     p.add_argument("--augment", choices=["sonar", "natural"], default=d.augment, help="view augmentations")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="patches per step")

@@ -3,8 +3,9 @@
 A checkpoint is ONE ``.safetensors`` file; in its header metadata, under the key ``mine_jepa``, a
 JSON document says everything needed to use it: architecture, input size, class names,
 normalisation statistics, window and stride, probe mode, which output the head gives (``window``:
-one class vector per window; ``dense``: one per 16-pixel patch token), operating point and training
-provenance.
+one class vector per window; ``dense``: one per 16-pixel patch token), the input normalisation of
+recordings before tiling (``input_normalisation``: :mod:`mine_jepa_ros.detect.normalise`),
+operating point and training provenance.
 An exported ONNX model carries the same document (:mod:`mine_jepa_ros.detect.onnx_backend`), so
 both kinds of model describe themselves alike. Reading it needs ``safetensors`` and numpy only
 (the vehicle install has no torch); every field is validated and a problem is a
@@ -20,8 +21,9 @@ from typing import Any
 
 from safetensors import safe_open
 
+from mine_jepa_ros.detect.normalise import NormalisationConfig
 from mine_jepa_ros.detect.operating_point import OperatingPoint
-from mine_jepa_ros.errors import CheckpointError
+from mine_jepa_ros.errors import CheckpointError, UserError
 
 CHECKPOINT_FORMAT = "mine_jepa_ros.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -62,6 +64,8 @@ class ModelMetadata:
     stride: int = 64
     provenance: dict[str, Any] = field(default_factory=dict)
     operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict(), from `mine-jepa calibrate`
+    # what the pipeline does to a recording before tiling ({}: nothing; see detect.normalise), as in training
+    input_normalisation: dict[str, Any] = field(default_factory=dict)
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 
@@ -89,6 +93,10 @@ class ModelMetadata:
             problems.append(f"stride {self.stride} must be >= 1")
         if not self.norm_std > 0:
             problems.append(f"norm_std {self.norm_std} must be > 0")
+        try:
+            NormalisationConfig.from_dict(self.input_normalisation)
+        except UserError as exc:
+            problems.append(f"input_normalisation {self.input_normalisation}: {exc}")
         if problems:
             raise CheckpointError(f"{where}: invalid metadata: " + "; ".join(problems))
         if self.operating_point is not None:
@@ -104,6 +112,11 @@ class ModelMetadata:
         """The model's output per window: (classes,) or, dense, (classes, tokens, tokens)."""
         classes = len(self.class_names)
         return (classes,) if self.output == "window" else (classes, self.tokens, self.tokens)
+
+    @property
+    def normalisation(self) -> NormalisationConfig:
+        """How inputs are normalised before tiling (validated by :meth:`validate`)."""
+        return NormalisationConfig.from_dict(self.input_normalisation)
 
     def op(self, where: str = "checkpoint") -> OperatingPoint | None:
         """The operating point as a record (None when the checkpoint has none)."""

@@ -213,3 +213,28 @@ def new_classifier(
     )
     meta.validate("new model")
     return MineClassifier(meta, build_backbone(arch, window, init, meta.in_chans))
+
+
+def is_mine_jepa_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file with this package's metadata (not a timm state dict)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except Exception:  # not a safetensors file at all: timm's loader will say what it is
+        return False
+
+
+def backbone_from(init: str, arch: str, window: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone a training run starts from: a mine_jepa checkpoint's (pretrain's
+    backbone.safetensors, or a trained model's: its own arch, and its window must be ``window``), or
+    a timm init of ``arch`` (``random``, ``timm``, a timm weights file). Returns it with its
+    provenance (``arch``: the one it has; for a checkpoint also its ``input_normalisation``)."""
+    path = Path(init)
+    if init not in ("random", "timm") and path.is_file() and is_mine_jepa_checkpoint(path):
+        model = load_checkpoint(path)
+        if model.metadata.window != window:
+            raise CheckpointError(f"{path}: a backbone for {model.metadata.window}-pixel windows; this run trains on "
+                                  f"{window}-pixel windows")
+        return model.backbone, {"init": str(path), "arch": model.metadata.arch, "pretrain": model.metadata.provenance,
+                                "input_normalisation": model.metadata.input_normalisation}
+    return build_backbone(arch, window, init), {"init": init, "arch": arch}

@@ -12,6 +12,11 @@ batches and returns the detections for that message. Input modes:
   window can touch it (about one window of pings after its last row), with box rows counted from
   the start of the stream and its own header stamp set to the time of its centre ping.
 
+A model trained on normalised recordings (``metadata.input_normalisation``) has every frame or
+ping normalised first (:mod:`~mine_jepa_ros.detect.normalise`: per range bin, from the pings seen
+so far), one normaliser per pipeline, i.e. per recording or stream; an image of a labelled folder
+starts afresh.
+
 A message that cannot be used (:class:`~mine_jepa_ros.errors.InputError`: bad encoding, bad
 field, smaller than a window) is skipped and counted with a reason naming the field; nothing in
 here raises for bad input. Any other exception (from the classifier or the merger) is a bug and
@@ -34,6 +39,7 @@ import numpy as np
 
 from mine_jepa_ros.detect.merging import Thresholds, make_merger
 from mine_jepa_ros.detect.metadata import ModelMetadata
+from mine_jepa_ros.detect.normalise import RangeNormaliser
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geometry import SonarGeometry
@@ -142,6 +148,8 @@ class DetectionPipeline:
         self._frame_tiler = WaterfallTiler(self.window, self.stride)
         self._stream_tiler = StreamingTiler(self.window, self.stride)
         self.output = classifier.metadata.output  # window | dense: which merger decodes the windows
+        normalisation = classifier.metadata.normalisation  # what training did to its recordings, done here too
+        self._normaliser = RangeNormaliser(normalisation) if normalisation.active else None
         self._merger = make_merger(self.output, self.window, self.class_names)
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
         self._history = np.zeros((0, 0), np.uint8)  # recent pings for the overlay (pings mode)
@@ -198,6 +206,8 @@ class DetectionPipeline:
                 pixels, header = msg.pixels, msg.header
             elif isinstance(msg, DecodedFrame):
                 pixels, header = msg.pixels, msg.header
+                if self._normaliser is not None:
+                    self._normaliser.reset()  # an image of a folder: a recording of its own
             else:
                 pixels, header = decode_image(msg).pixels, getattr(msg, "header", None)
             if header is None:
@@ -219,6 +229,8 @@ class DetectionPipeline:
         if h < self.window or w < self.window:
             raise InputError("height/width", f"image {h}x{w} is smaller than the {self.window}x{self.window} window",
                              reason="size")
+        if self._normaliser is not None:
+            pixels = self._normaliser(pixels)  # the frames of one recording continue one another
         tiles = self._frame_tiler.tile(pixels)
         probs = self._classify(tiles)
         merger = make_merger(self.output, self.window, self.class_names)
@@ -233,6 +245,8 @@ class DetectionPipeline:
             raise InputError("width", f"pings of {pixels.shape[1]} samples are narrower than the {self.window}-pixel window",
                              reason="size")
         t = stamp_ns(header)
+        if self._normaliser is not None:
+            pixels = self._normaliser(pixels)  # resets itself when the width changes, as the tiler does
         first_row = self._stream_tiler.rows_seen
         if self._stream_tiler.width not in (None, pixels.shape[1]):
             self._history = np.zeros((0, 0), np.uint8)

@@ -24,7 +24,11 @@ training, validation and test surveys come from that one distribution but are ne
 
 ``--reuse DIR`` takes steps 1 and 2 from an earlier demo's folder (its surveys, store and backbone),
 so heads and recipes (``--head``, ``--intensity-augment``, ``--random-init``) are compared on the
-same held-out surveys at the cost of the probe alone.
+same held-out surveys at the cost of the probe alone. ``--normalise range`` normalises every
+survey per range bin before windows are cut, and the model does the same online to what it
+replays (:mod:`mine_jepa_ros.detect.normalise`); its test surveys are the same as without.
+``mine-jepa peer --store DIR/patches --validation-bag DIR/validation_bag_K ... --test-bag
+DIR/test_survey_bag_K ...`` scores the supervised peer on the same surveys.
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="window: one class per window; dense: one per 16-pixel token, decoded by peak finding")
     parser.add_argument("--intensity-augment", action="store_true",
                         help="fine-tune with random gain, TVG residual, gamma and speckle per window")
+    parser.add_argument("--normalise", choices=["none", "range"], default="none",
+                        help="range: every survey's pings divided by the running mean of their range bins before "
+                        "windows are cut (training), and the same online in the pipeline (the model carries it)")
     parser.add_argument("--probe-epochs", type=int, default=0,
                         help="probe epochs (0: fine-tuning 30 for the window head, 12 for the dense one; linear 200)")
     parser.add_argument("--hard-negative-rounds", type=int, default=0, help="rounds of hard-negative mining (0: none)")
@@ -81,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="an earlier demo's output folder: its surveys, patch store and pretrained backbone, so that "
                         "heads and recipes are compared on the same held-out surveys (only the probe is trained)")
+    parser.add_argument("--adapt-epochs", type=int, default=0,
+                        help="in-domain SSL's promise: continue SIGReg from the backbone for this many epochs on the "
+                        "training windows plus the test surveys' windows (unlabelled, their truth unused) before the "
+                        "probe, as a team would on a new survey before detecting on it (0: no adaptation)")
     parser.add_argument("--random-init", action="store_true",
                         help="no SSL pretraining: the ViT is trained from random init (supervised, the baseline)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -104,11 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.reuse is not None:
         test_bags, validation_bags, store, backbone = _reused(args.reuse)
+        if args.normalise != (store.normalisation.get("kind") or "none"):
+            raise UserError(f"--normalise {args.normalise}: the reused store {store.path} was extracted with "
+                            f"{store.normalisation.get('kind') or 'none'} (pretraining saw those windows)")
         say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
             f"{store.summary()}, backbone {backbone}")
     else:
         test_bags, validation_bags, store = _simulate(args, out, say)
         backbone = None if args.random_init else _pretrain(args, store, out, say)
+    if args.adapt_epochs:
+        if args.random_init or backbone is None:
+            raise UserError("--adapt-epochs continues SIGReg from a pretrained backbone: not with --random-init")
+        backbone = _adapt(args, store, backbone, test_bags, out, say)
     init = "random" if args.random_init or backbone is None else str(backbone)
 
     model_path = out / "model.safetensors"
@@ -131,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
     metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
     recipe = {"head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
-              "intensity_augment": args.intensity_augment, "background_weight": choice.chosen.background_weight,
+              "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
+              "background_weight": choice.chosen.background_weight,
               "reused": None if args.reuse is None else str(args.reuse)}
     write_json_atomic(out / "report" / "metrics.json", {"model": str(model_path), "recipe": recipe,
                                                        "test_surveys": [str(b) for b in test_bags],
@@ -174,7 +193,8 @@ def _simulate(args: argparse.Namespace, out: Path, say: Callable[[str], None]) -
                                         SurveyBagOptions(frame_height=512)) for k in range(args.validation_surveys)]
     say(f"validation surveys: {', '.join(str(b) for b in validation_bags)}")
     sim = SimExtractConfig(surveys=args.surveys, pings=1024, samples_per_side=512, max_range_m=16.0, altitude_m=2.5,
-                           objects_per_class=5, seed=1, vary=True, offset_crops=args.offset_crops)
+                           objects_per_class=5, seed=1, vary=True, offset_crops=args.offset_crops,
+                           normalise=args.normalise)
     store = extract_simulator(out / "patches", sim)
     say(store.summary())
     return test_bags, validation_bags, store
@@ -190,6 +210,25 @@ def _pretrain(args: argparse.Namespace, store: PatchStore, out: Path, say: Calla
     last = pre.metrics[-1]
     say(f"SIGReg pretraining: loss {last['loss']:.3f}, online probe accuracy {last['probe_acc']:.2f} "
         f"-> {pre.backbone} (curves: {out / 'pretrain' / 'metrics.png'})")
+    return Path(pre.backbone)
+
+
+def _adapt(args: argparse.Namespace, store: PatchStore, backbone: Path, test_bags: list[Path], out: Path,
+           say: Callable[[str], None]) -> Path:
+    """SIGReg continued from ``backbone`` on the training windows and the test surveys' unlabelled windows."""
+    from mine_jepa_ros.detect.normalise import NormalisationConfig
+    from mine_jepa_ros.training.config import PretrainConfig
+    from mine_jepa_ros.training.extract import extract_recordings
+    from mine_jepa_ros.training.pretrain import Pretrainer
+
+    windows = extract_recordings(out / "adapt_windows", test_bags, source="syn", kind="syn", test_fraction=0.0,
+                                 progress=False, normalisation=NormalisationConfig.from_dict(store.normalisation),
+                                 use_truth=False)
+    cfg = PretrainConfig(method="sigreg", arch="vit_tiny", augment="sonar", init=str(backbone), epochs=args.adapt_epochs,
+                         batch_size=64, views=2, proj_hidden=512, lr=5e-4, warmup_epochs=0.5, device=args.device)
+    pre = Pretrainer(cfg, [store, windows], out / "adapt").run()
+    say(f"adapted: SIGReg continued {args.adapt_epochs} epoch(s) from {backbone} on {len(store)} training and "
+        f"{len(windows)} unlabelled test-survey windows (loss {pre.metrics[-1]['loss']:.3f}) -> {pre.backbone}")
     return Path(pre.backbone)
 
 

@@ -23,6 +23,11 @@ image + mask folders or the simulator.
   windows by the number of mask pixels they hold. Group = image name.
 * Simulator (one process): surveys (one group each) with object-centred crops, background crops
   and all windows.
+* ``normalisation`` (``--normalise range``): every recording, survey or image first goes through
+  the input normalisation the pipeline applies (:mod:`mine_jepa_ros.detect.normalise`: its rows in
+  ping order, one normaliser per recording); the store records it (``meta.json``
+  ``normalisation``) and a probe on the store puts it into the model's metadata, so the node does
+  the same to what it receives.
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ import numpy as np
 from tqdm import tqdm
 
 from mine_jepa_ros.evaluate.scoring import token_truth, window_truth
+from mine_jepa_ros.detect.normalise import NormalisationConfig, RangeNormaliser, normalise_image
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.detections import Detection
+from mine_jepa_ros.io.image_codec import to_unit_intensity
 from mine_jepa_ros.io.image_folders import folder_images, image_year, list_images, read_grey, read_yolo_labels
 from mine_jepa_ros.io.recording import RecordingOptions, open_recording
 from mine_jepa_ros.sim.survey import FleetVariation, Survey, SurveyConfig, simulate_survey
@@ -64,6 +71,13 @@ T = TypeVar("T")
 
 def _to_u8(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def normalised_u8(image_u8: np.ndarray, normalisation: NormalisationConfig) -> np.ndarray:
+    """An 8-bit image (rows in ping order) through the input normalisation, as the pipeline does it."""
+    if not normalisation.active:
+        return image_u8
+    return _to_u8(normalise_image(to_unit_intensity(image_u8, 255.0), normalisation))  # as a mono8 image decodes
 
 
 def centred_crop(image: np.ndarray, row: float, col: float, window: int) -> np.ndarray:
@@ -139,6 +153,7 @@ class SimExtractConfig:
     seed: int = 0
     vary: bool = False  # each survey its own sonar setting and seabed (FleetVariation), as a real fleet's
     offset_crops: int = 0  # extra crops per object, off-centre as a sliding window sees it
+    normalise: str = "none"  # input normalisation of each survey before cutting (detect.normalise: none | range)
 
 
 def survey_config(cfg: SimExtractConfig, seed: int) -> SurveyConfig:
@@ -156,12 +171,14 @@ def simulated_surveys(cfg: SimExtractConfig) -> Iterator[tuple[str, Survey]]:
 
 def extract_simulator(out: Path, cfg: SimExtractConfig, window: int = 96, stride: int = 64, test_fraction: float = 0.25,
                       unlabelled: bool = True, progress: bool = True) -> PatchStore:
+    normalisation = NormalisationConfig(cfg.normalise)
     writer = PatchStoreWriter(window=window, source_kinds={"syn": "syn"},
                               provenance={"from": "simulator", "config": cfg.__dict__, "stride": stride,
-                                          "test_fraction": test_fraction})
+                                          "test_fraction": test_fraction},
+                              normalisation=normalisation.to_dict() if normalisation.active else {})
     rng = np.random.default_rng(cfg.seed)
     for group, survey in tqdm(simulated_surveys(cfg), total=cfg.surveys, desc="simulate", disable=not progress):
-        image = survey.to_uint8()
+        image = normalised_u8(survey.to_uint8(), normalisation)
         crops, labels, tokens = labelled_patches(image, survey.ground_truth(), window, stride, rng,
                                                  offset_crops=cfg.offset_crops)
         writer.add(PatchBatch(crops, labels, group, "syn", tokens))
@@ -197,10 +214,12 @@ class StoreSpec:
     source_kinds: dict[str, str]
     provenance: dict[str, Any]
     classes: tuple[str, ...] = DEFAULT_CLASSES
+    normalisation: NormalisationConfig = NormalisationConfig()
 
     def writer(self) -> PatchStoreWriter:
         return PatchStoreWriter(window=self.window, classes=self.classes, source_kinds=dict(self.source_kinds),
-                                provenance=self.provenance)
+                                provenance=self.provenance,
+                                normalisation=self.normalisation.to_dict() if self.normalisation.active else {})
 
 
 def _file_batches(job: FileJob, progress: bool = False) -> tuple[list[PatchBatch], str, bool]:
@@ -292,6 +311,8 @@ class RecordingJob:
     window: int
     stride: int
     source: str
+    normalisation: NormalisationConfig = NormalisationConfig()
+    use_truth: bool = True  # False: every window unlabelled (SSL on a new survey, whatever it holds)
 
     @property
     def group(self) -> str:
@@ -304,17 +325,19 @@ class RecordingJob:
         recording = open_recording(self.path, self.options)
         stats = ReadStats()
         tiler = StreamingTiler(self.window, self.stride)
+        normaliser = RangeNormaliser(self.normalisation) if self.normalisation.active else None
         parts: list[Tiles] = []
         for block in tqdm(recording.waterfall(stats), desc=f"extract {self.path.name}", unit="msg", disable=not progress):
             if block.pixels.shape[1] < self.window:
                 stats.skip("narrower than a window", f"{block.pixels.shape[1]} samples per row")
                 continue
-            parts.append(tiler.push(_to_u8(block.pixels)))
+            pixels = block.pixels if normaliser is None else normaliser(block.pixels)  # as the pipeline, ping by ping
+            parts.append(tiler.push(_to_u8(pixels)))
         parts.append(tiler.flush())
         tiles = Tiles.concat([p for p in parts if len(p)], self.window)
         labels = np.full(len(tiles), UNLABELLED, np.int16)
         tokens = None
-        if recording.has_truth:
+        if recording.has_truth and self.use_truth:
             objects = recording.objects()
             labels = window_truth(tiles.positions, self.window, objects, list(DEFAULT_CLASSES)).astype(np.int16)
             tokens = window_tokens(tiles.positions, self.window, objects)
@@ -329,17 +352,18 @@ class RecordingJob:
 
 def extract_recordings(out: Path, recordings: list[Path], options: RecordingOptions | None = None, window: int = 96,
                        stride: int = 64, source: str = "real", kind: str = "real", test_fraction: float = 0.25,
-                       seed: int = 0, progress: bool = True, workers: int = 1) -> PatchStore:
+                       seed: int = 0, progress: bool = True, workers: int = 1,
+                       normalisation: NormalisationConfig = NormalisationConfig(), use_truth: bool = True) -> PatchStore:
     """Sliding windows of every recording's waterfall (bags of frames, pings or driver messages, and
-    ``.xtf`` files; one group each), labelled where ground truth exists; ``workers`` as in
-    :func:`extract_files`."""
+    ``.xtf`` files; one group each), labelled where ground truth exists (and ``use_truth``);
+    ``workers`` as in :func:`extract_files`; each recording through ``normalisation`` first."""
     if len({b.name for b in recordings}) != len(recordings):
         raise UserError(f"inputs {[str(b) for b in recordings]}: two share a name (each file's name is its group)")
     options = options or RecordingOptions()
-    jobs = [RecordingJob(Path(b), options, window, stride, source) for b in recordings]
+    jobs = [RecordingJob(Path(b), options, window, stride, source, normalisation, use_truth) for b in recordings]
     kinds = sorted({"xtf" if Path(b).suffix.lower() == ".xtf" else "rosbag2" for b in recordings})
     spec = StoreSpec(window, {source: kind}, {"from": "+".join(kinds), "bags": [str(b) for b in recordings],
-                                              "stride": stride})
+                                              "stride": stride}, normalisation=normalisation)
     split_of_group = assign_splits([j.group for j in jobs], test_fraction, 0.0, seed)
     return extract_files(out, jobs, spec, split_of_group, workers, progress)
 
@@ -357,6 +381,7 @@ class YoloImageJob:
     source: str
     seed: int
     unlabelled: bool = True
+    normalisation: NormalisationConfig = NormalisationConfig()
 
     @property
     def group(self) -> str:
@@ -364,7 +389,7 @@ class YoloImageJob:
 
     def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
         """Object-centred and background crops, and every window as unlabelled data."""
-        image = read_grey(self.path)
+        image = normalised_u8(read_grey(self.path), self.normalisation)
         objects = read_yolo_labels(self.path.with_suffix(".txt"), *image.shape)
         rng = np.random.default_rng([self.seed, zlib.crc32(self.group.encode())])
         crops, labels, tokens = labelled_patches(image, objects, self.window, self.stride, rng)
@@ -377,12 +402,15 @@ class YoloImageJob:
 
 def extract_yolo_folder(out: Path, folder: Path, window: int = 96, stride: int = 64, test_years: tuple[str, ...] = (),
                         test_fraction: float = 0.25, source: str = "real", seed: int = 0, unlabelled: bool = True,
-                        progress: bool = True, workers: int = 1) -> PatchStore:
+                        progress: bool = True, workers: int = 1,
+                        normalisation: NormalisationConfig = NormalisationConfig()) -> PatchStore:
     """A YOLO folder's images into a store (one group per image); ``test_years`` puts whole years
-    into the test split, else groups are drawn at random; ``workers`` as in :func:`extract_files`."""
-    jobs = [YoloImageJob(image.path, window, stride, source, seed, unlabelled)
+    into the test split, else groups are drawn at random; ``workers`` as in :func:`extract_files`;
+    each image through ``normalisation`` first (its rows in order)."""
+    jobs = [YoloImageJob(image.path, window, stride, source, seed, unlabelled, normalisation)
             for image in folder_images(folder, layout="yolo")]
-    spec = StoreSpec(window, {source: "real"}, {"from": "yolo-folder", "folder": str(folder), "stride": stride})
+    spec = StoreSpec(window, {source: "real"}, {"from": "yolo-folder", "folder": str(folder), "stride": stride},
+                     normalisation=normalisation)
     if test_years:
         split_of_group = {job.group: "test" if image_year(job.path) in test_years else "train" for job in jobs}
     else:
@@ -405,6 +433,7 @@ class MaskTileJob:
     stride: int
     min_object_pixels: int
     source: str
+    normalisation: NormalisationConfig = NormalisationConfig()
 
     @property
     def group(self) -> str:
@@ -413,7 +442,7 @@ class MaskTileJob:
     def batches(self, progress: bool = False) -> tuple[list[PatchBatch], str]:
         """Windows with at least ``min_object_pixels`` mask pixels (object) or none (background);
         the ones in between are left out."""
-        image, mask = read_grey(self.path), read_grey(self.mask)
+        image, mask = normalised_u8(read_grey(self.path), self.normalisation), read_grey(self.mask)
         if image.shape != mask.shape:
             raise UserError(f"{self.mask}: mask of {mask.shape} for an image of {image.shape}")
         tiles = WaterfallTiler(self.window, self.stride).tile(image)
@@ -433,16 +462,16 @@ class MaskTileJob:
 
 def extract_mask_folders(out: Path, roots: list[Path], window: int = 96, stride: int = 64, min_object_pixels: int = 20,
                          test_fraction: float = 0.3, source: str = "sdvd", seed: int = 0, progress: bool = True,
-                         workers: int = 1) -> PatchStore:
+                         workers: int = 1, normalisation: NormalisationConfig = NormalisationConfig()) -> PatchStore:
     """Object-vs-background windows from ``*/images/*`` + ``*/masks/*`` folders (SDVDs layout); one
     group per image name, so the same tile in several folders stays in one split; ``workers`` as in
-    :func:`extract_files`."""
-    jobs = [MaskTileJob(image.path, image.labels, window, stride, min_object_pixels, source)
+    :func:`extract_files`; each image through ``normalisation`` first."""
+    jobs = [MaskTileJob(image.path, image.labels, window, stride, min_object_pixels, source, normalisation)
             for root in roots for image in list_images(root, "masks") if image.labels is not None]
     if not jobs:
         raise UserError(f"no images/ + masks/ pairs under {[str(r) for r in roots]}")
     spec = StoreSpec(window, {source: "real"}, {"from": "mask folders", "roots": [str(r) for r in roots],
                                                  "stride": stride, "min_object_pixels": min_object_pixels},
-                     classes=MASK_CLASSES)
+                     classes=MASK_CLASSES, normalisation=normalisation)
     split_of_group = assign_splits([job.group for job in jobs], test_fraction, 0.0, seed)
     return extract_files(out, jobs, spec, split_of_group, workers, progress)

@@ -86,6 +86,7 @@ class PatchStoreWriter:
     classes: Sequence[str] = DEFAULT_CLASSES
     source_kinds: dict[str, str] = field(default_factory=dict)  # source name -> "real" | "syn"
     provenance: dict[str, Any] = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(default_factory=dict)  # what was done to the images first ({}: nothing)
     batches: list[PatchBatch] = field(default_factory=list)
 
     def add(self, batch: PatchBatch) -> None:
@@ -153,7 +154,7 @@ class PatchStoreWriter:
                               "pixels": int(sums[0][s]), "sum": float(sums[1][s]), "sumsq": float(sums[2][s])})
             meta = {"version": 1, "window": self.window, "count": n, "classes": list(self.classes), "sources": stats,
                     "groups": groups, "split_of_group": split_of_group, "provenance": self.provenance,
-                    "token_size": TOKEN_SIZE if with_tokens else None}
+                    "token_size": TOKEN_SIZE if with_tokens else None, "normalisation": self.normalisation}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         return PatchStore(final)
 
@@ -221,6 +222,12 @@ class PatchStore:
     @property
     def sources(self) -> list[dict[str, Any]]:
         return list(self.meta["sources"])
+
+    @property
+    def normalisation(self) -> dict[str, Any]:
+        """The input normalisation the images went through before windows were cut ({}: none;
+        :mod:`mine_jepa_ros.detect.normalise`); a model trained on the store applies the same."""
+        return dict(self.meta.get("normalisation") or {})
 
     def indices(self, split: str | None = None, labelled: bool | None = None) -> np.ndarray:
         mask = np.ones(len(self), bool)
@@ -309,6 +316,9 @@ class ShardedPatchStore(PatchStore):
             if shard.window != first.window or shard.classes != first.classes:
                 raise StoreError(f"{shard.path}: {shard.window}px windows of {shard.classes}, but {first.path} has "
                                  f"{first.window}px windows of {first.classes}")
+            if shard.normalisation != first.normalisation:
+                raise StoreError(f"{shard.path}: input normalisation {shard.normalisation or 'none'}, but {first.path} "
+                                 f"has {first.normalisation or 'none'}: shards of one store share it")
         self.window = first.window
         names = sorted({s["name"] for shard in self.shards for s in shard.sources})
         pooled = [_pooled([s for shard in self.shards for s in shard.sources if s["name"] == name], str(path)) for name in names]
@@ -329,7 +339,7 @@ class ShardedPatchStore(PatchStore):
         self.meta: dict[str, Any] = {
             "version": 1, "window": self.window, "count": len(self._patches), "classes": first.classes, "sources": pooled,
             "groups": groups, "shards": [str(shard.path) for shard in self.shards],
-            "token_size": TOKEN_SIZE if self._tokens is not None else None,
+            "token_size": TOKEN_SIZE if self._tokens is not None else None, "normalisation": first.normalisation,
             "provenance": {"shards": [shard.meta.get("provenance", {}) for shard in self.shards]},
         }
 

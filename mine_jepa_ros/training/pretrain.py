@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import atomic_file
 from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision
-from mine_jepa_ros.detect.model import MineClassifier, ModelMetadata, build_backbone, save_checkpoint
+from mine_jepa_ros.detect.model import MineClassifier, ModelMetadata, backbone_from, save_checkpoint
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.plots import pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, make_views
@@ -177,8 +177,20 @@ class Pretrainer:
         if warning and self.ctx.main:
             print(f"warning: {warning}")
         self.autocast = resolve_precision(cfg.precision, self.device)
+        normalisations = {json.dumps(store.normalisation, sort_keys=True) for store in stores}
+        if len(normalisations) > 1:
+            raise UserError(f"stores {[str(s.path) for s in stores]} were extracted with different input normalisations "
+                            f"({sorted(normalisations)}): one backbone sees one kind of window")
+        self.normalisation = stores[0].normalisation
         torch.manual_seed(_seed(cfg.seed, "init"))
-        self.backbone = build_backbone(cfg.arch, cfg.window, cfg.init).to(self.device)
+        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, cfg.window)  # a checkpoint: continue it
+        if self.init_provenance["arch"] != cfg.arch:
+            raise UserError(f"--init {cfg.init}: a {self.init_provenance['arch']} backbone, but --arch is {cfg.arch}")
+        seen = self.init_provenance.get("input_normalisation")
+        if seen is not None and seen != self.normalisation:
+            raise UserError(f"--init {cfg.init}: pretrained on windows with input normalisation {seen or 'none'}, these "
+                            f"stores have {self.normalisation or 'none'}")
+        self.backbone = backbone.to(self.device)
         embed_dim = int(getattr(self.backbone, "num_features"))
         self.method = build_method(cfg.method, embed_dim, self.backbone, cfg.proj_dim, cfg.proj_hidden, cfg.lam,
                                    cfg.num_slices).to(self.device)
@@ -253,8 +265,9 @@ class Pretrainer:
 
     def export_backbone(self) -> Path:
         meta = ModelMetadata(arch=self.cfg.arch, img_size=self.cfg.window, window=self.cfg.window, norm_mean=self.norm[0],
-                             norm_std=self.norm[1], class_names=list(self.classes),
+                             norm_std=self.norm[1], class_names=list(self.classes), input_normalisation=self.normalisation,
                              provenance={"pretrain": asdict(self.cfg), "epochs_done": self.epoch,
+                                         "init": self.init_provenance,
                                          "note": "pretrained backbone; the head is the online probe"})
         model = MineClassifier(meta, self.backbone)
         model.head.net.load_state_dict(self.probe.state_dict())

@@ -32,19 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision
 from mine_jepa_ros.detect.merging import window_labels
 from mine_jepa_ros.detect.model import (
-    METADATA_KEY,
     OUTPUTS,
     PROBE_MODES,
     MineClassifier,
     ModelMetadata,
-    build_backbone,
+    backbone_from,
     load_checkpoint,
     save_checkpoint,
 )
@@ -80,21 +78,15 @@ class ProbeConfig:
     intensity_augment: bool = False  # fine-tuning: random gain, TVG residual, gamma and speckle per window
 
 
-def is_mine_jepa_checkpoint(path: Path) -> bool:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return METADATA_KEY in (f.metadata() or {})
-    except Exception:
-        return False
-
-
-def _backbone_from(init: str, arch: str, window: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A mine_jepa checkpoint's backbone (e.g. pretrain's backbone.safetensors), or a timm init."""
-    path = Path(init)
-    if init not in ("random", "timm") and path.is_file() and is_mine_jepa_checkpoint(path):
-        model = load_checkpoint(path)
-        return model.backbone, {"init": str(path), "arch": model.metadata.arch, "pretrain": model.metadata.provenance}
-    return build_backbone(arch, window, init), {"init": init, "arch": arch}
+def _backbone_for(init: str, arch: str, store: PatchStore) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The backbone to start from (:func:`~mine_jepa_ros.detect.model.backbone_from`); a checkpoint
+    pretrained on windows normalised otherwise than the store's is refused."""
+    backbone, provenance = backbone_from(init, arch, store.window)
+    seen = provenance.get("input_normalisation")
+    if seen is not None and seen != store.normalisation:
+        raise UserError(f"{init}: pretrained on windows with input normalisation {seen or 'none'}, but {store.path} "
+                        f"has {store.normalisation or 'none'}: probe on a store extracted the same way")
+    return backbone, provenance
 
 
 def _to_tensor(store: PatchStore, idx: np.ndarray, mean: float, std: float) -> torch.Tensor:
@@ -222,10 +214,11 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
         print(f"warning: {warning}")
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    backbone, provenance = _backbone_from(cfg.init, cfg.arch, store.window)
+    backbone, provenance = _backbone_for(cfg.init, cfg.arch, store)
     mean, std = store.mean_std(train_idx)
     meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
                          probe_mode=cfg.mode, class_names=store.classes, norm_mean=mean, norm_std=std,
+                         input_normalisation=store.normalisation,
                          provenance={**provenance, "probe": asdict(cfg), "store": str(store.path),
                                      "train_patches": int(len(train_idx))})
     model = MineClassifier(meta, backbone).to(device)
@@ -324,10 +317,11 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
     torch.manual_seed(cfg.seed)
     objects, background = _dense_split(store)
     train_idx = np.sort(np.concatenate([objects, background]))
-    backbone, provenance = _backbone_from(cfg.init, cfg.arch, store.window)
+    backbone, provenance = _backbone_for(cfg.init, cfg.arch, store)
     mean, std = store.mean_std(train_idx)
     meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
                          probe_mode=cfg.mode, output="dense", class_names=store.classes, norm_mean=mean, norm_std=std,
+                         input_normalisation=store.normalisation,
                          provenance={**provenance, "probe": asdict(cfg), "store": str(store.path),
                                      "train_windows": {"with_objects": int(len(objects)),
                                                        "background": int(len(background))}})
