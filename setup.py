@@ -1,7 +1,7 @@
 """ament_python package (colcon build) that also installs with plain pip.
 
 ``pip install .`` is the vehicle runtime (no torch: exported ONNX models on ONNX Runtime);
-``pip install -e .[train,export,xtf,test]`` is the development install (``make`` uses it).
+``pip install -e .[train,export,xtf,peer,test]`` is the development install (``make`` uses it).
 
 One importable package, ``mine_jepa_ros``; nothing else is installed at top level. The training
 recipes (``training/*.yaml``) go to ``share/mine_jepa_ros/training`` beside the launch and config files.
@@ -26,7 +26,7 @@ RUNTIME = [
 ]
 TORCH = [
     "torch==2.14.1",  # the torch backend (.safetensors checkpoints) and training
-    "torchvision==0.29.1",  # not imported here: timm needs it (pinned to the torch build it matches)
+    "torchvision==0.29.1",  # timm needs it (pinned to the torch build it matches); the peer's detector is its FCOS
     "timm>=1.0",  # the ViT backbones
 ]
 PLOTS = ["matplotlib>=3.7"]  # metric plots: training, replay --report, contacts --png
@@ -55,6 +55,8 @@ setup(
         "xtf": ["pyxtf>=1.4"],
         # `mine-jepa export [--int8]`: ONNX graph (onnx + onnxscript for torch's exporter), checked with onnxruntime.
         "export": [*TORCH, "onnx>=1.16", "onnxscript>=0.5"],
+        # `mine-jepa peer` and experiment's peer row: torchvision's FCOS trained from scratch (BSD-3-Clause).
+        "peer": [*TORCH, *PLOTS],
         "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8"],
     },
     # rclpy: the system's on a ROS 2 machine, else the pinned ROS 2 wheels that

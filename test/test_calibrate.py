@@ -14,7 +14,7 @@ from mine_jepa_ros.cli import main
 from mine_jepa_ros.evaluate.calibrate import (
     CalibrationError,
     Target,
-    _pick,
+    pick_threshold,
     expected_calibration_error,
     fit_temperature,
     softmax_with_temperature,
@@ -43,15 +43,15 @@ def test_the_fitted_temperature_undoes_a_known_miscalibration() -> None:
 def test_the_threshold_meets_the_target_or_says_what_was_reachable() -> None:
     points = [FrocPoint(t, pd, 0.5, f1, fa, fa * 100.0)
               for t, pd, fa, f1 in [(0.4, 1.0, 9, 0.3), (0.6, 0.8, 3, 0.6), (0.8, 0.5, 1, 0.5), (0.9, 0.2, 0, 0.3)]]
-    assert _pick(points, Target("fa_per_km2", 300.0), "MILCO").threshold == 0.6
-    assert _pick(points, Target("pd", 0.5), "MILCO").threshold == 0.8
-    assert _pick(points, Target("f1"), "MILCO").threshold == 0.6
+    assert pick_threshold(points, Target("fa_per_km2", 300.0), "MILCO").threshold == 0.6
+    assert pick_threshold(points, Target("pd", 0.5), "MILCO").threshold == 0.8
+    assert pick_threshold(points, Target("f1"), "MILCO").threshold == 0.6
     with pytest.raises(CalibrationError, match=r"MILCO: no threshold reaches Pd 0.9 .*\(the highest: 0.850\)"):
-        _pick([replace(p, pd=min(p.pd, 0.85)) for p in points], Target("pd", 0.9), "MILCO")
+        pick_threshold([replace(p, pd=min(p.pd, 0.85)) for p in points], Target("pd", 0.9), "MILCO")
     with pytest.raises(CalibrationError, match="at most 0 false alarms.*the fewest: 100"):
-        _pick(points[:3], Target("fa_per_km2", 0.0), "MILCO")
+        pick_threshold(points[:3], Target("fa_per_km2", 0.0), "MILCO")
     with pytest.raises(CalibrationError, match="needs the sonar geometry"):
-        _pick([replace(p, false_alarms_per_km2=None) for p in points], Target("fa_per_km2", 10.0), "MILCO")
+        pick_threshold([replace(p, false_alarms_per_km2=None) for p in points], Target("fa_per_km2", 10.0), "MILCO")
     with pytest.raises(UserError, match="needs a value"):
         Target("pd")
 

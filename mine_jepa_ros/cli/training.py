@@ -1,4 +1,4 @@
-"""Training commands: ``pretrain``, ``probe``, ``evaluate``, ``experiment``, ``real-eval``."""
+"""Training commands: ``pretrain``, ``probe``, ``evaluate``, ``peer``, ``experiment``, ``real-eval``."""
 
 from __future__ import annotations
 
@@ -183,6 +183,57 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_peer(sub: Subcommands) -> None:
+    from mine_jepa_ros.training.config import PeerConfig
+
+    d = PeerConfig()
+    p = add_command(
+        sub,
+        "peer",
+        help="the supervised peer: a torchvision detector trained from scratch on the same labels, same scorer",
+        description="Train the supervised peer (torchvision's FCOS on a ResNet-18 FPN, from scratch) on the training surveys of a simulated patch "
+        "store (re-simulated from its provenance: the same images and boxes the ViT's patches came from), choose "
+        "its per-class score thresholds on validation bags, and score it on test bags with the replay's scorer "
+        "(Pd and precision with intervals, AP, false alarms per km2, FROC). Writes OUT/peer.safetensors (with its "
+        "loss curve) and OUT/metrics.json. Needs the `peer` extra (torchvision).",
+    )
+    p.add_argument("--store", required=True, type=Path, action="append",
+                   help="simulated patch store whose training surveys the peer learns from (as `probe --store`)")
+    p.add_argument("--validation-bag", type=Path, action="append", required=True,
+                   help="validation bag with ground truth (repeatable): the operating point")
+    p.add_argument("--test-bag", type=Path, action="append", required=True,
+                   help="test bag with ground truth (repeatable): the scores")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="training steps")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="crops per step")
+    p.add_argument("--crop", type=positive_int, default=d.crop, help="training crop size in pixels (multiple of 32)")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, warm-up then cosine)")
+    add_target_args(p, required=False)
+    add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
+    p.set_defaults(func=run_peer_cmd)
+
+
+def run_peer_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.evaluate.replay import ReplayOptions, format_metrics
+    from mine_jepa_ros.training.config import PeerConfig
+    from mine_jepa_ros.training.patches import open_store
+    from mine_jepa_ros.training.peer import run_peer
+
+    cfg = PeerConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
+                     device=args.device)
+    result = run_peer(open_store(args.store), args.validation_bag, args.test_bag, cfg, args.out, target_from_args(args),
+                      ReplayOptions(device=args.device))
+    if args.json:
+        print_json(result.metrics.to_dict())
+    else:
+        print(f"peer: {result.model_path} (trained in {result.train_seconds:.0f} s), thresholds {result.thresholds} "
+              f"chosen on {len(args.validation_bag)} validation bag(s); {len(args.test_bag)} test bag(s):")
+        print(format_metrics(result.metrics))
+    return 0
+
+
 def add_experiment(sub: Subcommands) -> None:
     p = add_command(
         sub,
@@ -259,5 +310,6 @@ def register(sub: Subcommands) -> None:
     add_pretrain(sub)
     add_probe(sub)
     add_evaluate(sub)
+    add_peer(sub)
     add_experiment(sub)
     add_real_eval(sub)

@@ -136,7 +136,7 @@ class CalibrationReport:
         return "\n".join(lines)
 
 
-def _pick(points: list[FrocPoint], target: Target, name: str) -> FrocPoint:
+def pick_threshold(points: list[FrocPoint], target: Target, name: str) -> FrocPoint:
     """The FROC point (one per threshold) that meets the target for class ``name``."""
     if target.kind == "fa_per_km2":
         assert target.value is not None
@@ -258,7 +258,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     for name in names[1:]:
         if objects[name] == 0:
             raise CalibrationError(f"the validation surveys hold no {name} object: no threshold can be chosen for it")
-        chosen = _pick(curves[name], target, name)
+        chosen = pick_threshold(curves[name], target, name)
         thresholds[name] = float(chosen.threshold)
         per_class[name] = {k: getattr(chosen, k) for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
     op = OperatingPoint(

@@ -262,9 +262,10 @@ def format_metrics(metrics: DetectionMetrics) -> str:
         lines.append(f"{name:8s} {_num(m.threshold, '9.2f')}  {pd:20s}  {precision:25s}  {m.ap:.3f}  "
                      f"{m.false_alarms:12d}  {_num(m.false_alarms_per_km2, '8.0f')}  "
                      f"{_num(m.localisation_error, '15.2f')}  {m.detections:10d}  {m.objects:7d}")
-    lines.append(f"window confusion (rows true, cols predicted: {', '.join(metrics.classes)}):")
-    lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in metrics.window_confusion)
-    lines.append(f"window accuracy {metrics.window_accuracy:.3f}, macro-F1 {metrics.window_macro_f1:.3f}")
+    if metrics.windows_scored:  # a box detector (the peer) has no windows
+        lines.append(f"window confusion (rows true, cols predicted: {', '.join(metrics.classes)}):")
+        lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in metrics.window_confusion)
+        lines.append(f"window accuracy {metrics.window_accuracy:.3f}, macro-F1 {metrics.window_macro_f1:.3f}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,10 @@ Pd against false alarms per km² as the threshold sweeps, the detections re-made
 window probabilities at each threshold exactly as the pipeline makes them
 (:func:`~mine_jepa_ros.detect.merging.detections_from_windows`).
 
+A detector that makes its own scored boxes (the supervised peer) is scored by :class:`BoxScorer`:
+the same matching, AP and areas; its detections at a threshold are its candidates scoring at least
+that (its FROC sweeps :data:`BOX_THRESHOLDS`).
+
 Metric centres: a detection's from its pixel centre and the geometry, with its rows counted from
 the survey's first ping (``Scene.row_offset`` for frames); a ground-truth object's from its
 metric position when the message carries one (the object itself, not the centre of its box,
@@ -340,11 +344,14 @@ class Scorer:
         self.scenes: list[tuple[Scene, list[Detection]]] = []
         self.confusion = np.zeros((len(self.class_names),) * 2, np.int64)
 
-    def add(self, scene: Scene, detections: Sequence[Detection], labels: np.ndarray) -> None:
-        """One scene with the detections the pipeline made for it and its windows' predicted labels.
-        Scenes are scored in metres or in pixels, not both: all with a geometry, or all without."""
+    def _check_geometry(self, scene: Scene) -> None:
+        """Scenes are scored in metres or in pixels, not both: all with a geometry, or all without."""
         if self.scenes and (self.scenes[0][0].geometry is None) != (scene.geometry is None):
             raise UserError("scenes with and without sonar geometry cannot be scored together (metres vs pixels)")
+
+    def add(self, scene: Scene, detections: Sequence[Detection], labels: np.ndarray) -> None:
+        """One scene with the detections the pipeline made for it and its windows' predicted labels."""
+        self._check_geometry(scene)
         self.scenes.append((scene, list(detections)))
         true = window_truth(scene.positions, self.window, scene.truth, self.class_names)
         keep = true >= 0
@@ -387,13 +394,18 @@ class Scorer:
         area = self.area_km2
         return count / area if area else None
 
+    def detections_at(self, index: int, thresholds: Thresholds) -> list[Detection]:
+        """Scene ``index``'s detections at ``thresholds``, re-made from its windows' probabilities
+        exactly as the pipeline makes them."""
+        scene = self.scenes[index][0]
+        return detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window, self.class_names)
+
     def froc(self) -> dict[str, list[FrocPoint]]:
         """Per class, one point per swept threshold: threshold, Pd, precision, F1, false alarms (per km²)."""
         curves: dict[str, list[FrocPoint]] = {name: [] for name in self.class_names[1:]}
         for t in self.froc_thresholds:
             thresholds = Thresholds.of(self.class_names, t)
-            made = [(scene, detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
-                                                    self.class_names)) for scene, _ in self.scenes]
+            made = [(scene, self.detections_at(k, thresholds)) for k, (scene, _) in enumerate(self.scenes)]
             for name, s in self._score(made).items():
                 curves[name].append(FrocPoint(t, s.pd, s.precision, f1(s.precision, s.pd), s.false_alarms,
                                               self._per_km2(s.false_alarms)))
@@ -405,8 +417,8 @@ class Scorer:
         floor = Thresholds.of(self.class_names, 0.0)
         ranked: dict[str, list[tuple[float, bool]]] = {name: [] for name in self.class_names[1:]}
         objects = {name: 0 for name in self.class_names[1:]}
-        for scene, _ in self.scenes:
-            made = detections_from_windows(scene.positions, scene.probabilities, floor, self.window, self.class_names)
+        for k, (scene, _) in enumerate(self.scenes):
+            made = self.detections_at(k, floor)
             matched = {i for i, _j, _d in match_detections(made, scene, self.gate)}
             for i, det in enumerate(made):
                 if det.class_name in ranked:
@@ -440,6 +452,32 @@ class Scorer:
             window_macro_f1=float(np.mean(list(window_f1.values()))) if total else 0.0,
             window_f1=window_f1, windows_scored=total,
         )
+
+
+BOX_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.025), 3))
+"""Score thresholds swept for a box detector (its scores are per-class sigmoids: no 1/3 floor)."""
+
+
+class BoxScorer(Scorer):
+    """Scores a detector that makes scored boxes itself (the supervised peer): its detections at a
+    threshold are the candidates scoring at least that, with the same matching, AP, FROC and areas
+    as :class:`Scorer`. It has no windows, so its window metrics are empty."""
+
+    def __init__(self, class_names: Sequence[str], gate: MatchGate = MatchGate(),
+                 froc_thresholds: Sequence[float] = BOX_THRESHOLDS) -> None:
+        super().__init__(class_names, 0, gate, froc_thresholds)
+        self.candidates: list[list[Detection]] = []
+
+    def add_boxes(self, scene: Scene, candidates: Sequence[Detection], thresholds: Thresholds) -> None:
+        """One scene with every candidate the detector made (its lowest score threshold)."""
+        self._check_geometry(scene)
+        self.candidates.append(list(candidates))
+        self.scenes.append((scene, []))
+        self.scenes[-1] = (scene, self.detections_at(len(self.scenes) - 1, thresholds))
+
+    def detections_at(self, index: int, thresholds: Thresholds) -> list[Detection]:
+        return [d for d in self.candidates[index] if d.class_name in thresholds.class_names[1:]
+                and d.score >= thresholds[d.class_name]]
 
 
 # -- labelled windows (patch stores) ---------------------------------------------------------------

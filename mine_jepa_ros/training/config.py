@@ -41,3 +41,27 @@ class PretrainConfig:
             raise UserError(f"views must be >= 2, got {self.views}")
         if self.batch_size < 2 or self.epochs < 1:
             raise UserError("batch_size must be >= 2 and epochs >= 1")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """The supervised peer's training (:mod:`mine_jepa_ros.training.peer`; torch-free, so recipes can hold it)."""
+
+    steps: int = 600
+    batch_size: int = 8
+    crop: int = 256  # training crops, pixels; inference takes whole frames
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    object_crop_fraction: float = 0.5  # crops drawn around an object (the rest anywhere)
+    fpn_channels: int = 64
+    head_convs: int = 2
+    min_score: float = 0.05  # candidates kept at inference (the lowest threshold AP and the sweep see)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.crop < 64 or self.crop % 32:
+            raise UserError(f"peer: steps and batch_size must be >= 1 and crop a multiple of 32 >= 64, got {self}")
+        if not 0.0 <= self.object_crop_fraction <= 1.0 or not 0.0 < self.min_score < 1.0:
+            raise UserError("peer: object_crop_fraction must be within [0, 1] and min_score within (0, 1)")

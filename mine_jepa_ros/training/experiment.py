@@ -6,7 +6,11 @@ Runs on a patch store (default: one simulated from scratch, split by survey):
   the whole network (``finetune``) on the labelled training patches;
 * SIGReg with sonar augmentations, SIGReg with natural-image augmentations, VICReg, SimCLR and
   BYOL (sonar augmentations), each pretrained on the training split's patches, then the same
-  two probes (linear on frozen features; fine-tuned with the same budget as the supervised run).
+  two probes (linear on frozen features; fine-tuned with the same budget as the supervised run);
+* the supervised peer (:mod:`~mine_jepa_ros.training.peer`: torchvision's FCOS trained from
+  scratch on the boxes of the same training surveys), a detector only: it has no patch scores,
+  and is scored on the same test surveys by the same scorer. The table checks that SIGReg's
+  fine-tuned detector beats it on MILCO AP, seed by seed.
 
 Everything is scored on the held-out split (other surveys / images) and written as
 ``results.md`` and ``results.json``. With several ``seeds`` every row is pretrained and probed once
@@ -31,7 +35,7 @@ from typing import Any
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
 from mine_jepa_ros.evaluate.calibrate import Target, calibrate, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions
-from mine_jepa_ros.evaluate.scoring import froc_auc, interval_text
+from mine_jepa_ros.evaluate.scoring import DetectionMetrics, froc_auc, interval_text
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import simulate_survey
@@ -41,7 +45,8 @@ from mine_jepa_ros.training.pretrain import Pretrainer
 from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, evaluate, train_probe
 from mine_jepa_ros.training.recipes import ExperimentRecipe, experiment_recipe
 
-# (label, pretraining method or None, augmentation)
+PEER_LABEL = "supervised peer: FCOS from scratch (torchvision)"
+# (label, pretraining method or None, augmentation); "peer": the supervised detector, no ViT
 RUNS: list[tuple[str, str | None, str]] = [
     ("no pretraining (random init)", None, ""),
     ("SIGReg, sonar aug", "sigreg", "sonar"),
@@ -49,6 +54,7 @@ RUNS: list[tuple[str, str | None, str]] = [
     ("VICReg, sonar aug", "vicreg", "sonar"),
     ("SimCLR, sonar aug", "simclr", "sonar"),
     ("BYOL, sonar aug", "byol", "sonar"),
+    (PEER_LABEL, "peer", ""),
 ]
 PROBES = ("linear", "finetune")
 # The paper's orderings, checked on every table: (better row, worse row, probe compared).
@@ -57,6 +63,11 @@ ORDERINGS: list[tuple[str, str, str]] = [
     ("SIGReg, sonar aug", "no pretraining (random init)", "linear"),
     ("SIGReg, sonar aug", "SIGReg, natural aug", "finetune"),
     ("SIGReg, sonar aug", "SIGReg, natural aug", "linear"),
+]
+# Detection orderings checked on every table: (better row, worse row), on MILCO AP.
+DETECTION_ORDERINGS: list[tuple[str, str]] = [
+    ("SIGReg, sonar aug", PEER_LABEL),
+    ("no pretraining (random init)", PEER_LABEL),
 ]
 SUMMARY_KEYS = ("macro_f1", "accuracy", "milco_vs_rest_f1", "milco_recall")
 
@@ -100,6 +111,8 @@ def summarise(per_seed: list[SeedResult]) -> dict[str, dict[str, Any]]:
     """Mean and standard deviation over seeds of the headline metrics, per probe."""
     out: dict[str, dict[str, Any]] = {}
     for probe in PROBES:
+        if not all(probe in s.metrics for s in per_seed):
+            continue  # the peer is a detector only: no patch scores
         ms = [s.metrics[probe] for s in per_seed]
         entry: dict[str, Any] = {}
         for key in SUMMARY_KEYS:
@@ -151,11 +164,15 @@ class Ordering:
 
     better: str
     worse: str
-    probe: str
+    probe: str  # linear | finetune (macro-F1 of the patches), or detector (MILCO AP on the test surveys)
     mean_diff: float
     std_diff: float
     wins: int
     seeds: int
+
+    @property
+    def measure(self) -> str:
+        return {"finetune": "fine-tuned macro-F1", "linear": "linear macro-F1"}.get(self.probe, "detector MILCO AP")
 
     @property
     def verdict(self) -> str:
@@ -179,14 +196,24 @@ class ExperimentResult:
         return next((r for r in self.rows if r.label == label), None)
 
     def orderings(self) -> list[Ordering]:
-        """The paper's orderings as measured here: mean difference and how many seeds agree."""
+        """The paper's orderings, and SSL against the peer, as measured here: mean difference and how
+        many seeds agree."""
+        def milco_ap(seed: SeedResult) -> float | None:
+            ap = seed.detection.get("MILCO", {}).get("ap")
+            return None if ap is None else float(ap)
+
         found = []
-        for better, worse, probe in ORDERINGS:
+        checks = [(b, w, p) for b, w, p in ORDERINGS] + [(b, w, "detector") for b, w in DETECTION_ORDERINGS]
+        for better, worse, probe in checks:
             a, b = self.row(better), self.row(worse)
             if a is None or b is None:
                 continue
-            fa = {s.seed: s.metrics[probe].macro_f1 for s in a.per_seed}
-            fb = {s.seed: s.metrics[probe].macro_f1 for s in b.per_seed}
+            if probe == "detector":
+                fa = {s.seed: v for s in a.per_seed if (v := milco_ap(s)) is not None}
+                fb = {s.seed: v for s in b.per_seed if (v := milco_ap(s)) is not None}
+            else:
+                fa = {s.seed: s.metrics[probe].macro_f1 for s in a.per_seed}
+                fb = {s.seed: s.metrics[probe].macro_f1 for s in b.per_seed}
             common = sorted(set(fa) & set(fb))
             if not common:
                 continue
@@ -204,11 +231,14 @@ class ExperimentResult:
         return "/".join(str(c) for c in sorted(counts)) or "?"
 
     def markdown(self) -> str:
-        def cell(entry: dict[str, Any], key: str, n: int) -> str:
+        def cell(entry: dict[str, Any] | None, key: str, n: int) -> str:
+            if entry is None:
+                return "-"
             return f"{entry[key]:.3f} ± {entry[key + '_std']:.3f}" if n > 1 else f"{entry[key]:.3f}"
 
         seeds = f"seeds {', '.join(map(str, self.seeds))} (mean ± std where a row has several)"
-        samples = self.rows[0].per_seed[0].metrics["finetune"].samples if self.rows else 0
+        samples = next((r.per_seed[0].metrics["finetune"].samples for r in self.rows
+                        if "finetune" in r.per_seed[0].metrics), 0)
         lines = [
             f"Scale `{self.scale}`, store `{self.store}`, {samples} labelled test patches from held-out surveys, {seeds}. "
             "Linear: frozen backbone + linear head. Fine-tuned: backbone and head trained on the labelled "
@@ -217,7 +247,9 @@ class ExperimentResult:
             "false alarms per km² are the detector's on held-out test surveys at the operating point (best F1) chosen "
             "on validation surveys, matched within 2 m (with one seed, Pd's Wilson 95 % interval in brackets; the "
             "number of test MILCO in the header); AP is the area under MILCO's precision/recall; the FROC area is "
-            f"the mean Pd over 0 to {self.froc_max:g} false alarms per km². Minutes per seed.",
+            f"the mean Pd over 0 to {self.froc_max:g} false alarms per km². The supervised peer is a detector "
+            "trained from scratch on the boxes of the same training surveys (no patch scores: dashes), scored on "
+            "the same test surveys by the same scorer. Minutes per seed.",
             "",
             f"| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall "
             f"| MILCO Pd ({self._milco_objects()} objects) | MILCO precision | MILCO AP | MILCO FA/km² | MILCO FROC area | minutes |",
@@ -225,22 +257,24 @@ class ExperimentResult:
         ]
         for r in self.rows:
             summary = r.metrics
-            lin, ft = summary["linear"], summary["finetune"]
+            lin, ft = summary.get("linear"), summary.get("finetune")
             n = len(r.per_seed)
             det = summary["detection"].get("MILCO", {})
+            patch = (f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | "
+                     f"{ft['milco_vs_rest_f1']:.3f} | {ft['milco_recall']:.3f}") if ft else "- | - | - | -"
             lines.append(
                 f"| {r.label} | {r.init} | {n} | {cell(lin, 'macro_f1', n)} | **{cell(ft, 'macro_f1', n)}** | "
-                f"{ft['per_class_f1'].get('NOMBO', 0):.3f} | {cell(ft, 'accuracy', n)} | {ft['milco_vs_rest_f1']:.3f} | "
-                f"{ft['milco_recall']:.3f} | {_num(det.get('pd'), '.3f')}{_interval(det.get('pd_interval'))} | "
+                f"{patch} | {_num(det.get('pd'), '.3f')}{_interval(det.get('pd_interval'))} | "
                 f"{_num(det.get('precision'), '.3f')} | {_num(det.get('ap'), '.3f')} | "
                 f"{_num(det.get('false_alarms_per_km2'), '.0f')} | "
                 f"{_num(det.get('froc_auc'), '.3f')} | {r.minutes:.1f} |"
             )
         checks = self.orderings()
         if checks:
-            lines += ["", "Orderings the paper reports, measured here (macro-F1 difference, paired by seed):", ""]
+            lines += ["", "Orderings the paper reports, and SSL against the supervised peer, measured here "
+                      "(difference, paired by seed):", ""]
             for c in checks:
-                lines.append(f"- {c.better} > {c.worse} ({'fine-tuned' if c.probe == 'finetune' else 'linear'}): "
+                lines.append(f"- {c.better} > {c.worse} ({c.measure}): "
                              f"{c.verdict}, {c.mean_diff:+.3f} ± {c.std_diff:.3f}, better on {c.wins} of {c.seeds} seeds")
         return "\n".join(lines) + "\n"
 
@@ -251,7 +285,11 @@ def _detection(model_path: Path, bags: SurveyBags, sc: ExperimentRecipe, device:
     opts = ReplayOptions(device=device, progress=False)
     calibrated = model_path.with_name(model_path.stem + "_calibrated.safetensors")
     calibrate(model_path, bags.validation, calibrated, Target("f1"), opts)
-    metrics = evaluate_detector(calibrated, bags.test, opts)
+    return _detection_entry(evaluate_detector(calibrated, bags.test, opts), sc)
+
+
+def _detection_entry(metrics: DetectionMetrics, sc: ExperimentRecipe) -> dict[str, Any]:
+    """What the table keeps of a detector's test metrics, per class."""
     return {name: {"pd": m.pd, "pd_interval": list(m.pd_interval), "precision": m.precision, "ap": m.ap,
                    "objects": m.objects, "false_alarms_per_km2": m.false_alarms_per_km2, "threshold": m.threshold,
                    "froc_auc": froc_auc(metrics.froc[name], sc.detection.froc_max_fa_per_km2)}
@@ -294,6 +332,8 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
             return SeedResult.from_dict(cached["result"])
     if report_only:
         return None
+    if method == "peer":  # its settings are the recipe's peer record (in "scale") and the seed
+        return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings) if bags else None
     backbone, pretrain_minutes = "random", 0.0  # the baseline starts from random weights
     if method is not None:
         cfg = replace(sc.pretrain, method=method, augment=aug, seed=seed, device=device)
@@ -309,6 +349,21 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
     probe_minutes = (time.perf_counter() - start) / 60
     result = SeedResult(seed, metrics, pretrain_minutes + probe_minutes, pretrain_minutes, probe_minutes, detection)
     write_json_atomic(done, {"settings": settings, "result": result.to_dict()})
+    return result
+
+
+def _run_peer_seed(sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int, device: str, progress: bool,
+                   bags: SurveyBags, settings: dict[str, Any]) -> SeedResult:
+    """The supervised peer with one seed: trained on the store's training surveys, its thresholds
+    chosen on the validation surveys, scored on the test ones (a detector only: no patch metrics)."""
+    from mine_jepa_ros.training.peer import run_peer  # torchvision: the peer extra
+
+    start = time.perf_counter()
+    peer = run_peer(store, bags.validation, bags.test, replace(sc.peer, seed=seed, device=device), run_dir,
+                    opts=ReplayOptions(device=device, progress=False), progress=progress)
+    minutes = (time.perf_counter() - start) / 60
+    result = SeedResult(seed, {}, minutes, 0.0, minutes, _detection_entry(peer.metrics, sc))
+    write_json_atomic(run_dir / "metrics.json", {"settings": settings, "result": result.to_dict()})
     return result
 
 
@@ -346,18 +401,25 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
     for label, method, aug in RUNS:
         if only and not any(o.lower() in label.lower() for o in only):
             continue
-        name = f"{method}_{aug}" if method else "random_init"
+        if method == "peer" and store.meta.get("provenance", {}).get("from") != "simulator":
+            print(f"{label}: skipped (it trains on the store's simulated surveys; {store_path} was not simulated)")
+            continue
+        name = "peer" if method == "peer" else f"{method}_{aug}" if method else "random_init"
         per_seed = []
         for s in seeds:
             done = _run_seed(label, method, aug, sc, store, out / name / f"seed{s}", s, device, progress, report_only, bags)
             if done is None:
                 continue
             per_seed.append(done)
-            print(f"{label}, seed {s}: macro-F1 linear {done.metrics['linear'].macro_f1:.3f}, "
-                  f"fine-tuned {done.metrics['finetune'].macro_f1:.3f} ({done.minutes:.1f} min)")
+            if method == "peer":
+                print(f"{label}, seed {s}: MILCO AP {done.detection.get('MILCO', {}).get('ap', 0.0):.3f} "
+                      f"({done.minutes:.1f} min)")
+            else:
+                print(f"{label}, seed {s}: macro-F1 linear {done.metrics['linear'].macro_f1:.3f}, "
+                      f"fine-tuned {done.metrics['finetune'].macro_f1:.3f} ({done.minutes:.1f} min)")
         if not per_seed:
             continue
-        result.rows.append(ExperimentRow(label, method or "none", aug, sc.pretrain.init if method is not None else "random",
+        result.rows.append(ExperimentRow(label, method or "none", aug, sc.pretrain.init if method not in (None, "peer") else "random",
                                          per_seed, str(out / name)))
         write_json_atomic(out / "results.json", result.to_dict(asdict(sc)))
         write_text_atomic(out / "results.md", result.markdown())

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mine_jepa_ros.errors import RecipeError
-from mine_jepa_ros.training.config import PretrainConfig
+from mine_jepa_ros.training.config import PeerConfig, PretrainConfig
 from mine_jepa_ros.training.extract import SimExtractConfig
 
 PACKAGE = "mine_jepa_ros"
@@ -49,6 +49,7 @@ class ExperimentRecipe:
     finetune_lr: float = 1e-3
     test_fraction: float = 0.25  # share of the surveys held out (labelled test patches come only from them)
     detection: DetectionEval = field(default_factory=DetectionEval)
+    peer: PeerConfig = field(default_factory=PeerConfig)  # the supervised peer row (a torchvision detector)
     description: str = field(default="", compare=False)
 
 
