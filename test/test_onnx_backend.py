@@ -90,6 +90,28 @@ def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Pat
     assert "\n" not in str(exc.value)
 
 
+def test_a_range_normalised_model_normalises_alike_on_onnx_and_torch(busy_checkpoint: Path, narrow_survey: Survey,
+                                                                     tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(busy_checkpoint)
+    model.metadata = replace(model.metadata, input_normalisation={"kind": "range", "half_life_pings": 64.0})
+    normalised = save_checkpoint(tmp_path / "range.safetensors", model)
+    exported = export_onnx(normalised, tmp_path / "range.onnx").path
+    assert OnnxClassifier(exported, providers=["cpu"]).metadata.normalisation.half_life_pings == 64.0
+    bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
+    common = dict(thresholds=0.34, progress=False, device="cpu")
+    runs = {name: replay(bag, path, tmp_path / name, ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
+            for name, path in [("torch", normalised), ("onnx", exported), ("raw", busy_checkpoint)]}
+    want, got, raw = (_detections(tmp_path / name) for name in ("torch", "onnx", "raw"))
+    assert runs["onnx"].windows == runs["torch"].windows and sum(len(d) for _, d in want) > 1
+    assert [(t, [c for c, *_ in d]) for t, d in got] == [(t, [c for c, *_ in d]) for t, d in want]
+    assert runs["raw"].metrics is not None and runs["torch"].metrics is not None
+    assert raw != want and runs["raw"].metrics.window_confusion != runs["torch"].metrics.window_confusion
+
+
 def test_the_onnx_model_describes_itself_like_its_checkpoint(fp32_model: Path, busy_checkpoint: Path) -> None:
     from mine_jepa_ros.detect.metadata import read_metadata
 
