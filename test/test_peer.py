@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from mine_jepa_ros.evaluate.scoring import BoxScorer, MatchGate, Scene
 from mine_jepa_ros.io.detections import Detection
 
 torchvision = pytest.importorskip("torchvision")
+import torch  # noqa: E402  (torchvision brings it)
 
 NAMES = ["background", "MILCO", "NOMBO"]
 
@@ -118,6 +120,31 @@ def test_peer_learns_saves_loads_and_refuses_foreign_files(sim_store, checkpoint
         load_peer(tmp_path / "junk.safetensors")
     with pytest.raises(UserError, match="no labelled training image"):
         train_peer([], NAMES, cfg, tmp_path / "none.safetensors")
+
+
+@pytest.mark.slow
+def test_the_projects_vit_under_the_same_detector_from_a_pretrained_backbone(sim_store, checkpoint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SSL against supervised under one detector: the ViT in FCOS, started from a checkpoint's backbone."""
+    from mine_jepa_ros.detect.model import load_checkpoint
+    from mine_jepa_ros.training.config import PeerConfig
+    from mine_jepa_ros.training.peer import load_peer, peer_name, simulator_training_images, train_peer
+
+    images = list(simulator_training_images(sim_store))
+    cfg = PeerConfig(steps=2, batch_size=2, crop=128, warmup_steps=1, backbone="vit_tiny", init=str(checkpoint), device="cpu")
+    start = load_checkpoint(checkpoint)
+    peer = train_peer(images, NAMES, replace(cfg, steps=1, lr=1e-12), tmp_path / "still.safetensors", progress=False)
+    for name, value in start.backbone.state_dict().items():  # it starts from the checkpoint's weights
+        assert torch.allclose(peer.model.state_dict()[f"backbone.vit.{name}"], value, atol=1e-6), name
+    peer = train_peer(images, NAMES, cfg, tmp_path / "vit.safetensors", progress=False)
+    assert "vit_tiny with a simple feature pyramid, from " in peer_name(cfg)
+    again = load_peer(tmp_path / "vit.safetensors", "cpu")
+    assert again.model.transform.image_mean == [pytest.approx(start.metadata.norm_mean)]  # its windows' statistics
+    frame = images[0].pixels[:192]
+    assert again.detect(frame) == peer.detect(frame)
+    with pytest.raises(UserError, match="ResNet-18 trains from random init only"):
+        PeerConfig(init=str(checkpoint))
+    with pytest.raises(UserError, match="a vit_tiny backbone, but the peer's is vit_small"):
+        train_peer(images, NAMES, replace(cfg, backbone="vit_small"), tmp_path / "small.safetensors", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_peer(sub: Subcommands) -> None:
-    from mine_jepa_ros.training.config import PeerConfig
+    from mine_jepa_ros.training.config import PEER_BACKBONES, PeerConfig
 
     d = PeerConfig()
     p = add_command(
@@ -208,6 +208,12 @@ def add_peer(sub: Subcommands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="crops per step")
     p.add_argument("--crop", type=positive_int, default=d.crop, help="training crop size in pixels (multiple of 32)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, warm-up then cosine)")
+    p.add_argument("--backbone", choices=list(PEER_BACKBONES), default=d.backbone,
+                   help="resnet18: the supervised peer; vit_tiny / vit_small: the project's ViT under the same FCOS "
+                   "(a simple feature pyramid on its tokens; its own weights at a tenth of the learning rate)")
+    p.add_argument("--init", default=d.init,
+                   help="the ViT's start: random, or a mine_jepa checkpoint (pretrain's backbone.safetensors): SSL "
+                   "against supervised under one detector")
     add_target_args(p, required=False)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -222,7 +228,7 @@ def run_peer_cmd(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.peer import run_peer
 
     cfg = PeerConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
-                     device=args.device)
+                     device=args.device, backbone=args.backbone, init=args.init)
     result = run_peer(open_store(args.store), args.validation_bag, args.test_bag, cfg, args.out, target_from_args(args),
                       ReplayOptions(device=args.device))
     if args.json:

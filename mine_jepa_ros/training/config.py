@@ -43,6 +43,9 @@ class PretrainConfig:
             raise UserError("batch_size must be >= 2 and epochs >= 1")
 
 
+PEER_BACKBONES = ("resnet18", "vit_tiny", "vit_small")
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     """The supervised peer's training (:mod:`mine_jepa_ros.training.peer`; torch-free, so recipes can hold it)."""
@@ -54,6 +57,8 @@ class PeerConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     object_crop_fraction: float = 0.5  # crops drawn around an object (the rest anywhere)
+    backbone: str = "resnet18"  # resnet18 | vit_tiny | vit_small (the project's ViT, a simple feature pyramid on its tokens)
+    init: str = "random"  # the ViT's start: random, or a mine_jepa checkpoint (pretrain's backbone.safetensors)
     fpn_channels: int = 64
     head_convs: int = 2
     min_score: float = 0.05  # candidates kept at inference (the lowest threshold AP and the sweep see)
@@ -65,3 +70,7 @@ class PeerConfig:
             raise UserError(f"peer: steps and batch_size must be >= 1 and crop a multiple of 32 >= 64, got {self}")
         if not 0.0 <= self.object_crop_fraction <= 1.0 or not 0.0 < self.min_score < 1.0:
             raise UserError("peer: object_crop_fraction must be within [0, 1] and min_score within (0, 1)")
+        if self.backbone not in PEER_BACKBONES:
+            raise UserError(f"peer backbone {self.backbone!r}: expected one of {PEER_BACKBONES}")
+        if self.backbone == "resnet18" and self.init != "random":
+            raise UserError("peer: the ResNet-18 trains from random init only (--init is for the ViT backbones)")

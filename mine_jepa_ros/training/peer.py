@@ -6,6 +6,11 @@ torchvision's FCOS (anchor-free, one stage; BSD-licensed) on a ResNet-18 feature
 channel, 64 pyramid channels and two head convolutions, so it trains on a CPU in minutes. No
 pretrained weights: ``weights=None`` everywhere, random init.
 
+The same FCOS also takes the project's ViT (``backbone="vit_tiny"``, :class:`ViTPyramid`: its
+stride-16 token map up-sampled to 8 and pooled to 32-128, ViTDet's simple feature pyramid), from
+random init or from a SIGReg backbone (``init``): in-domain SSL against supervised learning under
+one detector, where the window classifier's decoding is out of the comparison.
+
 * **Labels.** The ground-truth boxes of the same training surveys the ViT's patch store was cut
   from (the store's split: its ``train`` groups), re-simulated from the store's provenance
   (:func:`simulator_training_images`). Boxes are the truth as given (object plus shadow). Where
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,8 @@ from tqdm import tqdm
 from mine_jepa_ros.atomic import atomic_file, write_json_atomic
 from mine_jepa_ros.detect.device import resolve_device
 from mine_jepa_ros.detect.merging import Thresholds
+from mine_jepa_ros.detect.metadata import read_metadata
+from mine_jepa_ros.detect.model import backbone_from
 from mine_jepa_ros.detect.normalise import NormalisationConfig, RangeNormaliser
 from mine_jepa_ros.errors import CheckpointError, StoreError, UserError
 from mine_jepa_ros.evaluate.calibrate import CalibrationError, Target, pick_threshold
@@ -59,7 +66,14 @@ from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.schedule import warmup_cosine_lr
 
 PEER_FORMAT = "mine_jepa_peer"
-PEER_NAME = "FCOS (torchvision), ResNet-18 FPN, from scratch"
+
+
+def peer_name(cfg: PeerConfig) -> str:
+    """What the detector is, in words (tables, plots, metadata)."""
+    if cfg.backbone == "resnet18":
+        return "FCOS (torchvision), ResNet-18 FPN, from scratch"
+    start = "from scratch" if cfg.init == "random" else f"from {cfg.init}"
+    return f"FCOS (torchvision), {cfg.backbone} with a simple feature pyramid, {start}"
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,55 @@ def simulator_training_images(store: PatchStore) -> Iterator[LabelledImage]:
             yield LabelledImage(group, pixels, survey.ground_truth())
 
 
+class ViTPyramid(torch.nn.Module):
+    """The project's ViT as a detection backbone (ViTDet's simple feature pyramid): its patch tokens
+    at stride 16 as a map, up-sampled to stride 8 and pooled down to 32, 64 and 128 (FCOS's five
+    levels), each projected to ``channels``. ``timm`` resamples the position embedding to the image."""
+
+    def __init__(self, vit: torch.nn.Module, channels: int) -> None:
+        super().__init__()
+        self.vit = vit
+        width = int(getattr(vit, "num_features"))
+        self.prefix = int(getattr(vit, "num_prefix_tokens", 1))
+        self.up = torch.nn.Sequential(torch.nn.ConvTranspose2d(width, width // 2, 2, stride=2), torch.nn.GELU(),
+                                      torch.nn.Conv2d(width // 2, channels, 1))
+        self.same = torch.nn.Conv2d(width, channels, 1)
+        self.down = torch.nn.ModuleList([torch.nn.Conv2d(channels, channels, 3, stride=2, padding=1) for _ in range(3)])
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows, cols = x.shape[-2] // 16, x.shape[-1] // 16
+        tokens = self.vit.forward_features(x)[:, self.prefix:]  # type: ignore[operator]
+        grid = tokens.transpose(1, 2).reshape(x.shape[0], -1, rows, cols)
+        levels = [self.up(grid), self.same(grid)]
+        for conv in self.down:
+            levels.append(conv(levels[-1] if len(levels) < 3 else torch.nn.functional.relu(levels[-1])))
+        return {str(k): level for k, level in enumerate(levels)}
+
+
+def _vit(cfg: PeerConfig) -> tuple[torch.nn.Module, float, float]:
+    """The ViT (random, or a mine_jepa checkpoint's backbone) built for any image size, with the
+    normalisation statistics its windows were standardised with."""
+    import timm
+
+    from mine_jepa_ros.detect.metadata import ARCHS
+
+    vit = timm.create_model(ARCHS[cfg.backbone], pretrained=False, img_size=96, in_chans=1, num_classes=0,
+                            dynamic_img_size=True)
+    mean, std = 0.2, 0.2
+    if cfg.init != "random":
+        start, provenance = backbone_from(cfg.init, cfg.backbone, 96)
+        if provenance["arch"] != cfg.backbone:
+            raise UserError(f"peer --init {cfg.init}: a {provenance['arch']} backbone, but the peer's is {cfg.backbone}")
+        vit.load_state_dict(start.state_dict())
+        meta = read_metadata(cfg.init)
+        mean, std = meta.norm_mean, meta.norm_std
+    return vit, mean, std
+
+
 def build_peer(class_names: Sequence[str], cfg: PeerConfig) -> torch.nn.Module:
-    """torchvision FCOS on a single-channel ResNet-18 FPN, random init, no resizing."""
+    """torchvision FCOS, no resizing, on a single-channel ResNet-18 FPN (random init) or on the
+    project's ViT (random or pretrained init) with a simple feature pyramid."""
     from torchvision.models import resnet18
     from torchvision.models.detection import FCOS
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -102,16 +163,33 @@ def build_peer(class_names: Sequence[str], cfg: PeerConfig) -> torch.nn.Module:
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
             return image, target  # sonar pixels have a fixed size on the seabed: never rescale them
 
-    trunk = resnet18(weights=None)
-    trunk.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     c = cfg.fpn_channels
-    backbone = BackboneWithFPN(trunk, {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], c,
-                               extra_blocks=LastLevelP6P7(c, c))
+    backbone: torch.nn.Module
+    if cfg.backbone == "resnet18":
+        trunk = resnet18(weights=None)
+        trunk.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        backbone = BackboneWithFPN(trunk, {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], c,
+                                   extra_blocks=LastLevelP6P7(c, c))
+        mean, std = 0.2, 0.2
+    else:
+        vit, mean, std = _vit(cfg)
+        backbone = ViTPyramid(vit, c)
     head = FCOSHead(c, 1, len(class_names), num_convs=cfg.head_convs)
     model = FCOS(backbone, num_classes=len(class_names), head=head, score_thresh=cfg.min_score,
                  detections_per_img=200, nms_thresh=0.5)
-    model.transform = WholeImageTransform(cfg.crop, cfg.crop, image_mean=[0.2], image_std=[0.2], size_divisible=32)
+    model.transform = WholeImageTransform(cfg.crop, cfg.crop, image_mean=[mean], image_std=[std], size_divisible=32)
     return model
+
+
+def _param_groups(model: torch.nn.Module, cfg: PeerConfig) -> list[dict[str, Any]]:
+    """The ViT's own weights at a tenth of the learning rate (as ``probe --mode finetune`` trains a
+    backbone), whatever its init; everything else (and the whole ResNet peer) at the full rate."""
+    vit = [p for n, p in model.named_parameters() if n.startswith("backbone.vit.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.vit.")]
+    groups = [{"params": rest, "scale": 1.0}]
+    if vit:
+        groups.append({"params": vit, "scale": 0.1})
+    return groups
 
 
 def _target(objects: Sequence[Detection], class_names: Sequence[str], r0: int, c0: int, size: int,
@@ -202,14 +280,14 @@ def train_peer(images: Sequence[LabelledImage], class_names: Sequence[str], cfg:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_peer(class_names, cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     model.train()
     bar = tqdm(range(cfg.steps), desc="peer (FCOS)", unit="step", disable=not progress)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr)
+            group["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr) * group["scale"]
         crops, targets = sample_crops(images, class_names, cfg, rng)
         losses = model([c.to(device) for c in crops], [{k: v.to(device) for k, v in t.items()} for t in targets])
         loss = torch.stack(list(losses.values())).sum()
@@ -226,11 +304,11 @@ def train_peer(images: Sequence[LabelledImage], class_names: Sequence[str], cfg:
     peer = PeerModel(model, list(class_names), cfg, device, normalisation=normalisation)
     save_peer(peer, out, {"images": [i.name for i in images], "seconds": round(time.perf_counter() - start, 1)})
     write_json_atomic(out.with_name(out.stem + "_metrics.json"), history)
-    plot_peer_loss(history, out.with_name(out.stem + "_metrics.png"))
+    plot_peer_loss(history, out.with_name(out.stem + "_metrics.png"), peer_name(cfg))
     return peer
 
 
-def plot_peer_loss(history: Sequence[dict[str, float]], path: Path) -> Path:
+def plot_peer_loss(history: Sequence[dict[str, float]], path: Path, title: str) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [h["step"] for h in history]
@@ -239,17 +317,24 @@ def plot_peer_loss(history: Sequence[dict[str, float]], path: Path) -> Path:
             ax.plot(steps, [h[key] for h in history], label=key, linewidth=1 if key != "loss" else 2)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(PEER_NAME)
+    ax.set_title(title, fontsize=9)
     ax.legend()
     return save_figure(fig, path)
+
+
+def _standardisation(model: torch.nn.Module) -> list[float]:
+    """The (mean, std) the detector's transform standardises its input with."""
+    transform: Any = model.transform
+    return [float(transform.image_mean[0]), float(transform.image_std[0])]
 
 
 def save_peer(peer: PeerModel, out: Path, extra: dict[str, Any] | None = None) -> Path:
     """The peer's weights and metadata in one ``.safetensors``, written atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in peer.model.state_dict().items()}
-    meta = {"format": PEER_FORMAT, "name": PEER_NAME, "config": json.dumps(asdict(peer.config)),
+    meta = {"format": PEER_FORMAT, "name": peer_name(peer.config), "config": json.dumps(asdict(peer.config)),
             "class_names": json.dumps(peer.class_names), "thresholds": json.dumps(peer.thresholds),
             "normalisation": json.dumps(peer.normalisation.to_dict()),
+            "image_mean_std": json.dumps(_standardisation(peer.model)),
             "extra": json.dumps(extra or {}, default=str)}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
@@ -275,7 +360,11 @@ def load_peer(path: Path | str, device: str = "auto") -> PeerModel:
         raise
     except Exception as exc:  # safetensors' own error class, JSON, a config of another version: the file is bad
         raise CheckpointError(f"{path}: cannot read the peer detector: {exc}") from exc
-    model = build_peer(class_names, cfg)
+    model = build_peer(class_names, replace(cfg, init="random"))  # the file holds every weight
+    if "image_mean_std" in meta:  # the standardisation its backbone was trained with (not a tensor)
+        image_mean, image_std = json.loads(meta["image_mean_std"])
+        transform: Any = model.transform
+        transform.image_mean, transform.image_std = [float(image_mean)], [float(image_std)]
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: the peer's tensors do not match its configuration "
@@ -351,7 +440,7 @@ def run_peer(store: PatchStore, validation: Sequence[Path], test: Sequence[Path]
     thresholds = choose_peer_thresholds(peer, validation, target, opts)
     save_peer(peer, model_path, {"store": str(store.path), "seconds": round(seconds, 1)})
     metrics = evaluate_peer(peer, test, opts)
-    write_json_atomic(out / "metrics.json", {"model": str(model_path), "name": PEER_NAME, "config": asdict(cfg),
+    write_json_atomic(out / "metrics.json", {"model": str(model_path), "name": peer_name(cfg), "config": asdict(cfg),
                                              "thresholds": thresholds, "train_seconds": round(seconds, 1),
                                              "validation_surveys": [str(b) for b in validation],
                                              "test_surveys": [str(b) for b in test], "metrics": metrics.to_dict()})
