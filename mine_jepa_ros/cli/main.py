@@ -17,10 +17,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from mine_jepa_ros.cli import data, detect, models, sim, tools, training
+from mine_jepa_ros.cli import comparison, data, detect, models, sim, tools, training
 from mine_jepa_ros.errors import MineJepaError
 
-AREAS = (sim, data, training, models, detect, tools)
+AREAS = (sim, data, training, comparison, models, detect, tools)
 
 EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "timm": "train", "yaml": "train", "matplotlib": "plots",
                    "onnx": "export", "onnxscript": "export", "pyxtf": "xtf"}
