@@ -224,17 +224,23 @@ def is_mine_jepa_checkpoint(path: Path) -> bool:
         return False
 
 
-def backbone_from(init: str, arch: str, window: int) -> tuple[nn.Module, dict[str, Any]]:
+def backbone_from(init: str, arch: str, window: int,
+                  normalisation: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The backbone a training run starts from: a mine_jepa checkpoint's (pretrain's
-    backbone.safetensors, or a trained model's: its own arch, and its window must be ``window``), or
-    a timm init of ``arch`` (``random``, ``timm``, a timm weights file). Returns it with its
-    provenance (``arch``: the one it has; for a checkpoint also its ``input_normalisation``)."""
+    backbone.safetensors, or a trained model's: its own arch; its window must be ``window`` and,
+    where ``normalisation`` is given, its windows' input normalisation that one), or a timm init of
+    ``arch`` (``random``, ``timm``, a timm weights file). Returns it with its provenance (``arch``:
+    the one it has; for a checkpoint also its ``input_normalisation``)."""
     path = Path(init)
     if init not in ("random", "timm") and path.is_file() and is_mine_jepa_checkpoint(path):
         model = load_checkpoint(path)
         if model.metadata.window != window:
             raise CheckpointError(f"{path}: a backbone for {model.metadata.window}-pixel windows; this run trains on "
                                   f"{window}-pixel windows")
+        seen = model.metadata.input_normalisation
+        if normalisation is not None and seen != normalisation:
+            raise CheckpointError(f"{path}: pretrained on windows with input normalisation {seen or 'none'}, these "
+                                  f"stores have {normalisation or 'none'}: train on stores extracted the same way")
         return model.backbone, {"init": str(path), "arch": model.metadata.arch, "pretrain": model.metadata.provenance,
                                 "input_normalisation": model.metadata.input_normalisation}
     return build_backbone(arch, window, init), {"init": init, "arch": arch}

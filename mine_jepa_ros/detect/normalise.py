@@ -25,7 +25,7 @@ windows, so the model is trained on what it will see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -63,12 +63,11 @@ class NormalisationConfig:
         """From metadata (``None`` or ``{}``: none); a bad value raises UserError naming it."""
         if not data:
             return cls()
-        unknown = sorted(set(data) - {"kind", "half_life_pings", "target_mean", "floor"})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise UserError(f"normalisation: unknown keys {unknown}")
-        try:
-            return cls(kind=str(data.get("kind", "none")), half_life_pings=float(data.get("half_life_pings", 256.0)),  # type: ignore[arg-type]
-                       target_mean=float(data.get("target_mean", 0.2)), floor=float(data.get("floor", 0.02)))  # type: ignore[arg-type]
+        try:  # the kind is a name, every setting a number; missing ones keep their defaults
+            return cls(**{k: str(v) if k == "kind" else float(v) for k, v in data.items()})  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise UserError(f"normalisation: {exc}") from exc
 

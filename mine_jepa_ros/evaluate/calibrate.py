@@ -44,7 +44,7 @@ from mine_jepa_ros.evaluate.scoring import (
 )
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
-from mine_jepa_ros.io.recording import open_recording
+from mine_jepa_ros.io.recording import Recording, open_recording
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.34, 0.996, 0.01), 3))
 ECE_BINS = 15
@@ -161,15 +161,34 @@ def pick_threshold(points: list[FrocPoint], target: Target, name: str) -> FrocPo
     return max(points, key=lambda p: (p.f1, p.threshold))
 
 
+def choose_operating_points(scorer: Scorer, target: Target) -> tuple[dict[str, FrocPoint], dict[str, int]]:
+    """Per object class, the FROC point of the scored scenes that meets ``target``
+    (:func:`pick_threshold`), and the objects of each class they hold; a class without objects is an
+    error (no threshold can be chosen for it)."""
+    names = scorer.class_names[1:]
+    objects = {name: sum(t.class_name == name for scene, _ in scorer.scenes for t in scene.truth) for name in names}
+    for name in names:
+        if objects[name] == 0:
+            raise CalibrationError(f"the validation surveys hold no {name} object: no threshold can be chosen for it")
+    curves = scorer.froc()
+    return {name: pick_threshold(curves[name], target, name) for name in names}, objects
+
+
+def require_truth(recording: Recording, bag: Path | str) -> None:
+    """A recording to score or calibrate on must hold ground truth; else one line naming it."""
+    if not recording.has_truth or not recording.truth_messages:
+        raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): surveys scored "
+                               "or calibrated on need it")
+
+
 def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
     """The classified windows and ground truth of every bag (one scene per frame, or per ping stream);
     ``need_truth``: a bag without ground truth is an error (it cannot be scored)."""
     scenes: list[Scene] = []
     for bag in bags:
         inputs = open_recording(bag, opts.recording)
-        if need_truth and (not inputs.has_truth or not inputs.truth_messages):
-            raise CalibrationError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic): surveys scored "
-                                   "or calibrated on need it")
+        if need_truth:
+            require_truth(inputs, bag)
         pipeline = DetectionPipeline(detector.classifier, replace(detector.config, input_mode=inputs.mode))
         collector = SceneCollector(inputs)
         stats = ReadStats()
@@ -252,15 +271,10 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
                     froc_thresholds=THRESHOLD_GRID)
     for s in calibrated:
         scorer.add(s, [], np.zeros(len(s.positions), np.int64))
-    curves = scorer.froc()
-    thresholds, per_class = {}, {}
-    objects = {name: sum(t.class_name == name for s in scenes for t in s.truth) for name in names[1:]}
-    for name in names[1:]:
-        if objects[name] == 0:
-            raise CalibrationError(f"the validation surveys hold no {name} object: no threshold can be chosen for it")
-        chosen = pick_threshold(curves[name], target, name)
-        thresholds[name] = float(chosen.threshold)
-        per_class[name] = {k: getattr(chosen, k) for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
+    chosen, objects = choose_operating_points(scorer, target)
+    thresholds = {name: float(point.threshold) for name, point in chosen.items()}
+    per_class = {name: {k: getattr(point, k) for k in ("pd", "false_alarms", "false_alarms_per_km2", "precision", "f1")}
+                 for name, point in chosen.items()}
     op = OperatingPoint(
         temperature=temperature, thresholds=thresholds, target={"kind": target.kind, "value": target.value},
         validation={"bags": [str(b) for b in bags] + [str(f) for f, _years in folders], "ece_before": ece_before, "ece_after": ece_after,

@@ -472,8 +472,7 @@ class BoxScorer(Scorer):
         """One scene with every candidate the detector made (its lowest score threshold)."""
         self._check_geometry(scene)
         self.candidates.append(list(candidates))
-        self.scenes.append((scene, []))
-        self.scenes[-1] = (scene, self.detections_at(len(self.scenes) - 1, thresholds))
+        self.scenes.append((scene, self.detections_at(len(self.candidates) - 1, thresholds)))
 
     def detections_at(self, index: int, thresholds: Thresholds) -> list[Detection]:
         return [d for d in self.candidates[index] if d.class_name in thresholds.class_names[1:]

@@ -48,11 +48,10 @@ from tqdm import tqdm
 from mine_jepa_ros.atomic import atomic_file, write_json_atomic
 from mine_jepa_ros.detect.device import resolve_device
 from mine_jepa_ros.detect.merging import Thresholds
-from mine_jepa_ros.detect.metadata import read_metadata
-from mine_jepa_ros.detect.model import backbone_from
+from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.detect.normalise import NormalisationConfig, RangeNormaliser
 from mine_jepa_ros.errors import CheckpointError, StoreError, UserError
-from mine_jepa_ros.evaluate.calibrate import CalibrationError, Target, pick_threshold
+from mine_jepa_ros.evaluate.calibrate import Target, choose_operating_points, require_truth
 from mine_jepa_ros.evaluate.replay import ReplayOptions
 from mine_jepa_ros.evaluate.scoring import BoxScorer, DetectionMetrics, MatchGate, Scene
 from mine_jepa_ros.io.bag import ReadStats
@@ -135,17 +134,18 @@ def _vit(cfg: PeerConfig) -> tuple[torch.nn.Module, float, float]:
 
     from mine_jepa_ros.detect.metadata import ARCHS
 
-    vit = timm.create_model(ARCHS[cfg.backbone], pretrained=False, img_size=96, in_chans=1, num_classes=0,
-                            dynamic_img_size=True)
-    mean, std = 0.2, 0.2
-    if cfg.init != "random":
-        start, provenance = backbone_from(cfg.init, cfg.backbone, 96)
-        if provenance["arch"] != cfg.backbone:
-            raise UserError(f"peer --init {cfg.init}: a {provenance['arch']} backbone, but the peer's is {cfg.backbone}")
-        vit.load_state_dict(start.state_dict())
-        meta = read_metadata(cfg.init)
-        mean, std = meta.norm_mean, meta.norm_std
-    return vit, mean, std
+    def vit(img_size: int) -> torch.nn.Module:
+        return timm.create_model(ARCHS[cfg.backbone], pretrained=False, img_size=img_size, in_chans=1, num_classes=0,
+                                 dynamic_img_size=True)
+
+    if cfg.init == "random":
+        return vit(96), 0.2, 0.2
+    start = load_checkpoint(cfg.init)
+    if start.metadata.arch != cfg.backbone:
+        raise UserError(f"peer --init {cfg.init}: a {start.metadata.arch} backbone, but the peer's is {cfg.backbone}")
+    model = vit(start.metadata.img_size)
+    model.load_state_dict(start.backbone.state_dict())
+    return model, start.metadata.norm_mean, start.metadata.norm_std
 
 
 def build_peer(class_names: Sequence[str], cfg: PeerConfig) -> torch.nn.Module:
@@ -380,8 +380,7 @@ def peer_scorer(peer: PeerModel, bags: Sequence[Path], thresholds: Thresholds, o
         recording = open_recording(bag, opts.recording)
         if recording.mode != "frames":
             raise UserError(f"{bag}: the peer scores waterfall frames; this recording is a {recording.mode} stream")
-        if not recording.has_truth:
-            raise UserError(f"{bag}: no ground truth (a vision_msgs/Detection2DArray topic) to score the peer on")
+        require_truth(recording, bag)
         normaliser = RangeNormaliser(peer.normalisation) if peer.normalisation.active else None
         row = 0
         for _t, msg in tqdm(recording.messages(ReadStats()), desc=f"peer {Path(bag).name}", unit="img",
@@ -399,12 +398,9 @@ def peer_scorer(peer: PeerModel, bags: Sequence[Path], thresholds: Thresholds, o
 
 def choose_peer_thresholds(peer: PeerModel, validation: Sequence[Path], target: Target, opts: ReplayOptions) -> dict[str, float]:
     """Per-class score thresholds meeting ``target`` on the validation bags (as ``calibrate`` chooses)."""
-    scorer = peer_scorer(peer, validation, Thresholds.of(peer.class_names, 0.5), opts)
-    for name in peer.class_names[1:]:
-        if not any(t.class_name == name for scene, _ in scorer.scenes for t in scene.truth):
-            raise CalibrationError(f"the validation surveys hold no {name} object: no threshold can be chosen for it")
-    curves = scorer.froc()
-    peer.thresholds = {name: float(pick_threshold(curves[name], target, name).threshold) for name in peer.class_names[1:]}
+    chosen, _objects = choose_operating_points(peer_scorer(peer, validation, Thresholds.of(peer.class_names, 0.5), opts),
+                                               target)
+    peer.thresholds = {name: float(point.threshold) for name, point in chosen.items()}
     return peer.thresholds
 
 

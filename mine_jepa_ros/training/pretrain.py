@@ -183,13 +183,10 @@ class Pretrainer:
                             f"({sorted(normalisations)}): one backbone sees one kind of window")
         self.normalisation = stores[0].normalisation
         torch.manual_seed(_seed(cfg.seed, "init"))
-        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, cfg.window)  # a checkpoint: continue it
+        # a checkpoint: SSL continues from its backbone (pretrained on windows normalised as these)
+        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, cfg.window, self.normalisation)
         if self.init_provenance["arch"] != cfg.arch:
             raise UserError(f"--init {cfg.init}: a {self.init_provenance['arch']} backbone, but --arch is {cfg.arch}")
-        seen = self.init_provenance.get("input_normalisation")
-        if seen is not None and seen != self.normalisation:
-            raise UserError(f"--init {cfg.init}: pretrained on windows with input normalisation {seen or 'none'}, these "
-                            f"stores have {self.normalisation or 'none'}")
         self.backbone = backbone.to(self.device)
         embed_dim = int(getattr(self.backbone, "num_features"))
         self.method = build_method(cfg.method, embed_dim, self.backbone, cfg.proj_dim, cfg.proj_hidden, cfg.lam,

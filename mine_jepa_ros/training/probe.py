@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -76,17 +75,6 @@ class ProbeConfig:
     hard_negative_rounds: int = 0  # rounds of mining background windows the model calls objects, then retraining
     hard_negatives_per_round: int = 0  # windows added per round (0: as many as the labelled training patches)
     intensity_augment: bool = False  # fine-tuning: random gain, TVG residual, gamma and speckle per window
-
-
-def _backbone_for(init: str, arch: str, store: PatchStore) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The backbone to start from (:func:`~mine_jepa_ros.detect.model.backbone_from`); a checkpoint
-    pretrained on windows normalised otherwise than the store's is refused."""
-    backbone, provenance = backbone_from(init, arch, store.window)
-    seen = provenance.get("input_normalisation")
-    if seen is not None and seen != store.normalisation:
-        raise UserError(f"{init}: pretrained on windows with input normalisation {seen or 'none'}, but {store.path} "
-                        f"has {store.normalisation or 'none'}: probe on a store extracted the same way")
-    return backbone, provenance
 
 
 def _to_tensor(store: PatchStore, idx: np.ndarray, mean: float, std: float) -> torch.Tensor:
@@ -214,7 +202,7 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
         print(f"warning: {warning}")
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    backbone, provenance = _backbone_for(cfg.init, cfg.arch, store)
+    backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation)
     mean, std = store.mean_std(train_idx)
     meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
                          probe_mode=cfg.mode, class_names=store.classes, norm_mean=mean, norm_std=std,
@@ -317,7 +305,7 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
     torch.manual_seed(cfg.seed)
     objects, background = _dense_split(store)
     train_idx = np.sort(np.concatenate([objects, background]))
-    backbone, provenance = _backbone_for(cfg.init, cfg.arch, store)
+    backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation)
     mean, std = store.mean_std(train_idx)
     meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
                          probe_mode=cfg.mode, output="dense", class_names=store.classes, norm_mean=mean, norm_std=std,
