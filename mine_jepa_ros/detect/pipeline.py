@@ -127,6 +127,9 @@ class PipelineOutput:
     labels: np.ndarray
     overlay: np.ndarray | None = None
     shape: tuple[int, int] = (0, 0)  # (rows, width) of the decoded image; (0, 0) for a stream's final flush
+    overlay_detections: list[Detection] = field(default_factory=list)
+    """The boxes drawn on ``overlay``, in its pixels (a ping stream's overlay shows its last
+    ``overlay_rows`` pings: the boxes still in view, shifted to them)."""
 
 
 class DetectionPipeline:
@@ -237,7 +240,8 @@ class DetectionPipeline:
         labels = merger.add(tiles.positions, probs, self.thresholds)
         detections = self._with_positions(merger.flush(), stream=False, width=w)
         overlay = draw_detections(pixels, detections) if self.config.overlay else None
-        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, (h, w))
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, (h, w),
+                              detections if overlay is not None else [])
 
     # -- pings ----------------------------------------------------------------------------------
     def _process_pings(self, pixels: np.ndarray, header: Any) -> PipelineOutput:
@@ -267,10 +271,11 @@ class DetectionPipeline:
         else:
             done = self._merger.finalize(self._stream_tiler.rows_seen - self.window)
         detections = self._with_positions(done, stream=True, width=self._stream_width)
-        overlay = None
+        overlay: np.ndarray | None = None
+        shown: list[Detection] = []
         if self.config.overlay and (len(tiles) or detections):
-            overlay = self._stream_overlay(detections)
-        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, shape)
+            overlay, shown = self._stream_overlay(detections)
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, shape, shown)
 
     @property
     def stream_width(self) -> int:
@@ -294,8 +299,8 @@ class DetectionPipeline:
             self._history = np.zeros((0, rows.shape[1]), np.uint8)
         self._history = np.concatenate([self._history, rows])[-self.config.overlay_rows :]
 
-    def _stream_overlay(self, new: list[Detection]) -> np.ndarray:
+    def _stream_overlay(self, new: list[Detection]) -> tuple[np.ndarray, list[Detection]]:
         top = self._stream_tiler.rows_seen - len(self._history)
         self._recent = [d for d in [*self._recent, *new] if d.box[2] > top]
         shown = [d.shifted(-top) for d in self._recent]
-        return draw_detections(self._history, shown)
+        return draw_detections(self._history, shown), shown

@@ -1,6 +1,6 @@
 """Build the interface packages that PyPI has no wheel of, for rclpy, from PyPI's ROS 2 wheels (no ROS install):
 ``vision_msgs`` (the detections), ``marine_acoustic_msgs`` and ``smarc_msgs`` (side-scan driver inputs) and
-``geographic_msgs`` (the contacts map), each from the ``.msg`` files kept in this package.
+``geographic_msgs`` (the contacts map) and ``foxglove_msgs`` (what Foxglove draws: image annotations and GeoJSON), each from the ``.msg`` files kept in this package.
 
 ``python -m mine_jepa_ros.interfaces.build [--distro kilted|jazzy]`` (``make ros`` runs it for
 Kilted into ``.venv``, ``make ros-jazzy`` for Jazzy into ``.venv-jazzy``; one distro per
@@ -53,6 +53,8 @@ PACKAGES = (
     InterfacePackage("smarc_msgs", "0.0.1", ("std_msgs",), "smarc_msgs subset (Sidescan)"),
     InterfacePackage("geographic_msgs", "1.0.6", ("std_msgs", "geometry_msgs", "unique_identifier_msgs"),
                      "geographic_msgs subset (GeographicMap)"),
+    InterfacePackage("foxglove_msgs", "3.0.0", ("builtin_interfaces",),
+                     "foxglove_msgs subset (ImageAnnotations, GeoJSON; MIT, foxglove/schemas)"),
 )
 
 AMENT_CMAKE_PARTS = [

@@ -25,7 +25,7 @@ from rosbags.typesys.store import Typestore
 
 INTERFACES_DIR = Path(__file__).parents[1] / "interfaces"
 VISION_MSGS_DIR = INTERFACES_DIR / "vision_msgs" / "msg"
-INTERFACE_PACKAGES = ("vision_msgs", "marine_acoustic_msgs", "smarc_msgs", "geographic_msgs")  # bundled .msg files
+INTERFACE_PACKAGES = ("vision_msgs", "marine_acoustic_msgs", "smarc_msgs", "geographic_msgs", "foxglove_msgs")  # bundled .msg files
 
 DISTROS: dict[str, Stores] = {
     "humble": Stores.ROS2_HUMBLE,
