@@ -37,11 +37,17 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text_atomic(final: Path, text: str) -> Path:
-    """Write ``text`` to ``final`` through :func:`atomic_file` (parent folders are created)."""
+def write_text_atomic(final: Path, text: str, durable: bool = False) -> Path:
+    """Write ``text`` to ``final`` through :func:`atomic_file` (parent folders are created); with
+    ``durable`` the content is flushed to the disk (``fsync``) before the rename, so a power cut
+    leaves the old file or the new one (a killed process does either way)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(final) as tmp:
-        tmp.write_text(text)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
     return final
 
 

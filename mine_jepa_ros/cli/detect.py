@@ -20,7 +20,9 @@ from mine_jepa_ros.cli.args import (
     recording_options_from_args,
     target_from_args,
 )
+from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
+from mine_jepa_ros.geo.formats import KINDS
 
 if TYPE_CHECKING:
     from mine_jepa_ros.evaluate.scoring import DetectionMetrics
@@ -127,6 +129,8 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.images:
         return run_replay_images(args)
 
+    if args.contacts_state is not None and args.contacts is None:
+        raise UserError("--contacts-state needs --contacts (the contacts are only made with it)")
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), contacts=args.contacts,
                          contact_options=contact_options_from_args(args), backend=args.backend,
@@ -202,6 +206,9 @@ def add_contact_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offset-x", type=float, default=0.0, help="sonar lever arm forward of the navigation reference (m)")
     g.add_argument("--offset-y", type=float, default=0.0, help="sonar lever arm left of the navigation reference (m)")
     g.add_argument("--max-nav-gap", type=float, default=2.0, help="longest gap (s) between fixes to interpolate across")
+    g.add_argument("--contacts-state", type=Path, default=None, metavar="JOURNAL",
+                   help="contacts journal (the node's contacts_file): its contacts, with their UUIDs, are restored "
+                   "first and the result is saved back, so one run continues another")
 
 
 def contact_options_from_args(args: argparse.Namespace) -> ContactOptions:
@@ -212,7 +219,16 @@ def contact_options_from_args(args: argparse.Namespace) -> ContactOptions:
     return ContactOptions(nav_topics=tuple(args.nav_topic),
                           settings=ContactSettings(gate_m=args.gate, same_class_only=args.same_class_only,
                                                    look_gap_s=args.look_gap, sigma_m=args.sigma),
-                          mounting=SensorMounting(args.layback, args.offset_x, args.offset_y), max_gap_s=args.max_nav_gap)
+                          mounting=SensorMounting(args.layback, args.offset_x, args.offset_y), max_gap_s=args.max_nav_gap,
+                          state=args.contacts_state)
+
+
+def _lat_lon(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON in degrees, got {text!r}") from None
+    return lat, lon
 
 
 def add_contacts(sub: Subcommands) -> None:
@@ -228,6 +244,10 @@ def add_contacts(sub: Subcommands) -> None:
     p.add_argument("--bag", required=True, type=Path, help="bag with detections and navigation")
     p.add_argument("--detections-topic", default=None, help="Detection2DArray topic (default: the bag's only one)")
     p.add_argument("--out", required=True, type=Path, help="contacts file: .geojson, .kml or .csv")
+    p.add_argument("--format", choices=KINDS, default=None,
+                   help="the file's format (default: by its extension); moos: MOOS-IvP hazard reports in a local frame")
+    p.add_argument("--origin", type=_lat_lon, default=None, metavar="LAT,LON",
+                   help="--format moos: the local frame's origin (default: the bag's first fix)")
     add_contact_args(p)
     p.add_argument("--png", type=Path, default=None, help="also draw the contacts on the track as a PNG")
     p.add_argument("--truth", type=Path, default=None, help="true objects (GeoJSON, e.g. simulate --truth) for the PNG")
@@ -244,7 +264,11 @@ def run_contacts(args: argparse.Namespace) -> int:
     opts = replace(contact_options_from_args(args), detections_topic=args.detections_topic)
     truth = read_geojson_points(args.truth) if args.truth else []
     result = contacts_from_bag(args.bag, opts)
-    write_contacts(result.contacts, args.out)
+    first = result.track[:1] or [(c.latitude, c.longitude) for c in result.contacts[:1]]
+    origin = args.origin or (first[0] if first else None)
+    write_contacts(result.contacts, args.out, args.format, origin)
+    if args.format == "moos" and origin is not None:
+        print(f"local frame origin (LatOrigin, LongOrigin): {origin[0]:.9f}, {origin[1]:.9f}")
     print(result.summary())
     print(f"wrote {args.out}")
     if args.png:

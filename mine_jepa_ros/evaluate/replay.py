@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
-from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag
+from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag, restore_state
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer, interval_text
 from mine_jepa_ros.errors import BagError
@@ -153,6 +153,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     if opts.contacts is not None:
         track, nav_stats = navigation_from_bag(bag, opts.contact_options)
         tracker = ContactTracker(track, opts.contact_options.settings, opts.contact_options.mounting, inputs.geometry)
+        journal, journal_warning = restore_state(tracker, opts.contact_options.state)
     read_stats = ReadStats()
     start = time.perf_counter()
     images = 0
@@ -202,7 +203,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     contacts = None
     if tracker is not None and nav_stats is not None and opts.contacts is not None:
         write_contacts(tracker.contacts, opts.contacts)
-        contacts = tracker.result(nav_stats)
+        contacts = tracker.result(nav_stats, journal, journal_warning)
 
     metrics = None
     if inputs.has_truth:

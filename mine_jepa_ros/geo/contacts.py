@@ -95,6 +95,15 @@ class ContactManager:
         self._update(contact)
         return contact
 
+    def restore(self, saved: list[tuple[str, list[Sighting]]]) -> None:
+        """Replace the contacts with saved ones (id and sightings each, in their order); everything
+        else about them is recomputed from the sightings, as :meth:`add` computed it."""
+        self.contacts = []
+        for contact_id, sightings in saved:
+            contact = Contact(id=contact_id, sightings=list(sightings))
+            self._update(contact)
+            self.contacts.append(contact)
+
     def add_all(self, sightings: list[Sighting]) -> list[Contact]:
         """Fuse several; returns the contacts that changed (each once, in order of first change)."""
         changed: dict[str, Contact] = {}

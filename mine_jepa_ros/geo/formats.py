@@ -1,10 +1,17 @@
 """Contacts as files a GIS or a mission planner reads, chosen by the file's extension.
 
 * ``.geojson`` / ``.json``: an RFC 7946 FeatureCollection of Points (``[longitude, latitude]``,
-  WGS84), the contact's fields as properties;
+  WGS84), the contact's fields as properties, plus ``name`` (a label) and ``style`` (Leaflet path
+  options: ``color``, ``fillColor``, ``fillOpacity``, ``opacity``, ``weight``, ``radius``), which
+  Foxglove's Map panel draws the point with; :func:`contacts_geojson_text` adds the vehicle track as
+  a styled LineString (the node's ``~/contacts_geojson``);
 * ``.kml``: one Placemark per contact (KML 2.2, ``longitude,latitude,0``);
 * ``.csv``: ``id, class, confidence, looks, latitude, longitude, first_seen, last_seen`` (plus
-  headings and uncertainty_m), times as ISO 8601 UTC.
+  headings and uncertainty_m), times as ISO 8601 UTC;
+* ``moos`` (``contacts --format moos``, any extension): MOOS-IvP hazard reports, one line
+  ``hazard = x=…,y=…,label=…,type=hazard|benign`` per contact (the uFldHazardSensor / hazard-file
+  form), in a local frame of metres east (x) and north (y) of a stated origin on its UTM grid, as
+  MOOSGeodesy's ``LatOrigin`` / ``LongOrigin`` local grid is; mine-like classes are hazards.
 
 Writes are atomic. :func:`read_geojson_points` reads such a file back (e.g. the mission
 simulator's ``--truth`` file).
@@ -24,8 +31,12 @@ from xml.sax.saxutils import escape
 from mine_jepa_ros.atomic import write_text_atomic
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geo.contacts import Contact
+from mine_jepa_ros.io.annotations import class_rgb
 
 FORMATS = {".geojson": "geojson", ".json": "geojson", ".kml": "kml", ".csv": "csv"}
+KINDS = ("geojson", "kml", "csv", "moos")
+HAZARD_CLASSES = frozenset({"MILCO"})  # mine-like: a MOOS hazard; every other class is benign
+TRACK_POINTS = 2000  # the most track vertices a GeoJSON carries (the fixes are thinned evenly)
 CSV_FIELDS = ["id", "class", "confidence", "looks", "latitude", "longitude", "first_seen", "last_seen", "headings",
               "uncertainty_m"]
 
@@ -40,11 +51,66 @@ def contact_properties(c: Contact) -> dict[str, Any]:
             "last_seen": iso_time(c.last_seen_ns), "sightings": len(c.sightings)}
 
 
+def hex_colour(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{round(255 * min(max(v, 0.0), 1.0)):02x}" for v in rgb)
+
+
+def contact_style(class_name: str) -> dict[str, Any]:
+    """Leaflet path options for a contact's point (Foxglove's Map panel reads them from ``style``)."""
+    colour = hex_colour(class_rgb(class_name))
+    return {"color": colour, "fillColor": colour, "fillOpacity": 0.8, "opacity": 1.0, "weight": 2, "radius": 6}
+
+
+def styled_contact_properties(c: Contact) -> dict[str, Any]:
+    """The contact's fields with a ``name`` label and its ``style``."""
+    return {**contact_properties(c), "name": f"{c.class_name} {c.id[:8]} ({c.confidence:.2f}, {c.looks} looks)",
+            "style": contact_style(c.class_name)}
+
+
+def _features(points: Sequence[tuple[float, float, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(lon, 9), round(lat, 9)]},
+             "properties": props} for lat, lon, props in points]
+
+
 def geojson_text(points: Sequence[tuple[float, float, dict[str, Any]]]) -> str:
     """(latitude, longitude, properties) -> an RFC 7946 FeatureCollection."""
-    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(lon, 9), round(lat, 9)]},
-                 "properties": props} for lat, lon, props in points]
-    return json.dumps({"type": "FeatureCollection", "features": features}, indent=1) + "\n"
+    return json.dumps({"type": "FeatureCollection", "features": _features(points)}, indent=1) + "\n"
+
+
+def contacts_geojson_text(contacts: Sequence[Contact], track: Sequence[tuple[float, float]] = ()) -> str:
+    """Styled contact points and, when given, the vehicle track ((latitude, longitude) per fix) as a
+    grey LineString of at most :data:`TRACK_POINTS` vertices: what Foxglove's Map panel shows."""
+    features = _features([(c.latitude, c.longitude, styled_contact_properties(c)) for c in contacts])
+    if len(track) >= 2:
+        step = max(1, -(-len(track) // TRACK_POINTS))
+        kept = [*track[::step], *([track[-1]] if (len(track) - 1) % step else [])]
+        features.append({"type": "Feature", "geometry": {"type": "LineString",
+                                                         "coordinates": [[round(lon, 9), round(lat, 9)] for lat, lon in kept]},
+                         "properties": {"name": "vehicle track", "fixes": len(track),
+                                        "style": {"color": "#9e9e9e", "opacity": 0.9, "weight": 2}}})
+    return json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":")) + "\n"
+
+
+def moos_text(contacts: Sequence[Contact], origin: tuple[float, float]) -> str:
+    """MOOS-IvP hazard lines in metres east / north of ``origin`` (latitude, longitude) on its UTM grid."""
+    from pyproj import Transformer
+
+    lat0, lon0 = origin
+    if not (-80.0 <= lat0 <= 84.0 and -180.0 <= lon0 <= 180.0):
+        raise UserError(f"MOOS origin {lat0}, {lon0}: outside the UTM grid (latitude -80..84, longitude -180..180)")
+    zone = min(int((lon0 + 180.0) // 6.0) + 1, 60)
+    epsg = (32600 if lat0 >= 0 else 32700) + zone
+    to_grid = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+    e0, n0 = to_grid.transform(lon0, lat0)
+    lines = ["// mine_jepa_ros contacts as MOOS-IvP hazard reports",
+             f"// local frame: x east, y north (m) of LatOrigin = {lat0:.9f}, LongOrigin = {lon0:.9f} "
+             f"on UTM zone {zone}{'N' if lat0 >= 0 else 'S'} (EPSG:{epsg})",
+             f"// type: hazard for {', '.join(sorted(HAZARD_CLASSES))}, benign otherwise; label: the contact UUID's first 8 digits"]
+    for c in contacts:
+        e, n = to_grid.transform(c.longitude, c.latitude)
+        kind = "hazard" if c.class_name in HAZARD_CLASSES else "benign"
+        lines.append(f"hazard = x={e - e0:.2f},y={n - n0:.2f},label={c.id[:8]},type={kind}")
+    return "\n".join(lines) + "\n"
 
 
 def kml_text(contacts: Sequence[Contact]) -> str:
@@ -70,16 +136,23 @@ def csv_text(contacts: Sequence[Contact]) -> str:
     return buf.getvalue()
 
 
-def write_contacts(contacts: Sequence[Contact], path: Path | str) -> Path:
-    """Write ``contacts`` in the format of ``path``'s extension (GeoJSON, KML or CSV), atomically."""
+def write_contacts(contacts: Sequence[Contact], path: Path | str, kind: str | None = None,
+                   origin: tuple[float, float] | None = None) -> Path:
+    """Write ``contacts`` atomically, as ``kind`` (one of :data:`KINDS`) or, when None, in the format of
+    ``path``'s extension (GeoJSON, KML or CSV); ``moos`` needs the local frame's ``origin``."""
     path = Path(path)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise UserError(f"{path}: unknown contacts format {path.suffix!r}; use one of {sorted(FORMATS)}")
+    kind = kind or FORMATS.get(path.suffix.lower())
+    if kind not in KINDS:
+        raise UserError(f"{path}: unknown contacts format {path.suffix!r}; use one of {sorted(FORMATS)} "
+                        "(or --format moos)")
     if kind == "geojson":
-        text = geojson_text([(c.latitude, c.longitude, contact_properties(c)) for c in contacts])
+        text = geojson_text([(c.latitude, c.longitude, styled_contact_properties(c)) for c in contacts])
     elif kind == "kml":
         text = kml_text(contacts)
+    elif kind == "moos":
+        if origin is None:
+            raise UserError(f"{path}: MOOS hazard reports need the local frame's origin (no fix and no contact to take it from)")
+        text = moos_text(contacts, origin)
     else:
         text = csv_text(contacts)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,10 @@ class NavigationTrack:
         """(latitude, longitude) of every fix, in stamp order."""
         return [(v[0], v[1]) for v in self._fixes.values]
 
+    def fix_samples(self) -> list[tuple[int, float, float]]:
+        """(stamp_ns, latitude, longitude) of every fix, in stamp order."""
+        return [(t, v[0], v[1]) for t, v in zip(self._fixes.stamps, self._fixes.values)]
+
     def add_fix(self, stamp_ns: int, latitude: float, longitude: float) -> None:
         if not (math.isfinite(latitude) and math.isfinite(longitude)):
             raise InputError("latitude/longitude", f"not finite ({latitude}, {longitude})", reason="fix not finite")

@@ -30,6 +30,7 @@ import numpy as np
 from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geo.contacts import CONTACT_NAMESPACE, Contact, ContactManager, ContactSettings, Sighting
 from mine_jepa_ros.geo.formats import contact_properties
+from mine_jepa_ros.geo.journal import ContactJournal
 from mine_jepa_ros.geo.navigation import WGS84, Georeferencer, NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.bag import ReadStats
@@ -98,10 +99,14 @@ class ContactTracker:
         self.sightings += len(found)
         return self.manager.add_all(found)
 
-    def result(self, nav_stats: ReadStats) -> ContactsResult:
-        """What this tracker made of its detections, with the navigation that was read for it."""
+    def result(self, nav_stats: ReadStats, journal: ContactJournal | None = None,
+               journal_warning: str | None = None) -> ContactsResult:
+        """What this tracker made of its detections, with the navigation that was read for it; with a
+        journal, the contacts are saved to it first."""
+        if journal is not None:
+            journal.save(self.contacts)
         return ContactsResult(self.contacts, self.detections, self.sightings, self.skipped, nav_stats.read,
-                              nav_stats.reasons, self.track.fixes())
+                              nav_stats.reasons, self.track.fixes(), [journal_warning] if journal_warning else [])
 
 
 @dataclass
@@ -113,6 +118,7 @@ class ContactsResult:
     nav_messages: int
     nav_skipped: Counter[str] = field(default_factory=Counter)
     track: list[tuple[float, float]] = field(default_factory=list)  # (latitude, longitude) of every fix
+    notes: list[str] = field(default_factory=list)  # e.g. a contacts journal that could not be restored
 
     def summary(self) -> str:
         by_class = Counter(c.class_name for c in self.contacts)
@@ -122,7 +128,7 @@ class ContactsResult:
             lines.append("detections not located: " + ", ".join(f"{k}: {v}" for k, v in self.skipped.items()))
         if self.nav_skipped:
             lines.append("navigation messages skipped: " + ", ".join(f"{k}: {v}" for k, v in self.nav_skipped.items()))
-        return "\n".join(lines)
+        return "\n".join([*lines, *(f"warning: {n}" for n in self.notes)])
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ class ContactOptions:
     max_gap_s: float = 2.0
     hold_s: float = 0.5
     distro: str = "jazzy"
+    state: Path | None = None  # a contacts journal (geo.journal): restored before, saved after
 
 
 def navigation_from_bag(bag: Path | str, opts: ContactOptions) -> tuple[NavigationTrack, ReadStats]:
@@ -159,9 +166,18 @@ def contacts_from_bag(bag: Path | str, opts: ContactOptions | None = None) -> Co
     info, geometry = sonar_setup(bag, distro=opts.distro, fallback_ping_spacing_m=1.0)
     width = 2 * int(info.get("samples_per_side") or 0)
     tracker = ContactTracker(track, opts.settings, opts.mounting, geometry)
+    journal, warning = restore_state(tracker, opts.state)
     for stamp, detections in arrays:
         tracker.add(detections, stamp, width)
-    return tracker.result(nav_stats)
+    return tracker.result(nav_stats, journal, warning)
+
+
+def restore_state(tracker: ContactTracker, state: Path | None) -> tuple[ContactJournal | None, str | None]:
+    """The journal of ``state`` (None without one) restored into ``tracker``, and its warning."""
+    if state is None:
+        return None, None
+    journal = ContactJournal(state)
+    return journal, journal.restore(tracker.manager)
 
 
 def plot_contacts(result: ContactsResult, path: Path, truth: Sequence[tuple[float, float, dict[str, object]]] = (),

@@ -7,6 +7,9 @@
   and the contact tracker; the subscription callbacks add navigation, the inference worker adds
   detections. Both sides take one lock, so the node's executor thread and its worker can share it.
   Its :meth:`~NavigationFusion.diagnostics` say whether positions are available.
+  With a :class:`~mine_jepa_ros.geo.journal.ContactJournal` (the ``contacts_file`` parameter) the
+  contacts are restored from it at construction and saved to it on every change; a failed save is
+  counted and reported (``journal_error``), never raised: the node keeps detecting.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from mine_jepa_ros.geo.tracking import ContactTracker, add_nav_sample
 from mine_jepa_ros.errors import InputError
 from mine_jepa_ros.geo.contacts import Contact, ContactSettings
+from mine_jepa_ros.geo.journal import ContactJournal
 from mine_jepa_ros.geo.navigation import NavigationTrack, SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection
@@ -39,11 +43,16 @@ class NavigationFusion:
     """Navigation in, detections in, contacts out; thread-safe."""
 
     def __init__(self, settings: ContactSettings, mounting: SensorMounting, geometry: SonarGeometry | None,
-                 max_gap_s: float = 2.0) -> None:
+                 max_gap_s: float = 2.0, journal: ContactJournal | None = None) -> None:
         self._lock = threading.Lock()
         self.tracker = ContactTracker(NavigationTrack(max_gap_s=max_gap_s), settings, mounting, geometry)
         self.nav_messages = 0
         self.nav_skipped: Counter[str] = Counter()
+        self.journal = journal
+        self.journal_failures = 0
+        self.journal_error = ""
+        self.restore_warning = journal.restore(self.tracker.manager) if journal is not None else None
+        self.restored = len(self.tracker.contacts)
 
     def add_nav(self, msg: Any, msgtype: str) -> None:
         with self._lock:
@@ -58,11 +67,24 @@ class NavigationFusion:
         if not detections:
             return []
         with self._lock:
-            return self.tracker.add(detections, stamp_ns, width)
+            changed = self.tracker.add(detections, stamp_ns, width)
+            if changed and self.journal is not None:
+                try:
+                    self.journal.save(self.tracker.contacts)
+                    self.journal_error = ""
+                except OSError as exc:
+                    self.journal_failures += 1
+                    self.journal_error = f"contacts_file {self.journal.path}: not saved ({exc})"
+            return changed
 
     def contacts(self) -> list[Contact]:
         with self._lock:
             return list(self.tracker.contacts)
+
+    def track_fixes(self) -> list[tuple[float, float]]:
+        """(latitude, longitude) of every fix so far."""
+        with self._lock:
+            return self.tracker.track.fixes()
 
     def diagnostics(self) -> dict[str, str]:
         with self._lock:
@@ -72,4 +94,8 @@ class NavigationFusion:
                     "navigation skipped": _counts(self.nav_skipped),
                     "detections located": f"{t.sightings} of {t.detections}",
                     "detections not located": _counts(t.skipped),
-                    "contacts": str(len(t.contacts))}
+                    "contacts": str(len(t.contacts)),
+                    **({} if self.journal is None else {
+                        "contacts_file": str(self.journal.path), "contacts restored": str(self.restored),
+                        "journal saves": str(self.journal.saves), "journal failures": str(self.journal_failures),
+                        "journal error": self.journal_error or self.restore_warning or ""})}
