@@ -22,6 +22,7 @@ from launch import LaunchContext, LaunchDescription
 
 # The parameters exposed as launch arguments (each is also in config/mine_jepa.yaml).
 LAUNCH_ARGUMENTS = (
+    "autostart",
     "model_path",
     "backend",
     "providers",
@@ -41,6 +42,7 @@ LAUNCH_ARGUMENTS = (
     "heading_type",
     "altitude_topic",
     "layback_m",
+    "contacts_file",
 )
 
 

@@ -283,7 +283,7 @@ def test_sigint_while_streaming_publishes_the_last_windows_without_a_traceback(
         ros_node.destroy_subscription(sub)
     assert code == 0, out
     assert "Traceback" not in out and "Failed to publish" not in out, out
-    assert "stopped: 200 received, 200 processed" in out and "not acknowledged" not in out, out
+    assert "stopped (active): 200 received, 200 processed" in out and "not acknowledged" not in out, out
 
     offline = DetectionPipeline(PatchClassifier(load_checkpoint(busy_checkpoint), device="cpu", precision="fp32"),
                                 PipelineConfig("pings", thresholds=0.34))

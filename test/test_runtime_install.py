@@ -146,4 +146,4 @@ def test_the_node_runs_the_onnx_model_without_torch(work: dict[str, Path]) -> No
     got = [(int(t), [(c, list(box), s) for c, box, s in dets]) for t, dets in result["frames"]]
     assert_same_detections(got, frames_from_bag(work["torch_out"]))
     assert node.returncode == 0 and "Traceback" not in out, out
-    assert "CPUExecutionProvider (fp32)" in out and "stopped:" in out, out
+    assert "CPUExecutionProvider (fp32)" in out and "stopped (active):" in out, out

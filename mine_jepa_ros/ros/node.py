@@ -1,4 +1,15 @@
-"""``mine_jepa_node``: the ROS 2 adapter (the only module that imports rclpy).
+"""``mine_jepa_node``: the ROS 2 adapter (the only module that imports rclpy), a managed
+(``rclpy.lifecycle``) node.
+
+Lifecycle: configure reads and validates the parameters, loads and checks the model and restores
+the ``contacts_file`` journal (a failure is a failed transition with the reason in one log line and
+in ``/diagnostics``; the node stays unconfigured); activate enables the publishers, republishes the
+latched label info and contacts, and subscribes to the inputs; deactivate unsubscribes, processes
+what is queued, flushes the open ping stream and publishes its last detections, keeping the model;
+cleanup releases the model. With ``autostart`` (the default) the node configures and activates
+itself at start (a failed configure then ends the process with status 2, as before). Parameters
+that apply at configure can be changed only while unconfigured. ``/diagnostics`` reports in every
+state.
 
 Everything it does lives in ROS-free modules: parameters (:mod:`mine_jepa_ros.ros.params`), the
 pipeline (:mod:`mine_jepa_ros.detect.pipeline`), the queue, worker and health
@@ -10,10 +21,11 @@ Topics: input (sensor-data QoS: best effort, or reliable with ``input_reliabilit
 channels, or ``smarc_msgs/Sidescan``; driver messages become waterfall rows in
 :mod:`mine_jepa_ros.ros.sensing`) -> ``~/detections``
 (``vision_msgs/Detection2DArray``, reliable), ``~/label_info`` (``vision_msgs/LabelInfo``,
-transient local), ``~/overlay`` (``sensor_msgs/Image``, when ``publish_overlay``) and
-``/diagnostics``. With a ``fix_topic`` (and optionally heading and altitude topics), detections are
-georeferenced and fused into contacts, published on ``~/contacts`` (``geographic_msgs/GeographicMap``,
-transient local) whenever one changes.
+transient local), ``~/overlay`` (``sensor_msgs/Image``, when ``publish_overlay``), ``~/annotations``
+(``foxglove_msgs/ImageAnnotations``) and ``/diagnostics``. With a ``fix_topic`` (and optionally
+heading and altitude topics), detections are georeferenced and fused into contacts, published on
+``~/contacts`` (``geographic_msgs/GeographicMap``) and ``~/contacts_geojson``
+(``foxglove_msgs/GeoJSON``, with the track), both transient local, whenever one changes.
 
 Shutdown: SIGINT / SIGTERM end the spin loop while the ROS context is still valid; the worker then
 stops, the open ping stream is flushed, its last detections are published and acknowledged by the
@@ -34,34 +46,37 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from mine_jepa_ros.detect.backends import load_detector
+from mine_jepa_ros.geo.formats import contacts_geojson_text
 from mine_jepa_ros.geo.tracking import contacts_map_msg
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineOutput
 from mine_jepa_ros.errors import MineJepaError, ParameterError
+from mine_jepa_ros.io.annotations import image_annotations_msg
 from mine_jepa_ros.io.detections import detections_to_msg, label_info_msg
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import ALTITUDE_TYPE, FIX_TYPE, HEADING_TYPES
 from mine_jepa_ros.io.sonar_drivers import RAW_SONAR_IMAGE_TYPE, SMARC_SIDESCAN_TYPE, DriverAssembler
 from mine_jepa_ros.input_types import DRIVER_INPUT_TYPES
-from mine_jepa_ros.ros.params import PARAMS, NodeSettings, check_value
+from mine_jepa_ros.ros.params import PARAMS, PARAMS_BY_NAME, NodeSettings, check_value
 from mine_jepa_ros.ros.sensing import NavigationFusion, driver_diagnostics
-from mine_jepa_ros.ros.worker import DetectionWorker, DropOldestQueue, HealthMonitor
+from mine_jepa_ros.ros.worker import ERROR, OK, DetectionWorker, DropOldestQueue, HealthMonitor, WorkerStats
 
 HEADING_TYPE = dict(zip(("quaternion_stamped", "imu", "odometry"), HEADING_TYPES))
 
 
 def _descriptor(spec: Any) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    text = spec.description + (" Applies at configure: set it while the node is unconfigured." if spec.read_only else "")
+    desc = ParameterDescriptor(description=text)
     if spec.choices:
         desc.additional_constraints = f"one of {list(spec.choices)}"
     if isinstance(spec.default, bool):
@@ -89,66 +104,182 @@ ACK_TIMEOUT_S = 5.0
 its heartbeats, which readers acknowledge, every 3 s by default)."""
 
 
-class MineJepaNode(Node):
+class MineJepaNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("mine_jepa_node", **kwargs)
-        values = {}
         for spec in PARAMS:
             # A list parameter is declared by type: its default (empty) would not say it holds doubles.
             default = Parameter.Type.DOUBLE_ARRAY if isinstance(spec.default, list) else spec.default
             try:
-                values[spec.name] = self.declare_parameter(spec.name, default, _descriptor(spec)).value
+                self.declare_parameter(spec.name, default, _descriptor(spec))
             except ParameterException as exc:  # e.g. an override of the wrong type
                 raise ParameterError(f"{spec.name}: {exc}") from exc
-        values["thresholds"] = list(values["thresholds"] or [])  # unset = empty = the checkpoint's operating point
-        self.settings = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
-        s = self.settings
-        self.pipeline = load_detector(s.model_path, s.detector_options(), s.pipeline_config(), window=s.window or None,
-                                      stride=s.stride or None)
-        for warning in self.pipeline.classifier.warnings:
-            self.get_logger().warning(warning)
-        self.operating_point = self.pipeline.classifier.metadata.op(s.model_path)
         self.factory = MessageFactory.for_rclpy()
+        self.state_label = "unconfigured"
+        self.configure_error = ""
+        self.settings: NodeSettings | None = None
+        self.pipeline: DetectionPipeline | None = None
+        self.fusion: NavigationFusion | None = None
+        self.worker: DetectionWorker | None = None
+        self.subs: list[Any] = []
+        self.pubs: dict[str, Any] = {}
+        self.queue = DropOldestQueue(1)
+        self.worker_stats = WorkerStats()
+        self.assembler = DriverAssembler(0.0)
+        self._dropped_logged = 0
+        self._journal_failures_logged = 0
+        self.annotations_on = True
+        period = self._value("diagnostics_period")
+        try:
+            check_value("diagnostics_period", period)
+        except ParameterError:
+            period = 1.0  # configure names the bad value; diagnostics go on at the default rate meanwhile
+        self.health = HealthMonitor(window_s=max(10.0, 5 * period))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # in every state
+        self.diag_timer = self.create_timer(period, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
+    # -- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            values = {spec.name: self._value(spec.name) for spec in PARAMS}
+            values["thresholds"] = list(values["thresholds"] or [])  # unset = empty = the checkpoint's operating point
+            s = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
+            pipeline = load_detector(s.model_path, s.detector_options(), s.pipeline_config(), window=s.window or None,
+                                     stride=s.stride or None)
+            types = self._output_types(s)
+        except (MineJepaError, OSError) as exc:
+            self.configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.settings, self.pipeline, self.configure_error = s, pipeline, ""
+        self.annotations_on = s.publish_annotations
+        for warning in pipeline.classifier.warnings:
+            self.get_logger().warning(warning)
+        self.operating_point = pipeline.classifier.metadata.op(s.model_path)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        topics = {"detections": (s.detections_topic, reliable), "label_info": (s.label_info_topic, latched),
+                  "overlay": (s.overlay_topic, reliable), "annotations": (s.annotations_topic, reliable),
+                  "contacts": (s.contacts_topic, latched), "contacts_geojson": (s.contacts_geojson_topic, latched)}
+        self.pubs = {key: self.create_lifecycle_publisher(types[key], *topics[key]) for key in types}
+        if s.navigation:
+            self.fusion = NavigationFusion(s.contact_settings(), s.mounting(), s.geometry(), s.nav_max_gap_s,
+                                           s.contact_journal())
+            if self.fusion.restore_warning:
+                self.get_logger().warning(self.fusion.restore_warning)
+            elif s.contacts_file:
+                self.get_logger().info(f"contacts_file {s.contacts_file}: {self.fusion.restored} contact(s) restored")
+        self.queue = DropOldestQueue(s.effective_queue_depth)
+        self.worker_stats = WorkerStats()
+        self.health = HealthMonitor(window_s=max(10.0, 5 * s.diagnostics_period))
+        self.worker = DetectionWorker(pipeline, self.queue, self._publish, stats=self.worker_stats)
+        self.state_label = "inactive"
+        if s.input_mode == "pings" and s.publish_annotations and not s.publish_overlay:
+            self.get_logger().info("publish_annotations: in pings mode the annotations go with the ~/overlay waterfall; "
+                                   "set publish_overlay to publish both")
+        self.get_logger().info(
+            f"configured: model {s.model_path} ({pipeline.classifier.metadata.arch}, classes {pipeline.class_names}) on "
+            f"{pipeline.classifier.device_name} ({pipeline.classifier.precision_name})")
+        return super().on_configure(state)
+
+    def _value(self, name: str) -> Any:
+        """A declared parameter's value; None for a list left unset."""
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None
+
+    def _output_types(self, s: NodeSettings) -> dict[str, Any]:
+        """The message class of each output (the optional Foxglove ones left out, with a warning,
+        where foxglove_msgs is not installed)."""
         from vision_msgs.msg import Detection2DArray, LabelInfo
 
-        self.det_pub = self.create_publisher(Detection2DArray, s.detections_topic, reliable)
-        self.label_pub = self.create_publisher(LabelInfo, s.label_info_topic, latched)
-        self.overlay_pub = self.create_publisher(Image, s.overlay_topic, reliable)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._publish_label_info()
-
-        self.queue = DropOldestQueue(s.effective_queue_depth)
-        self.worker = DetectionWorker(self.pipeline, self.queue, self._publish)
-        self.health = HealthMonitor(window_s=max(10.0, 5 * s.diagnostics_period))
-        self.fusion: NavigationFusion | None = None
+        types: dict[str, Any] = {"detections": Detection2DArray, "label_info": LabelInfo, "overlay": Image}
         if s.navigation:
-            map_cls = _message_class(self.factory, "geographic_msgs/msg/GeographicMap", "fix_topic")
-            self.fusion = NavigationFusion(s.contact_settings(), s.mounting(), s.geometry(), s.nav_max_gap_s)
-            self.contacts_pub = self.create_publisher(map_cls, s.contacts_topic, latched)
+            types["contacts"] = _message_class(self.factory, "geographic_msgs/msg/GeographicMap", "fix_topic")
+        wanted = [("annotations", "foxglove_msgs/msg/ImageAnnotations", "publish_annotations")] + (
+            [("contacts_geojson", "foxglove_msgs/msg/GeoJSON", "contacts_geojson_topic")] if s.navigation else [])
+        for key, msgtype, parameter in wanted:
+            try:
+                types[key] = _message_class(self.factory, msgtype, parameter)
+            except ParameterError as exc:
+                self.get_logger().warning(f"{exc}: not publishing {key}")
+        return types
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.settings is not None and self.pipeline is not None
+        s = self.settings
+        result = super().on_activate(state)  # enables the publishers
+        self.queue.reopen()
+        if self.worker is None or self.worker.ident is not None:  # a thread runs once: a new one per activation
+            self.worker = DetectionWorker(self.pipeline, self.queue, self._publish, stats=self.worker_stats)
         self.worker.start()
+        self._publish_label_info()
+        if self.fusion is not None and self.fusion.contacts():
+            self._publish_contacts(self.factory.header(self.get_clock().now().nanoseconds, ""))
         sensor_qos = QoSProfile(depth=max(s.effective_queue_depth, qos_profile_sensor_data.depth),
                                 reliability=ReliabilityPolicy.BEST_EFFORT)
         input_qos = QoSProfile(depth=sensor_qos.depth, reliability=ReliabilityPolicy.RELIABLE
                                if s.input_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
         self.assembler = DriverAssembler(s.pair_tolerance_s)
-        self.subs = self._subscribe_inputs(input_qos)
-        if self.fusion is not None:
-            self.subs += self._subscribe_navigation(sensor_qos)
-        self.diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._dropped_logged = 0
-        self.get_logger().info(
-            f"listening on {', '.join(sub.topic_name for sub in self.subs)} ({s.input_type}, {s.input_mode}); model "
-            f"{s.model_path} ({self.pipeline.classifier.metadata.arch}, classes {self.pipeline.class_names}) on "
-            f"{self.pipeline.classifier.device_name} ({self.pipeline.classifier.precision_name})"
-            + ("" if self.fusion is None else f"; contacts on {self.contacts_pub.topic_name}")
-        )
+        try:
+            self.subs = self._subscribe_inputs(s, input_qos)
+            if self.fusion is not None:
+                self.subs += self._subscribe_navigation(s, sensor_qos)
+        except MineJepaError as exc:  # a driver or navigation interface that is not installed
+            self.get_logger().error(f"activate failed: {exc}")
+            self._stop_input(flush=False)
+            super().on_deactivate(state)  # back to inactive: the publishers off again
+            return TransitionCallbackReturn.FAILURE
+        self.state_label = "active"
+        self.get_logger().info(f"active: listening on {', '.join(sub.topic_name for sub in self.subs)} "
+                               f"({s.input_type}, {s.input_mode})")
+        return result
 
-    def _subscribe_inputs(self, qos: QoSProfile) -> list[Any]:
-        s = self.settings
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
+        self.state_label = "inactive"
+        self.get_logger().info("inactive: input paused, model kept")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input(flush=False)
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_input(self, flush: bool = True) -> None:
+        """Unsubscribe; process what is queued; with ``flush`` (and a valid context) publish what the
+        open ping stream holds and wait for it to be acknowledged."""
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        self.subs = []
+        publishing = flush and self.context.ok()
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.stop(flush=publishing)
+        if not publishing:
+            return
+        for key in ("detections", "contacts"):
+            pub = self.pubs.get(key)
+            if pub is not None and not pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+                self.get_logger().warning(f"the last {key} were not acknowledged within {ACK_TIMEOUT_S} s")
+
+    def _release(self) -> None:
+        for pub in self.pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self.pubs = {}
+        self.pipeline = self.fusion = self.worker = self.settings = None
+        self.state_label = "unconfigured"
+
+    def _subscribe_inputs(self, s: NodeSettings, qos: QoSProfile) -> list[Any]:
         if s.input_type == "raw_sonar_image":
             channel_cls = _message_class(self.factory, RAW_SONAR_IMAGE_TYPE, "input_type")
             return [self.create_subscription(channel_cls, topic, partial(self._on_channel, side), qos)
@@ -159,8 +290,7 @@ class MineJepaNode(Node):
         msg_type = Image if s.input_type == "image" else CompressedImage
         return [self.create_subscription(msg_type, s.input_topic, self._on_image, qos)]
 
-    def _subscribe_navigation(self, qos: QoSProfile) -> list[Any]:
-        s = self.settings
+    def _subscribe_navigation(self, s: NodeSettings, qos: QoSProfile) -> list[Any]:
         assert self.fusion is not None
         wanted = [(s.fix_topic, FIX_TYPE, "fix_topic"), (s.heading_topic, HEADING_TYPE[s.heading_type], "heading_type"),
                   (s.altitude_topic, ALTITUDE_TYPE, "altitude_topic")]
@@ -185,28 +315,56 @@ class MineJepaNode(Node):
                 self._dropped_logged = dropped
 
     def _publish(self, out: PipelineOutput) -> None:
-        self.det_pub.publish(detections_to_msg(self.factory, out.detections, out.header))
+        """Called by the worker for every result (also the flush at deactivate and shutdown)."""
+        assert self.pipeline is not None
+        self.pubs["detections"].publish(detections_to_msg(self.factory, out.detections, out.header))
+        overlay = out.overlay is not None and self.pipeline.config.overlay
+        if out.overlay is not None and overlay:
+            self.pubs["overlay"].publish(encode_image(self.factory, out.overlay, out.header, "bgr8"))
+        if "annotations" in self.pubs and self.annotations_on:
+            if self.pipeline.config.input_mode == "frames" and out.shape != (0, 0):
+                self.pubs["annotations"].publish(image_annotations_msg(self.factory, out.detections, out.header))
+            elif overlay:  # a ping stream: the boxes on the ~/overlay waterfall
+                self.pubs["annotations"].publish(image_annotations_msg(self.factory, out.overlay_detections, out.header))
         if self.fusion is not None:
             width = out.shape[1] or self.pipeline.stream_width
             if self.fusion.add_detections(out.detections, stamp_ns(out.header), width):
-                self.contacts_pub.publish(contacts_map_msg(self.factory, self.fusion.contacts(), out.header))
-        if out.overlay is not None and self.pipeline.config.overlay:
-            self.overlay_pub.publish(encode_image(self.factory, out.overlay, out.header, "bgr8"))
+                self._publish_contacts(out.header)
+            if self.fusion.journal_failures > self._journal_failures_logged:
+                self._journal_failures_logged = self.fusion.journal_failures
+                self.get_logger().warning(self.fusion.journal_error)
+
+    def _publish_contacts(self, header: Any) -> None:
+        assert self.fusion is not None
+        contacts = self.fusion.contacts()
+        self.pubs["contacts"].publish(contacts_map_msg(self.factory, contacts, header))
+        if "contacts_geojson" in self.pubs:
+            text = contacts_geojson_text(contacts, self.fusion.track_fixes())
+            self.pubs["contacts_geojson"].publish(self.factory.make("foxglove_msgs/msg/GeoJSON", geojson=text))
 
     def _publish_label_info(self) -> None:
+        assert self.pipeline is not None
         header = self.factory.header(self.get_clock().now().nanoseconds, "")
-        self.label_pub.publish(label_info_msg(self.factory, self.pipeline.class_names, header,
-                                              self.pipeline.thresholds.lowest))
+        self.pubs["label_info"].publish(label_info_msg(self.factory, self.pipeline.class_names, header,
+                                                       self.pipeline.thresholds.lowest))
 
     def _publish_diagnostics(self) -> None:
-        level, summary, values = self.health.assess(self.pipeline, self.queue, self.worker)
-        values = {**values, **(self.fusion.diagnostics() if self.fusion is not None else
-                               {"positions": "unavailable (no fix_topic: detections are not georeferenced)"})}
-        if self.settings.input_type in DRIVER_INPUT_TYPES:
-            values.update(driver_diagnostics(self.assembler))
+        values = {"lifecycle state": self.state_label}
+        hardware = ""
+        if self.pipeline is None or self.worker is None:
+            level, summary = (ERROR, f"configure failed: {self.configure_error}") if self.configure_error else (
+                OK, "unconfigured: no model loaded")
+        else:
+            level, summary, health = self.health.assess(self.pipeline, self.queue, self.worker,
+                                                        paused=self.state_label != "active")
+            values.update(health)
+            values.update(self.fusion.diagnostics() if self.fusion is not None else
+                          {"positions": "unavailable (no fix_topic: detections are not georeferenced)"})
+            if self.settings is not None and self.settings.input_type in DRIVER_INPUT_TYPES:
+                values.update(driver_diagnostics(self.assembler))
+            hardware = self.pipeline.classifier.device_name
         status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: detector", message=summary,
-                                  hardware_id=self.pipeline.classifier.device_name,
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+                                  hardware_id=hardware, values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
@@ -217,32 +375,41 @@ class MineJepaNode(Node):
             for p in params:
                 value = list(p.value or []) if p.name == "thresholds" else p.value
                 check_value(p.name, value)
-                if p.name == "thresholds":
+                if PARAMS_BY_NAME[p.name].read_only and self.state_label != "unconfigured":
+                    raise ParameterError(f"{p.name}: applies at configure; set it while the node is unconfigured "
+                                         f"(now {self.state_label}: deactivate and clean up first)")
+                if p.name == "thresholds" and self.pipeline is not None and self.settings is not None:
                     thresholds = thresholds_in_force(self.pipeline.class_names, value, self.operating_point,
                                                      self.settings.model_path)
         except MineJepaError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         for p in params:
+            if self.pipeline is None or self.worker is None:
+                continue  # read again at configure
             if p.name == "thresholds" and thresholds is not None:
                 self.worker.update(partial(DetectionPipeline.set_thresholds, thresholds=thresholds))
-                self._publish_label_info()
+                if self.state_label == "active":
+                    self._publish_label_info()
             elif p.name == "publish_overlay":
                 self.worker.update(partial(DetectionPipeline.set_overlay, on=bool(p.value)))
+            elif p.name == "publish_annotations":
+                self.annotations_on = bool(p.value)
         return SetParametersResult(successful=True)
 
     def shutdown(self) -> None:
-        """Stop the worker; while the context is valid, publish what the open ping stream still holds
-        and wait for it to be acknowledged."""
-        publishing = self.context.ok()
-        self.worker.stop(flush=publishing)
-        if not publishing:
+        """In any state: stop taking input; while the context is valid, process what is queued, publish
+        what the open ping stream still holds and wait for it to be acknowledged."""
+        was = self.state_label
+        if was == "finalized":
             return
-        if not self.det_pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
-            self.get_logger().warning(f"the last detections were not acknowledged within {ACK_TIMEOUT_S} s")
-        if self.fusion is not None and not self.contacts_pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
-            self.get_logger().warning(f"the last contacts were not acknowledged within {ACK_TIMEOUT_S} s")
+        if was == "active":
+            self._stop_input()
+        self.state_label = "finalized"
+        if self.pipeline is None:
+            self.get_logger().info(f"stopped ({was})")
+            return
         d = self.pipeline.stats
-        self.get_logger().info(f"stopped: {d.received} received, {d.processed} processed, {d.skipped} skipped, "
+        self.get_logger().info(f"stopped ({was}): {d.received} received, {d.processed} processed, {d.skipped} skipped, "
                                f"{self.queue.dropped} dropped, {d.detections} detections")
 
 
@@ -260,6 +427,11 @@ def main(args: list[str] | None = None) -> int:
     node: MineJepaNode | None = None
     try:
         node = MineJepaNode()
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                print(f"mine_jepa_node: error: {node.configure_error or 'configure failed'}", file=sys.stderr)
+                return 2
+            node.trigger_activate()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():

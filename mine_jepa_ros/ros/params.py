@@ -1,7 +1,9 @@
 """The node's parameters, without ROS: one typed record, :class:`NodeSettings`.
 
 Each field of :class:`NodeSettings` is one ROS parameter: its default, description and limits sit
-in the field's metadata. :data:`PARAMS` lists them in declaration order for the node (which
+in the field's metadata. ``read_only`` marks a parameter that takes effect at the lifecycle's
+configure transition: the node accepts a new value only while it is unconfigured (the others are
+dynamic: they apply at once in any state). :data:`PARAMS` lists them in declaration order for the node (which
 declares them with descriptors), and the tests check ``config/mine_jepa.yaml``, the launch files
 and the README against it. :meth:`NodeSettings.from_values` validates a whole set of values and
 raises :class:`~mine_jepa_ros.errors.ParameterError` naming the first bad parameter.
@@ -18,6 +20,7 @@ from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
 from mine_jepa_ros.geo.contacts import ContactSettings
+from mine_jepa_ros.geo.journal import ContactJournal
 from mine_jepa_ros.geo.navigation import SensorMounting
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.input_types import DRIVER_INPUT_TYPES, NODE_INPUT_TYPES
@@ -50,6 +53,9 @@ class ParamSpec:
 class NodeSettings:
     """Validated parameter values of ``mine_jepa_node`` (one attribute per ROS parameter)."""
 
+    autostart: bool = _param(True, "Configure and activate at start, so ros2 run and the launch file detect at once; "
+                             "false: stay unconfigured until a lifecycle manager (or ros2 lifecycle set) configures "
+                             "and activates the node.")
     model_path: str = _param("", "The model: an exported .onnx (`mine-jepa export [--int8]`; ONNX Runtime, no torch "
                              "needed) or a .safetensors checkpoint (`mine-jepa probe`; torch).")
     backend: str = _param("auto", "Inference backend: auto (onnxruntime for .onnx, torch for .safetensors), torch or "
@@ -88,6 +94,11 @@ class NodeSettings:
     detections_topic: str = _param("~/detections", "Output vision_msgs/Detection2DArray topic (reliable).")
     label_info_topic: str = _param("~/label_info", "Output vision_msgs/LabelInfo topic (transient local, latched).")
     overlay_topic: str = _param("~/overlay", "Output debug overlay sensor_msgs/Image topic.")
+    publish_annotations: bool = _param(True, "Publish the detections as foxglove_msgs/ImageAnnotations (box, class, "
+                                       "score) for Foxglove's Image panel: on each input frame's stamp (frames), or "
+                                       "with each ~/overlay waterfall (pings mode, needs publish_overlay).",
+                                       read_only=False)
+    annotations_topic: str = _param("~/annotations", "Output foxglove_msgs/ImageAnnotations topic (reliable).")
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.", min_value=0.05, max_value=3600.0)
     port_topic: str = _param("/sonar/sidescan/image_port", "raw_sonar_image: the port channel's topic.")
     starboard_topic: str = _param("/sonar/sidescan/image_starboard", "raw_sonar_image: the starboard channel's topic.")
@@ -112,6 +123,13 @@ class NodeSettings:
     sensor_offset_y_m: float = _param(0.0, "Sonar lever arm left of the navigation reference (m; REP-103).")
     contacts_topic: str = _param("~/contacts", "Output geographic_msgs/GeographicMap of the fused contacts (transient "
                                  "local; republished when a contact changes).")
+    contacts_geojson_topic: str = _param("~/contacts_geojson", "Output foxglove_msgs/GeoJSON of the contacts (styled "
+                                         "points with their properties) and the vehicle track, for Foxglove's Map "
+                                         "panel (transient local; with the contacts).")
+    contacts_file: str = _param("", "Journal of the contacts: restored at configure (same UUIDs, republished at "
+                                "activate) and replaced atomically on every change, so a restarted node goes on with "
+                                "them; a corrupt or foreign file is renamed aside with one warning; empty = in memory "
+                                "only.")
     contact_gate_m: float = _param(3.0, "Detections closer than this (m) to a contact fuse into it.", min_value=0.0)
     contact_look_gap_s: float = _param(10.0, "Sightings of a contact further apart in time (s) are separate looks.",
                                        min_value=0.0)
@@ -141,6 +159,8 @@ class NodeSettings:
         for spec in PARAMS:
             if isinstance(spec.default, float):
                 merged[spec.name] = float(merged[spec.name])
+        if merged["contacts_file"] and not merged["fix_topic"]:
+            raise ParameterError("contacts_file: contacts are only made with navigation: set fix_topic too")
         if merged["input_type"] in DRIVER_INPUT_TYPES and merged["input_mode"] != "pings":
             raise ParameterError(f"input_mode: {merged['input_type']} sends one ping per message: set input_mode to pings")
         return cls(**merged)
@@ -161,6 +181,10 @@ class NodeSettings:
     def navigation(self) -> bool:
         """Whether a fix topic is set: detections are then georeferenced into contacts."""
         return bool(self.fix_topic)
+
+    def contact_journal(self) -> ContactJournal | None:
+        """The ``contacts_file`` journal, or None."""
+        return ContactJournal(self.contacts_file) if self.contacts_file else None
 
     def contact_settings(self) -> ContactSettings:
         return ContactSettings(gate_m=self.contact_gate_m, look_gap_s=self.contact_look_gap_s)

@@ -76,6 +76,12 @@ class DropOldestQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def reopen(self) -> None:
+        """Take items again after :meth:`close` (a node activated again); the counts go on."""
+        with self._cond:
+            self._closed = False
+            self._gap = False
+
     def discard(self) -> int:
         """Drop every queued item (counted as dropped); returns how many."""
         with self._cond:
@@ -103,12 +109,13 @@ class DetectionWorker(threading.Thread):
     """Runs the pipeline on queued messages and publishes results; never dies on a bad message."""
 
     def __init__(self, pipeline: DetectionPipeline, queue: DropOldestQueue,
-                 publish: Callable[[PipelineOutput], None], name: str = "mine_jepa_worker") -> None:
+                 publish: Callable[[PipelineOutput], None], name: str = "mine_jepa_worker",
+                 stats: WorkerStats | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.pipeline = pipeline
         self.queue = queue
         self.publish = publish
-        self.stats = WorkerStats()
+        self.stats = stats or WorkerStats()  # shared by the workers of successive activations: totals since start
         self._stop_event = threading.Event()
         self._abandon = threading.Event()
         self._lock = threading.Lock()  # serialises pipeline use with settings updates
@@ -187,9 +194,10 @@ class HealthMonitor:
         self._clock = clock
         self._samples: deque[_Sample] = deque()
 
-    def assess(self, pipeline: DetectionPipeline, queue: DropOldestQueue,
-               worker: DetectionWorker) -> tuple[int, str, dict[str, str]]:
-        """(level 0 OK / 1 WARN / 2 ERROR, summary, key values) for a ``DiagnosticStatus``."""
+    def assess(self, pipeline: DetectionPipeline, queue: DropOldestQueue, worker: DetectionWorker,
+               paused: bool = False) -> tuple[int, str, dict[str, str]]:
+        """(level 0 OK / 1 WARN / 2 ERROR, summary, key values) for a ``DiagnosticStatus``; ``paused``:
+        the worker is stopped on purpose (an inactive lifecycle node), which is not an error."""
         s, w, clf = pipeline.stats, worker.stats, pipeline.classifier
         now = _Sample(self._clock(), s.skipped, queue.dropped, w.errors)
         self._samples.append(now)
@@ -213,6 +221,8 @@ class HealthMonitor:
         for reason, count in s.reasons.items():
             values[f"skipped[{reason}]"] = str(count)
         window = f"in the last {self.window_s:g} s"
+        if paused:
+            return OK, "inactive: model loaded, input paused", values
         if not worker.is_alive():
             return ERROR, "detector worker stopped", values
         if recent["internal_errors"]:
