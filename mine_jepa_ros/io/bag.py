@@ -69,6 +69,24 @@ def atomic_bag_writer(path: Path | str, storage: Storage = "mcap") -> Iterator[W
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def atomic_mcap_writer(path: Path | str) -> Iterator[Writer]:
+    """A rosbags :class:`Writer` whose messages end up in one standalone MCAP file ``path`` (schemas
+    and CDR messages, as rosbag2's MCAP storage writes them; no ``metadata.yaml`` beside it), which
+    Foxglove and the ``mcap`` tools open directly. ``path`` must not exist; nothing is left on error."""
+    final = Path(path)
+    if final.exists():
+        raise BagError(f"{final}: exists already; not overwriting")
+    bag_dir = final.parent / f".{final.name}.bag-{uuid.uuid4().hex[:8]}"
+    with atomic_bag_writer(bag_dir, "mcap") as writer:
+        yield writer
+    [mcap_file] = sorted(bag_dir.glob("*.mcap"))
+    try:
+        os.replace(mcap_file, final)
+    finally:
+        shutil.rmtree(bag_dir, ignore_errors=True)
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
