@@ -323,3 +323,27 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
     assert len(points) == len(resumed) and len(track) == 1
     assert all({"color", "fillColor", "radius"} <= set(f["properties"]["style"]) for f in points)
     assert {f["properties"]["id"].replace("-", "") for f in points} == {c[0] for c in resumed}
+
+
+def test_a_corrupt_contacts_file_is_one_warning_and_the_node_comes_up(tmp_path: Path, busy_checkpoint: Path,
+                                                                      ros_node: Any) -> None:
+    name = "sss_lc_journal"
+    journal = tmp_path / "contacts.json"
+    journal.write_text('{"format": "mine_jepa_ros/contacts-journal", "version": 1, "contacts": [{"id": "a", "sigh')
+    proc = start_node(tmp_path, name, busy_checkpoint, thresholds=[0.34], input_mode="pings", input_topic="/t/j",
+                      fix_topic="/t/j_fix", contacts_file=str(journal))
+    diag: list[Any] = []
+    sub = ros_node.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 50)
+    try:
+        lc = Lifecycle(ros_node, name)
+        assert spin_until(ros_node, lambda: lc.state() == "active", 60)
+        assert spin_until(ros_node, lambda: diag_of(diag, name)[1].get("contacts restored") == "0", 20)
+        assert "starting with no contacts" in diag_of(diag, name)[1]["journal error"]
+    finally:
+        ros_node.destroy_subscription(sub)
+        code, out = stop(proc)
+    assert code == 0 and "Traceback" not in out, out
+    warnings = [line for line in out.splitlines() if "contacts_file" in line and "WARN" in line]
+    assert len(warnings) == 1 and "not JSON" in warnings[0], out
+    [aside] = tmp_path.glob("contacts.json.bad-*")
+    assert aside.read_text().endswith('"sigh') and not journal.exists()
