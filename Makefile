@@ -22,7 +22,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[train,export,xtf,peer,test]'
+	$(BIN)/python -m pip install -q -e '.[train,export,xtf,peer,gis,test]'
 	touch $(STAMP)
 
 $(JAZZY_STAMP): setup.py

@@ -53,6 +53,8 @@ setup(
         "train": [*TORCH, *PLOTS, "PyYAML>=6.0"],
         # `mine-jepa import-xtf` and `extract --xtf`: raw XTF side-scan recordings.
         "xtf": ["pyxtf>=1.4"],
+        # mine-jepa mosaic's GeoTIFF (its wheel bundles GDAL)
+        "gis": ["rasterio>=1.3"],
         # `mine-jepa export [--int8]`: ONNX graph (onnx + onnxscript for torch's exporter), checked with onnxruntime.
         "export": [*TORCH, "onnx>=1.16", "onnxscript>=0.5"],
         # `mine-jepa peer` and experiment's peer row: torchvision's FCOS trained from scratch (BSD-3-Clause).

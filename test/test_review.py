@@ -129,3 +129,15 @@ def test_review_refuses_a_name_that_is_not_mcap(tmp_path: Path, mission: Path, c
     assert main(["review", "--bag", str(mission), "--out", str(tmp_path / "review.bag")]) == 2
     assert "*.mcap" in capsys.readouterr().err
     assert not (tmp_path / "review.bag").exists()
+
+
+def test_review_of_a_survey_without_navigation_has_no_track_and_says_so(tmp_path: Path, busy_checkpoint: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bag = tmp_path / "survey"
+    assert main(["simulate", "--out", str(bag), "--mode", "pings", "--pings", "300", "--samples-per-side", "128"]) == 0
+    out = tmp_path / "survey.mcap"
+    assert main(["review", "--bag", str(bag), "--model", str(busy_checkpoint), "--out", str(out), "--thresholds", "0.34",
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    assert "no navigation fix in the bag" in capsys.readouterr().out
+    msgs = decoded(out)
+    assert set(msgs) == {"/review/waterfall", "/review/annotations"} and len(msgs["/review/waterfall"]) == 2

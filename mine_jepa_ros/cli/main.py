@@ -23,7 +23,7 @@ from mine_jepa_ros.errors import MineJepaError
 AREAS = (sim, data, training, comparison, models, detect, review, tools)
 
 EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "timm": "train", "yaml": "train", "matplotlib": "plots",
-                   "onnx": "export", "onnxscript": "export", "pyxtf": "xtf"}
+                   "onnx": "export", "onnxscript": "export", "pyxtf": "xtf", "rasterio": "gis"}
 """Optional top-level modules -> the ``mine_jepa_ros`` extra that installs them (setup.py)."""
 
 

@@ -1,4 +1,4 @@
-"""Vehicle-view commands: ``review`` (one MCAP for Foxglove)."""
+"""Looking at a survey: ``review`` (one MCAP for Foxglove) and ``mosaic`` (a GeoTIFF, and a KML overlay)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def add_review(sub: Subcommands) -> None:
         "panel) and the contacts with the track as foxglove_msgs/GeoJSON (/review/contacts_geojson). The detections "
         "come from --model, or without it from the bag's Detection2DArray topic (a bag recorded from the node).",
     )
-    p.add_argument("--bag", required=True, type=Path, help="rosbag2 (directory, .mcap or .db3) or .xtf recording")
+    p.add_argument("--bag", required=True, type=Path, help="rosbag2: a directory, .mcap or .db3 (import-xtf makes one)")
     p.add_argument("--model", type=Path, default=None,
                    help="detect with this model (.onnx or .safetensors); default: the bag's own detections")
     p.add_argument("--detections-topic", default=None,
@@ -67,6 +67,66 @@ def run_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_mosaic(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "mosaic",
+        help="place every side-scan sample on a UTM grid and write a GeoTIFF (and a KML overlay)",
+        description="Georeference every sample of a pings recording with its navigation (pose at the ping's stamp, "
+        "lever arm and layback, ground range from slant range and altitude, perpendicular to the heading) on the UTM "
+        "zone of the first fix; cells hold the mean of their samples, nodata where none fell. Needs the gis extra "
+        "(rasterio).",
+    )
+    p.add_argument("--bag", required=True, type=Path,
+                   help="rosbag2 of pings with navigation: a directory, .mcap or .db3 (import-xtf makes one)")
+    p.add_argument("--out", required=True, type=Path, help="the GeoTIFF to write")
+    p.add_argument("--resolution", type=float, default=0.25, help="cell size (m)")
+    p.add_argument("--kml", type=Path, default=None,
+                   help="also a KML: a north-up PNG GroundOverlay (beside it) with the track and the contacts")
+    p.add_argument("--contacts", type=Path, default=None, help="--kml: contacts GeoJSON to mark (contacts, replay)")
+    p.add_argument("--detections-topic", default=None,
+                   help="--kml: fuse this Detection2DArray topic of the bag into the contacts to mark (a node's bag)")
+    add_recording_args(p)
+    add_contact_args(p)
+    add_geometry_args(p)
+    p.set_defaults(func=run_mosaic)
+
+
+def run_mosaic(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mine_jepa_ros.geo.contacts import Contact
+    from mine_jepa_ros.geo.formats import read_geojson_points
+    from mine_jepa_ros.geo.mosaic import MosaicOptions, build_mosaic, write_geotiff, write_kml_overlay
+    from mine_jepa_ros.geo.tracking import contacts_from_bag, navigation_from_bag
+    from mine_jepa_ros.io.recording import open_recording
+
+    import rasterio  # noqa: F401  # the gis extra: before any work, not after it
+
+    # the slant resolution is what the mosaic needs; the altitude comes from the navigation where it has one
+    geometry = SonarGeometry(args.slant_resolution, args.altitude, args.ping_spacing) if args.slant_resolution > 0 else None
+    contact_opts = contact_options_from_args(args)
+    opts = MosaicOptions(args.resolution, contact_opts.mounting)
+    recording = open_recording(args.bag, recording_options_from_args(args, geometry, args.ping_spacing))
+    track, nav_stats = navigation_from_bag(args.bag, contact_opts)
+    mosaic = build_mosaic(recording, track, opts)
+    write_geotiff(mosaic, args.out)
+    print(mosaic.summary())
+    print(f"wrote {args.out}")
+    if args.kml:
+        contacts: list[Contact] = []
+        if args.detections_topic:
+            contacts = contacts_from_bag(args.bag, replace(contact_opts, detections_topic=args.detections_topic)).contacts
+        elif args.contacts:
+            contacts = [Contact(str(p.get("id", "")), latitude=lat, longitude=lon, class_name=str(p.get("class", "")),
+                                confidence=float(p.get("confidence", 0.0)), looks=int(p.get("looks", 0)))
+                        for lat, lon, p in read_geojson_points(args.contacts)]
+        kml, png = write_kml_overlay(mosaic, args.kml, track.fixes(), contacts)
+        print(f"wrote {kml} and {png} ({len(contacts)} contacts)")
+    return 0
+
+
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_review(sub)
+    add_mosaic(sub)

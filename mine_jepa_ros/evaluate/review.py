@@ -33,13 +33,14 @@ from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.detect.pipeline import PipelineConfig
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geo.formats import contacts_geojson_text
+from mine_jepa_ros.geo.navigation import NavigationTrack
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactTracker, navigation_from_bag
 from mine_jepa_ros.io.annotations import image_annotations_msg
-from mine_jepa_ros.io.bag import ReadStats, atomic_mcap_writer
+from mine_jepa_ros.io.bag import ReadStats, atomic_mcap_writer, list_topics
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.image_codec import encode_image
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
-from mine_jepa_ros.io.navigation import fix_msg
+from mine_jepa_ros.io.navigation import NAV_TYPES, fix_msg
 from mine_jepa_ros.io.recording import Recording, RecordingOptions, WaterfallBlock, detection_arrays, open_recording
 
 WATERFALL_TOPIC = "/review/waterfall"
@@ -172,7 +173,8 @@ def review(bag: Path | str, out: Path | str, model: Path | str | None = None,
             break
         found, source = _recorded_detections(bag, opts, width), f"the bag's detections ({opts.detections_topic or 'its Detection2DArray topic'})"
     detections = found.count
-    track, _nav_stats = navigation_from_bag(bag, opts.contact_options)
+    has_navigation = opts.contact_options.nav_topics or any(m in NAV_TYPES for m in list_topics(bag).values())
+    track = navigation_from_bag(bag, opts.contact_options)[0] if has_navigation else NavigationTrack()
     fixes = track.fix_samples()
     tracker = ContactTracker(track, opts.contact_options.settings, opts.contact_options.mounting, recording.geometry)
     notes = [] if fixes else ["no navigation fix in the bag: no track and no contacts"]

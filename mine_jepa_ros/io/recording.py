@@ -393,7 +393,7 @@ def navigation_messages(bag: Path | str, topics: Sequence[str], stats: ReadStats
     available = list_topics(bag)
     chosen = list(topics) or sorted(t for t, m in available.items() if m in NAV_TYPES)
     if not chosen:
-        raise BagError(f"{bag}: no navigation topic ({', '.join(NAV_TYPES)}): contacts need positions")
+        raise BagError(f"{bag}: no navigation topic ({', '.join(NAV_TYPES)}): positions on the Earth need one")
     for topic, index, _t, msg in iter_messages(bag, chosen, NAV_TYPES, stats, distro):
         yield topic, available[topic], index, msg
 
