@@ -15,7 +15,7 @@ RUNTIME_BIN := $(RUNTIME_VENV)/bin
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-quick ros ros-jazzy runtime bench venv clean
+.PHONY: demo test test-quick ros ros-jazzy runtime browser bench venv clean
 
 venv: $(STAMP)
 
@@ -50,10 +50,16 @@ ros-jazzy: $(JAZZY_STAMP)
 runtime: $(RUNTIME_STAMP)
 	-$(RUNTIME_BIN)/python -m mine_jepa_ros.interfaces.build --distro jazzy
 
+# Chromium from Debian's packages for the browser test of `mine-jepa report` (driven by Playwright,
+# from the test extra); without it (no root, no apt) that test skips and says why.
+browser:
+	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "make browser: could not install chromium: the report's browser test will skip"
+
 demo: $(STAMP)
 	$(BIN)/python -m mine_jepa_ros.tools.demo --out $(DEMO_OUT)
 
-test: $(STAMP) ros ros-jazzy runtime
+test: $(STAMP) ros ros-jazzy runtime browser
 	$(BIN)/python -m pytest -q
 	@echo "== the real-rclpy tests (marker ros) again, under ROS 2 Jazzy in $(JAZZY_VENV) =="
 	$(JAZZY_BIN)/python -m pytest -q -m ros

@@ -59,8 +59,9 @@ setup(
         "export": [*TORCH, "onnx>=1.16", "onnxscript>=0.5"],
         # `mine-jepa peer` and experiment's peer row: torchvision's FCOS trained from scratch (BSD-3-Clause).
         "peer": [*TORCH, *PLOTS],
-        # mcap and mcap-ros2-support: independent readers of `mine-jepa review`'s MCAP in the tests
-        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "mcap>=1.1", "mcap-ros2-support>=0.5"],
+        # mcap and mcap-ros2-support: independent readers of `mine-jepa review`'s MCAP in the tests;
+        # playwright drives Debian's Chromium (`make browser`) in the report's browser test
+        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "mcap>=1.1", "mcap-ros2-support>=0.5", "playwright>=1.40"],
     },
     # rclpy: the system's on a ROS 2 machine, else the pinned ROS 2 wheels that
     # `python -m mine_jepa_ros.interfaces.build --distro kilted|jazzy` installs (see README).

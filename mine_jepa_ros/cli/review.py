@@ -1,9 +1,11 @@
-"""Looking at a survey: ``review`` (one MCAP for Foxglove) and ``mosaic`` (a GeoTIFF, and a KML overlay)."""
+"""Looking at a survey: ``review`` (one MCAP for Foxglove), ``report`` (the contact report, HTML) and ``mosaic``
+(a GeoTIFF, and a KML overlay)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mine_jepa_ros.cli.args import (
     Subcommands,
@@ -17,6 +19,9 @@ from mine_jepa_ros.cli.args import (
 )
 from mine_jepa_ros.cli.detect import add_contact_args, add_geometry_args, contact_options_from_args
 from mine_jepa_ros.geometry import SonarGeometry
+
+if TYPE_CHECKING:
+    from mine_jepa_ros.detect.backends import DetectorOptions
 
 
 def add_review(sub: Subcommands) -> None:
@@ -36,6 +41,12 @@ def add_review(sub: Subcommands) -> None:
                    help="without --model: the Detection2DArray topic (default: the bag's only one)")
     p.add_argument("--out", required=True, type=Path, help="the MCAP file to write (must not exist)")
     p.add_argument("--rows-per-frame", type=positive_int, default=256, help="pings per waterfall image (pings recordings)")
+    add_detector_args(p)
+    p.set_defaults(func=run_review)
+
+
+def add_detector_args(p: argparse.ArgumentParser) -> None:
+    """The recording, navigation, geometry and --model options of ``review`` and ``report``."""
     add_recording_args(p)
     add_contact_args(p)
     add_geometry_args(p)
@@ -45,22 +56,58 @@ def add_review(sub: Subcommands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     p.add_argument("--thresholds", type=numbers_arg, default=None,
                    help="--model: threshold per non-background class (default: the checkpoint's operating point)")
-    p.set_defaults(func=run_review)
+
+
+def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
+    from mine_jepa_ros.detect.backends import DetectorOptions
+
+    return DetectorOptions(args.backend, (), args.device, args.precision, args.batch_size, args.thresholds)
+
+
+def add_report(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "report",
+        help="the post-mission contact report: one self-contained HTML page to review contacts in a browser",
+        description="Fuse a survey's detections into contacts and write DIR/report.html: a summary (lines, area, "
+        "contacts by class, Pd and false contacts with --truth), a map, and one card per contact with a waterfall "
+        "snippet of every look; sort, accept or reject each contact and export the reviewed list as CSV or GeoJSON. "
+        "The detections come from --model, from --detections (a detections bag, e.g. replay's output) or from the "
+        "bag itself (a bag recorded from the node).",
+    )
+    p.add_argument("--bag", required=True, type=Path, help="rosbag2 with the side-scan and navigation")
+    p.add_argument("--model", type=Path, default=None, help="detect with this model (.onnx or .safetensors)")
+    p.add_argument("--detections", type=Path, default=None, help="bag of Detection2DArray (default: --bag's own)")
+    p.add_argument("--detections-topic", default=None, help="its Detection2DArray topic (default: the only one)")
+    p.add_argument("--truth", type=Path, default=None, help="true objects (GeoJSON, simulate --truth): Pd, false contacts")
+    p.add_argument("--match-distance", type=float, default=3.0, help="--truth: a contact this close finds an object (m)")
+    p.add_argument("--out", required=True, type=Path, help="folder for report.html and contacts.geojson")
+    add_detector_args(p)
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.evaluate.report import ReportOptions, report
+
+    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
+    opts = ReportOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing),
+                         detector=detector_options_from_args(args), detections_bag=args.detections,
+                         detections_topic=args.detections_topic, contact_options=contact_options_from_args(args),
+                         truth=args.truth, match_distance_m=args.match_distance)
+    print(report(args.bag, args.out, args.model, opts).text())
+    return 0
 
 
 def run_review(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from mine_jepa_ros.detect.backends import DetectorOptions
     from mine_jepa_ros.evaluate.review import ReviewOptions, review
 
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     recording = recording_options_from_args(args, geometry, args.ping_spacing)
     if args.model is None and args.detections_topic and not args.gt_topic:
         recording = replace(recording, gt_topic=args.detections_topic)  # a node bag may hold truth beside it
-    opts = ReviewOptions(recording=recording,
-                         detector=DetectorOptions(args.backend, (), args.device, args.precision, args.batch_size,
-                                                  args.thresholds),
+    opts = ReviewOptions(recording=recording, detector=detector_options_from_args(args),
                          detections_topic=args.detections_topic, contact_options=contact_options_from_args(args),
                          rows_per_frame=args.rows_per_frame)
     print(review(args.bag, args.out, args.model, opts).summary())
@@ -129,4 +176,5 @@ def run_mosaic(args: argparse.Namespace) -> int:
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_review(sub)
+    add_report(sub)
     add_mosaic(sub)

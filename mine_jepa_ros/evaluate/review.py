@@ -81,7 +81,7 @@ class ReviewResult:
 
 
 @dataclass
-class _Found:
+class FoundDetections:
     """The detections of the first pass, keyed by the stamp of the ping (or frame) they belong to."""
 
     by_stamp: dict[int, list[Detection]] = field(default_factory=dict)
@@ -98,9 +98,10 @@ class _Found:
         return sum(len(d) for d in self.by_stamp.values())
 
 
-def _model_detections(recording: Recording, model: Path, opts: ReviewOptions, stats: ReadStats) -> _Found:
-    pipeline = load_detector(model, opts.detector, PipelineConfig(input_mode=recording.mode, geometry=recording.geometry))
-    found = _Found()
+def model_detections(recording: Recording, model: Path, detector: DetectorOptions, stats: ReadStats) -> FoundDetections:
+    """The detections a model makes of the recording, as replay makes them."""
+    pipeline = load_detector(model, detector, PipelineConfig(input_mode=recording.mode, geometry=recording.geometry))
+    found = FoundDetections()
     for _timestamp, msg in recording.messages(stats):
         out = pipeline.process(msg)
         if out is not None:
@@ -111,9 +112,10 @@ def _model_detections(recording: Recording, model: Path, opts: ReviewOptions, st
     return found
 
 
-def _recorded_detections(bag: Path, opts: ReviewOptions, width: int) -> _Found:
-    found = _Found()
-    for stamp, detections in detection_arrays(bag, opts.detections_topic, ReadStats(), opts.recording.distro):
+def recorded_detections(bag: Path, topic: str | None, width: int, distro: str = "jazzy") -> FoundDetections:
+    """The detections of a bag's Detection2DArray ``topic`` (None: its only one)."""
+    found = FoundDetections()
+    for stamp, detections in detection_arrays(bag, topic, ReadStats(), distro):
         found.add(stamp, detections, width)
     return found
 
@@ -121,7 +123,7 @@ def _recorded_detections(bag: Path, opts: ReviewOptions, width: int) -> _Found:
 class _Frames:
     """Waterfall blocks gathered into review frames, each with the detections whose stamp it holds."""
 
-    def __init__(self, mode: str, rows_per_frame: int, found: _Found) -> None:
+    def __init__(self, mode: str, rows_per_frame: int, found: FoundDetections) -> None:
         self.mode, self.rows_per_frame, self.found = mode, rows_per_frame, found
         self.rows: list[np.ndarray] = []
         self.stamps: list[int] = []
@@ -166,12 +168,12 @@ def review(bag: Path | str, out: Path | str, model: Path | str | None = None,
     recording = open_recording(bag, opts.recording)
     width = 0
     if model is not None:
-        found, source = _model_detections(recording, Path(model), opts, ReadStats()), f"model {model}"
+        found, source = model_detections(recording, Path(model), opts.detector, ReadStats()), f"model {model}"
     else:
         for block in recording.waterfall(ReadStats()):
             width = block.pixels.shape[1]
             break
-        found, source = _recorded_detections(bag, opts, width), f"the bag's detections ({opts.detections_topic or 'its Detection2DArray topic'})"
+        found, source = recorded_detections(bag, opts.detections_topic, width, opts.recording.distro), f"the bag's detections ({opts.detections_topic or 'its Detection2DArray topic'})"
     detections = found.count
     has_navigation = opts.contact_options.nav_topics or any(m in NAV_TYPES for m in list_topics(bag).values())
     track = navigation_from_bag(bag, opts.contact_options)[0] if has_navigation else NavigationTrack()
