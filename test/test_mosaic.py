@@ -158,3 +158,61 @@ def test_bad_navigation_is_counted_or_refused_and_writes_nothing(tmp_path: Path,
     assert main(["mosaic", "--bag", str(sim), "--out", str(tmp_path / "nonav.tif")]) == 2
     assert "no navigation topic" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.tif.*")) and not (tmp_path / "nonav.tif").exists()
+
+
+def test_each_simulated_objects_own_sample_lands_within_a_metre_of_its_true_position(tmp_path: Path) -> None:
+    """The simulator knows every object's ping and signed ground range; mark that one sample in a
+    copy of the mission (1.0 on a flat 0.1 seabed: its cell's mean stands out however many samples
+    share the cell) and find it in the GeoTIFF."""
+    from rosbags.rosbag2 import Reader
+
+    from mine_jepa_ros.io.bag import read_detections
+    from mine_jepa_ros.io.image_codec import decode_image
+    from mine_jepa_ros.io.messages import stamp_ns, typestore_for
+    from mine_jepa_ros.sim.mission import MissionConfig, write_mission_bag
+    from mine_jepa_ros.sim.survey import SurveyConfig
+
+    sonar = SurveyConfig(pings=1, samples_per_side=128, max_range_m=12.0, altitude_m=2.0, ping_rate_hz=20.0,
+                         milco_count=0, nombo_count=0)
+    cfg = MissionConfig(lines=2, line_spacing_m=20.0, line_length_m=40.0, milco_count=3, nombo_count=3, sonar=sonar,
+                        seed=6)
+    bag, _objects, _lines = write_mission_bag(cfg, tmp_path / "mission", truth=tmp_path / "truth.geojson")
+    width = 2 * sonar.samples_per_side
+    marks: dict[int, list[int]] = {}
+    for _stamp, dets in read_detections(bag, "/sonar/sidescan/ground_truth"):
+        for d in dets:
+            assert d.stamp_ns is not None and d.position_m is not None
+            y = d.position_m[1]  # signed ground range, port +
+            slant = math.copysign(math.hypot(y, sonar.altitude_m), y)
+            marks.setdefault(d.stamp_ns, []).append(int(round(width / 2 - 0.5 - slant / sonar.slant_resolution_m)))
+    store = typestore_for("jazzy")
+    f = MessageFactory.for_rosbags()
+    marked = tmp_path / "marked"
+    applied: list[int] = []
+    with Reader(bag) as reader, atomic_bag_writer(marked) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store) for c in reader.connections}
+        for connection, t, raw in reader.messages():
+            if connection.topic == "/sonar/sidescan/image":
+                msg = store.deserialize_cdr(raw, connection.msgtype)
+                row = np.full((1, decode_image(msg).pixels.shape[1]), 26, np.uint8)
+                for col in marks.get(stamp_ns(msg.header), []):
+                    row[0, col] = 255
+                    applied.append(col)
+                raw = store.serialize_cdr(encode_image(f, row, msg.header), connection.msgtype)
+            writer.write(conns[connection.id], t, raw)
+    out = tmp_path / "marked.tif"
+    assert main(["mosaic", "--bag", str(marked), "--out", str(out), "--resolution", "0.25"]) == 0
+    truth = read_geojson_points(tmp_path / "truth.geojson")
+    assert len(truth) == sum(len(v) for v in marks.values()) == len(applied) == 6
+    with rasterio.open(out) as ds:
+        band = ds.read(1).astype(float)
+        to_utm = Transformer.from_crs("EPSG:4326", ds.crs.to_string(), always_xy=True)
+        k = int(3.0 / 0.25)
+        for lat, lon, props in truth:
+            e, n = to_utm.transform(lon, lat)
+            r, c = ds.index(e, n)
+            window = band[r - k:r + k + 1, c - k:c + k + 1]
+            rr, cc = np.unravel_index(int(np.argmax(window)), window.shape)
+            assert window[rr, cc] > 0.15 * 254 + 1, props  # the mark, not the flat seabed
+            me, mn = ds.xy(r - k + rr, c - k + cc)
+            assert math.hypot(me - e, mn - n) < 1.0, (props, math.hypot(me - e, mn - n))
