@@ -48,7 +48,8 @@ from mine_jepa_ros.io.annotations import class_rgb
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.detections import Detection
 from mine_jepa_ros.io.messages import stamp_ns
-from mine_jepa_ros.io.recording import Recording, RecordingOptions, open_recording
+from mine_jepa_ros.io.pictures import to_display
+from mine_jepa_ros.io.recording import Recording, RecordingOptions, open_recording, waterfall_width
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,9 @@ def _looks(tracker: ContactTracker, found: FoundDetections) -> dict[str, list[Lo
     seen: dict[str, list[tuple[Sighting, Detection]]] = {}
     for array_stamp, detections, width in found.arrays:
         for det in detections:
-            s = tracker.sighting(det, array_stamp, width)
-            tracker.detections += 1
-            if s is None:
-                continue
-            tracker.sightings += 1
-            seen.setdefault(tracker.manager.add(s).id, []).append((s, det))
+            if (fused := tracker.add_detection(det, array_stamp, width)) is not None:
+                sighting, contact = fused
+                seen.setdefault(contact.id, []).append((sighting, det))
     gap = tracker.manager.settings.look_gap_s * 1e9
     looks: dict[str, list[Look]] = {}
     for cid, pairs in seen.items():
@@ -119,7 +117,7 @@ def _snippet(rows: np.ndarray, det: Detection, centre: int, cols: int) -> bytes:
     mid = (c0 + c1) / 2.0
     left = int(min(max(mid - cols / 2, 0), max(width - cols, 0)))
     crop = np.ascontiguousarray(rows[:, left:left + cols])
-    image = cv2.cvtColor((np.clip(crop, 0.0, 1.0) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    image = to_display(crop)
     b, g, r = (int(255 * v) for v in reversed(class_rgb(det.class_name)))
     top = int(round(centre - half_h))
     cv2.rectangle(image, (int(c0) - left, top), (int(math.ceil(c1)) - left - 1, int(round(centre + half_h)) - 1),
@@ -130,8 +128,9 @@ def _snippet(rows: np.ndarray, det: Detection, centre: int, cols: int) -> bytes:
     return encoded.tobytes()
 
 
-def _cut_snippets(recording: Recording, looks: Sequence[Look], opts: ReportOptions) -> None:
-    """Fill every look's snippet from one streamed pass over the recording."""
+def _cut_snippets(recording: Recording, looks: Sequence[Look], opts: ReportOptions) -> int:
+    """Fill every look's snippet from one streamed pass over the recording; returns the pings (a
+    frames recording: the frames) it holds."""
     half = opts.snippet_rows // 2
     wanted: dict[int, list[Look]] = {}
     for look in looks:
@@ -140,9 +139,11 @@ def _cut_snippets(recording: Recording, looks: Sequence[Look], opts: ReportOptio
     ring: deque[np.ndarray] = deque(maxlen=opts.snippet_rows)
     due: list[tuple[int, int, Look]] = []  # (row index to cut at, centre row index, look)
     index = -1
+    frames = 0
     for block in recording.waterfall(ReadStats()):
         stamp = stamp_ns(block.header)
         if recording.mode == "frames":
+            frames += 1
             for look in wanted.pop(stamp, []):
                 look.png = _snippet(block.pixels, look.detection, int(round(sum(look.detection.box[::2]) / 2)),
                                     opts.snippet_cols)
@@ -158,6 +159,7 @@ def _cut_snippets(recording: Recording, looks: Sequence[Look], opts: ReportOptio
                 _cut(ring, index, item[1], item[2], opts)
     for _at, centre, look in due:  # the recording ended within half a snippet of them
         _cut(ring, index, centre, look, opts)
+    return frames if recording.mode == "frames" else index + 1
 
 
 def _cut(ring: deque[np.ndarray], last: int, centre: int, look: Look, opts: ReportOptions) -> None:
@@ -167,7 +169,7 @@ def _cut(ring: deque[np.ndarray], last: int, centre: int, look: Look, opts: Repo
 
 
 def _lines(track: NavigationTrack, stamps: Sequence[int]) -> int:
-    """Survey lines: runs of pings whose heading stays within 45 degrees of the run's first."""
+    """Survey lines: runs of stamps whose heading stays within 45 degrees of the run's first."""
     lines, start = 0, None
     for t in stamps:
         pose = track.pose_at(t)
@@ -317,11 +319,7 @@ def report(bag: Path | str, out_dir: Path | str, model: Path | str | None = None
     fixes = track.fixes()
     if not fixes:
         raise UserError(f"{bag}: no navigation fix: a contact report needs positions")
-    stamps: list[int] = []
-    width = 0
-    for block in recording.waterfall(ReadStats()):
-        width = block.pixels.shape[1]
-        stamps += [stamp_ns(block.header)] * (block.pixels.shape[0] if recording.mode == "pings" else 1)
+    width = waterfall_width(recording)
     if model is not None:
         found = model_detections(recording, Path(model), opts.detector, ReadStats())
     else:
@@ -329,15 +327,16 @@ def report(bag: Path | str, out_dir: Path | str, model: Path | str | None = None
     tracker = ContactTracker(track, opts.contact_options.settings, opts.contact_options.mounting, recording.geometry)
     looks = _looks(tracker, found)
     contacts = sorted(tracker.contacts, key=lambda c: -c.confidence)
-    _cut_snippets(recording, [look for ls in looks.values() for look in ls], opts)
+    seen = _cut_snippets(recording, [look for ls in looks.values() for look in ls], opts)
 
     length = sum(WGS84.inv(a[1], a[0], b[1], b[0])[2] for a, b in zip(fixes, fixes[1:]))
     geometry = recording.geometry
     swath = 2 * ground_range_m(geometry.slant_range_m(0.5, width), geometry.altitude_m) if geometry and width else 0.0
     area_km2 = length * swath / 1e6
     by_class = Counter(c.class_name for c in contacts)
-    summary = {"recording": bag.name, "pings" if recording.mode == "pings" else "frames": str(len(stamps)),
-               "survey lines": str(_lines(track, stamps[:: max(1, len(stamps) // 5000)])),
+    fix_stamps = [t for t, _lat, _lon in track.fix_samples()]
+    summary = {"recording": bag.name, "pings" if recording.mode == "pings" else "frames": str(seen),
+               "survey lines": str(_lines(track, fix_stamps[:: max(1, len(fix_stamps) // 5000)])),
                "track length": f"{length:.0f} m", "swath": f"{swath:.1f} m",
                "swept area": f"{area_km2:.4f} km² (track length × swath)",
                "contacts": ", ".join(f"{k} {v}" for k, v in sorted(by_class.items())) or "none",

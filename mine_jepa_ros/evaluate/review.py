@@ -22,7 +22,7 @@ annotations in time order, so memory holds one frame, the detections and the nav
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,17 @@ from mine_jepa_ros.geo.tracking import ContactOptions, ContactTracker, navigatio
 from mine_jepa_ros.io.annotations import image_annotations_msg
 from mine_jepa_ros.io.bag import ReadStats, atomic_mcap_writer, list_topics
 from mine_jepa_ros.io.detections import Detection
-from mine_jepa_ros.io.image_codec import encode_image
+from mine_jepa_ros.io.image_codec import encode_image, unit_to_uint8
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.navigation import NAV_TYPES, fix_msg
-from mine_jepa_ros.io.recording import Recording, RecordingOptions, WaterfallBlock, detection_arrays, open_recording
+from mine_jepa_ros.io.recording import (
+    Recording,
+    RecordingOptions,
+    detection_arrays,
+    open_recording,
+    row_runs,
+    waterfall_width,
+)
 
 WATERFALL_TOPIC = "/review/waterfall"
 ANNOTATIONS_TOPIC = "/review/annotations"
@@ -120,42 +127,23 @@ def recorded_detections(bag: Path, topic: str | None, width: int, distro: str = 
     return found
 
 
-class _Frames:
-    """Waterfall blocks gathered into review frames, each with the detections whose stamp it holds."""
-
-    def __init__(self, mode: str, rows_per_frame: int, found: FoundDetections) -> None:
-        self.mode, self.rows_per_frame, self.found = mode, rows_per_frame, found
-        self.rows: list[np.ndarray] = []
-        self.stamps: list[int] = []
-        self.header: Any = None
-
-    def add(self, block: WaterfallBlock) -> list[tuple[Any, np.ndarray, list[Detection]]]:
-        """Frames completed by ``block`` as (header, pixels, detections in their pixels)."""
-        if self.mode == "frames":
-            return [(block.header, block.pixels, self.found.by_stamp.get(stamp_ns(block.header), []))]
-        done = []
-        if self.rows and self.rows[-1].shape[0] != block.pixels.shape[1]:
-            done += self.flush()
-        for row in block.pixels:
-            self.rows.append(row)
-            self.stamps.append(stamp_ns(block.header))
-            self.header = block.header
-            if len(self.rows) == self.rows_per_frame:
-                done += self.flush()
-        return done
-
-    def flush(self) -> list[tuple[Any, np.ndarray, list[Detection]]]:
-        if not self.rows:
-            return []
-        pixels, stamps, header = np.stack(self.rows), self.stamps, self.header
-        self.rows, self.stamps = [], []
+def _frames(recording: Recording, rows_per_frame: int, found: FoundDetections,
+            stats: ReadStats) -> Iterator[tuple[Any, np.ndarray, list[Detection]]]:
+    """The review's images as (header, pixels, detections in their pixels): a frames recording's own
+    frames, or a ping stream in runs of ``rows_per_frame`` pings (each detection on the run that holds
+    its centre ping, centred there)."""
+    if recording.mode == "frames":
+        for block in recording.waterfall(stats):
+            yield block.header, block.pixels, found.by_stamp.get(stamp_ns(block.header), [])
+        return
+    for run in row_runs(recording.waterfall(stats), rows_per_frame):
         dets = []
-        for row, stamp in enumerate(stamps):
-            for det in self.found.by_stamp.pop(stamp, []):
+        for row, stamp in enumerate(run.stamps):
+            for det in found.by_stamp.pop(stamp, []):
                 half = (det.box[2] - det.box[0]) / 2.0
                 dets.append(Detection(det.class_name, det.score, (row + 0.5 - half, det.box[1], row + 0.5 + half, det.box[3]),
                                       det.id, det.stamp_ns, det.position_m))
-        return [(header, pixels, dets)]
+        yield run.header, np.stack(run.rows), dets
 
 
 def review(bag: Path | str, out: Path | str, model: Path | str | None = None,
@@ -166,14 +154,11 @@ def review(bag: Path | str, out: Path | str, model: Path | str | None = None,
     if out.suffix.lower() != ".mcap":
         raise UserError(f"{out}: the review is one MCAP file: name it *.mcap")
     recording = open_recording(bag, opts.recording)
-    width = 0
     if model is not None:
         found, source = model_detections(recording, Path(model), opts.detector, ReadStats()), f"model {model}"
     else:
-        for block in recording.waterfall(ReadStats()):
-            width = block.pixels.shape[1]
-            break
-        found, source = recorded_detections(bag, opts.detections_topic, width, opts.recording.distro), f"the bag's detections ({opts.detections_topic or 'its Detection2DArray topic'})"
+        found = recorded_detections(bag, opts.detections_topic, waterfall_width(recording), opts.recording.distro)
+        source = f"the bag's detections ({opts.detections_topic or 'its Detection2DArray topic'})"
     detections = found.count
     has_navigation = opts.contact_options.nav_topics or any(m in NAV_TYPES for m in list_topics(bag).values())
     track = navigation_from_bag(bag, opts.contact_options)[0] if has_navigation else NavigationTrack()
@@ -210,18 +195,11 @@ def review(bag: Path | str, out: Path | str, model: Path | str | None = None,
                 write(GEOJSON_TOPIC, t, factory.make("foxglove_msgs/msg/GeoJSON",
                                                      geojson=contacts_geojson_text(tracker.contacts, track_so_far)))
 
-        def emit(done: list[tuple[Any, np.ndarray, list[Detection]]]) -> None:
-            for header, pixels, dets in done:
-                t = stamp_ns(header)
-                catch_up(t)
-                image = encode_image(factory, (np.clip(pixels, 0.0, 1.0) * 255 + 0.5).astype(np.uint8), header, "mono8")
-                write(WATERFALL_TOPIC, t, image)
-                write(ANNOTATIONS_TOPIC, t, image_annotations_msg(factory, dets, header))
-
-        frames = _Frames(recording.mode, opts.rows_per_frame, found)
-        for block in recording.waterfall(stats):
-            emit(frames.add(block))
-        emit(frames.flush())
+        for header, pixels, dets in _frames(recording, opts.rows_per_frame, found, stats):
+            t = stamp_ns(header)
+            catch_up(t)
+            write(WATERFALL_TOPIC, t, encode_image(factory, unit_to_uint8(pixels), header, "mono8"))
+            write(ANNOTATIONS_TOPIC, t, image_annotations_msg(factory, dets, header))
         last = [t for t in (pending_fixes[-1][0] if pending_fixes else None,
                             pending_arrays[-1][0] if pending_arrays else None) if t is not None]
         if last:

@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 from mine_jepa_ros.atomic import write_text_atomic
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geo.contacts import Contact
+from mine_jepa_ros.geo.navigation import utm_epsg
 from mine_jepa_ros.io.annotations import class_rgb
 
 FORMATS = {".geojson": "geojson", ".json": "geojson", ".kml": "kml", ".csv": "csv"}
@@ -98,8 +99,8 @@ def moos_text(contacts: Sequence[Contact], origin: tuple[float, float]) -> str:
     lat0, lon0 = origin
     if not (-80.0 <= lat0 <= 84.0 and -180.0 <= lon0 <= 180.0):
         raise UserError(f"MOOS origin {lat0}, {lon0}: outside the UTM grid (latitude -80..84, longitude -180..180)")
-    zone = min(int((lon0 + 180.0) // 6.0) + 1, 60)
-    epsg = (32600 if lat0 >= 0 else 32700) + zone
+    epsg = utm_epsg(lat0, lon0)
+    zone = epsg % 100
     to_grid = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
     e0, n0 = to_grid.transform(lon0, lat0)
     lines = ["// mine_jepa_ros contacts as MOOS-IvP hazard reports",

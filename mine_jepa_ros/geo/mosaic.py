@@ -33,11 +33,10 @@ from pyproj import Transformer
 from mine_jepa_ros.atomic import atomic_file, write_text_atomic
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geo.contacts import Contact
-from mine_jepa_ros.geo.navigation import WGS84, NavigationTrack, SensorMounting, offset_position
+from mine_jepa_ros.geo.navigation import WGS84, NavigationTrack, SensorMounting, offset_position, utm_epsg
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.bag import ReadStats
-from mine_jepa_ros.io.messages import stamp_ns
-from mine_jepa_ros.io.recording import Recording
+from mine_jepa_ros.io.recording import Recording, row_runs
 
 MAX_CELLS = 200_000_000  # 1.6 GB of accumulators
 NODATA = 0
@@ -83,28 +82,10 @@ class Mosaic:
         return "\n".join(lines)
 
 
-def utm_epsg(latitude: float, longitude: float) -> int:
-    """The EPSG code of the WGS84 UTM zone holding the point."""
-    zone = min(int((longitude + 180.0) // 6.0) + 1, 60)
-    return (32600 if latitude >= 0 else 32700) + zone
-
-
-def _ping_batches(recording: Recording, batch: int, stats: ReadStats) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _ping_batches(recording: Recording, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(stamps (n,), rows (n, width)) of consecutive pings of one width."""
-    stamps: list[int] = []
-    rows: list[np.ndarray] = []
-    for block in recording.waterfall(stats):
-        if rows and rows[-1].shape[0] != block.pixels.shape[1]:
-            yield np.array(stamps, np.int64), np.stack(rows)
-            stamps, rows = [], []
-        for row in block.pixels:
-            stamps.append(stamp_ns(block.header))
-            rows.append(row)
-        if len(rows) >= batch:
-            yield np.array(stamps, np.int64), np.stack(rows)
-            stamps, rows = [], []
-    if rows:
-        yield np.array(stamps, np.int64), np.stack(rows)
+    for run in row_runs(recording.waterfall(ReadStats()), batch):
+        yield np.array(run.stamps, np.int64), np.stack(run.rows)
 
 
 class _Placer:
@@ -169,7 +150,7 @@ def build_mosaic(recording: Recording, track: NavigationTrack, options: MosaicOp
     epsg = utm_epsg(fixes[0][1], fixes[0][2])
     bounds = [math.inf, math.inf, -math.inf, -math.inf]
     placer = _Placer(track, geometry, opts.mounting, epsg)
-    for stamps, rows in _ping_batches(recording, opts.batch_pings, ReadStats()):
+    for stamps, rows in _ping_batches(recording, opts.batch_pings):
         east, north, _values = placer.place(stamps, rows)
         if east.size:
             bounds = [min(bounds[0], east.min()), min(bounds[1], north.min()), max(bounds[2], east.max()),
@@ -186,7 +167,7 @@ def build_mosaic(recording: Recording, track: NavigationTrack, options: MosaicOp
     total = np.zeros(rows_n * cols, np.float64)
     count = np.zeros(rows_n * cols, np.float64)
     placer = _Placer(track, geometry, opts.mounting, epsg)
-    for stamps, rows in _ping_batches(recording, opts.batch_pings, ReadStats()):
+    for stamps, rows in _ping_batches(recording, opts.batch_pings):
         east, north, values = placer.place(stamps, rows)
         c = np.clip(((east - west) / res).astype(np.int64), 0, cols - 1)
         r = np.clip(((north0 - north) / res).astype(np.int64), 0, rows_n - 1)

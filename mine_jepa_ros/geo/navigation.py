@@ -151,6 +151,12 @@ class NavigationTrack:
         return None if distance < 1e-3 else float(azimuth) % 360.0
 
 
+def utm_epsg(latitude: float, longitude: float) -> int:
+    """The EPSG code of the WGS84 UTM zone holding the point (326NN north, 327NN south; NN = zone)."""
+    zone = min(int((longitude + 180.0) // 6.0) + 1, 60)
+    return (32600 if latitude >= 0 else 32700) + zone
+
+
 @dataclass(frozen=True)
 class SensorMounting:
     """Where the sonar sits relative to the navigation reference (REP-103 body axes: x forward, y left)."""

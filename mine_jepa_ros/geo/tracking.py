@@ -92,12 +92,23 @@ class ContactTracker:
         point = self.georeferencer.place(pose, y)
         return Sighting(det.class_name, det.score, point.latitude, point.longitude, stamp, pose.heading_deg)
 
+    def add_detection(self, det: Detection, array_stamp_ns: int, width: int = 0) -> tuple[Sighting, Contact] | None:
+        """Locate and fuse one detection: its sighting and the contact it joined or started (None
+        when it could not be located, counted in ``skipped``)."""
+        self.detections += 1
+        s = self.sighting(det, array_stamp_ns, width)
+        if s is None:
+            return None
+        self.sightings += 1
+        return s, self.manager.add(s)
+
     def add(self, detections: Sequence[Detection], array_stamp_ns: int, width: int = 0) -> list[Contact]:
-        """Locate and fuse detections; returns the contacts that changed."""
-        found = [s for det in detections if (s := self.sighting(det, array_stamp_ns, width)) is not None]
-        self.detections += len(detections)
-        self.sightings += len(found)
-        return self.manager.add_all(found)
+        """Locate and fuse detections; returns the contacts that changed (each once, in order of first change)."""
+        changed: dict[str, Contact] = {}
+        for det in detections:
+            if (fused := self.add_detection(det, array_stamp_ns, width)) is not None:
+                changed.setdefault(fused[1].id, fused[1])
+        return list(changed.values())
 
     def result(self, nav_stats: ReadStats, journal: ContactJournal | None = None,
                journal_warning: str | None = None) -> ContactsResult:

@@ -98,6 +98,12 @@ def to_unit_intensity(values: np.ndarray, full_scale: float) -> np.ndarray:
     return out
 
 
+def unit_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Intensities 0..1 as uint8, rounded (the inverse of :func:`to_unit_intensity` at full scale 255:
+    a mono8 image written from them decodes to the nearest value)."""
+    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def _finish(pixels: np.ndarray, full_scale: float, encoding: str) -> DecodedImage:
     if pixels.ndim == 3:
         order = cv2.COLOR_RGB2GRAY if encoding.startswith("rgb") else cv2.COLOR_BGR2GRAY

@@ -20,7 +20,8 @@ decided here, once:
   of the recording; frames of one survey are consecutive pings, so objects that a frame border cut
   in two (the same id, boxes touching at the border) are joined again (:func:`join_split_boxes`).
   So the same survey recorded as frames, as pings and as driver messages gives the same waterfall
-  and the same objects, and sliding windows over it the same windows and labels.
+  and the same objects, and sliding windows over it the same windows and labels. :func:`row_runs`
+  cuts it into runs of at most N rows of one width (tiles to label, mosaic batches, review frames).
 * **XTF files** (:class:`XtfSource`) are recordings too: one row per ping at the file's mono8 gain
   (as ``import-xtf --encoding mono8``), with their sonar geometry, no truth.
 
@@ -33,7 +34,7 @@ file and the topic. Labelled image folders (independent images, not one waterfal
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,6 +106,41 @@ class WaterfallBlock:
     header: Any
     pixels: np.ndarray  # (rows, width) float32 intensities 0..1
     first_row: int  # rows of the recording before it
+
+
+@dataclass
+class RowRun:
+    """Consecutive waterfall rows of one width, each with its block's stamp (a frame's rows share it)."""
+
+    first_row: int
+    rows: list[np.ndarray]
+    stamps: list[int]
+    header: Any = None  # the header of the block of the last row
+
+
+def row_runs(blocks: Iterable[WaterfallBlock], size: int) -> Iterator[RowRun]:
+    """The rows of ``blocks`` in runs of ``size`` (shorter where the width changes, and at the end)."""
+    run: RowRun | None = None
+    for block in blocks:
+        stamp = stamp_ns(block.header)
+        for k, row in enumerate(block.pixels):
+            if run is not None and (len(run.rows) == size or run.rows[0].shape != row.shape):
+                yield run
+                run = None
+            if run is None:
+                run = RowRun(block.first_row + k, [], [])
+            run.rows.append(row)
+            run.stamps.append(stamp)
+            run.header = block.header
+    if run is not None:
+        yield run
+
+
+def waterfall_width(recording: Recording) -> int:
+    """Samples per row of the recording's first usable block (0 when it has none): one decode."""
+    for block in recording.waterfall(ReadStats()):
+        return int(block.pixels.shape[1])
+    return 0
 
 
 def join_split_boxes(objects: Sequence[Detection]) -> list[Detection]:

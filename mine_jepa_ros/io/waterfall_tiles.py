@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +31,14 @@ from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomi
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import DETECTION_TYPE, ReadStats, Storage, atomic_bag_writer, copy_messages
 from mine_jepa_ros.io.detections import Detection, detections_to_msg
+from mine_jepa_ros.io.image_codec import unit_to_uint8
 from mine_jepa_ros.io.image_folders import YOLO_CLASSES, read_yolo_labels, yolo_lines
 from mine_jepa_ros.io.messages import MessageFactory, stamp_ns
 from mine_jepa_ros.io.pictures import write_png
-from mine_jepa_ros.io.recording import BagRecording, Recording
+from mine_jepa_ros.io.recording import BagRecording, Recording, row_runs
 
 SIDECAR = "waterfalls.json"
 FORMAT = "mine_jepa waterfall tiles 1"
-
-
-@dataclass
-class _Tile:
-    first_row: int
-    rows: list[np.ndarray]
-    stamps: list[int]
-
-
-def _tiles(recording: Recording, tile_rows: int, stats: ReadStats, progress: bool) -> Iterator[_Tile]:
-    """Consecutive runs of at most ``tile_rows`` rows of one width; a frame's rows share its stamp."""
-    tile: _Tile | None = None
-    for block in tqdm(recording.waterfall(stats), desc="waterfall", unit="msg", disable=not progress):
-        stamp = stamp_ns(block.header)
-        for k, row in enumerate(block.pixels):
-            if tile is not None and (len(tile.rows) == tile_rows or tile.rows[0].shape != row.shape):
-                yield tile
-                tile = None
-            if tile is None:
-                tile = _Tile(block.first_row + k, [], [])
-            tile.rows.append(row)
-            tile.stamps.append(stamp)
-    if tile is not None:
-        yield tile
 
 
 def export_waterfalls(recording: Recording, out: Path, tile_rows: int = 1024, progress: bool = True) -> dict[str, Any]:
@@ -77,10 +52,11 @@ def export_waterfalls(recording: Recording, out: Path, tile_rows: int = 1024, pr
     entries: list[dict[str, Any]] = []
     with atomic_dir(out) as tmp:
         pending: list[tuple[str, int, int, int]] = []  # name, first row, rows, width: labels once truth is known
-        for k, tile in enumerate(_tiles(recording, tile_rows, stats, progress)):
+        blocks = tqdm(recording.waterfall(stats), desc="waterfall", unit="msg", disable=not progress)
+        for k, tile in enumerate(row_runs(blocks, tile_rows)):
             year = dt.datetime.fromtimestamp(tile.stamps[0] / 1e9, dt.timezone.utc).year
             name = f"{k:04d}_{year}"
-            pixels = (np.clip(np.stack(tile.rows), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            pixels = unit_to_uint8(np.stack(tile.rows))
             write_png(tmp / f"{name}.png", pixels)
             entries.append({"name": name, "first_row": tile.first_row, "rows": len(tile.rows), "width": pixels.shape[1],
                             "stamps_ns": tile.stamps})

@@ -49,7 +49,7 @@ from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.errors import MineJepaError, UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.detections import Detection
-from mine_jepa_ros.io.image_codec import to_unit_intensity
+from mine_jepa_ros.io.image_codec import to_unit_intensity, unit_to_uint8
 from mine_jepa_ros.io.image_folders import folder_images, image_year, list_images, read_grey, read_yolo_labels
 from mine_jepa_ros.io.recording import RecordingOptions, open_recording
 from mine_jepa_ros.sim.survey import FleetVariation, Survey, SurveyConfig, simulate_survey
@@ -69,15 +69,11 @@ from mine_jepa_ros.training.patches import (
 T = TypeVar("T")
 
 
-def _to_u8(pixels: np.ndarray) -> np.ndarray:
-    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def normalised_u8(image_u8: np.ndarray, normalisation: NormalisationConfig) -> np.ndarray:
     """An 8-bit image (rows in ping order) through the input normalisation, as the pipeline does it."""
     if not normalisation.active:
         return image_u8
-    return _to_u8(normalise_image(to_unit_intensity(image_u8, 255.0), normalisation))  # as a mono8 image decodes
+    return unit_to_uint8(normalise_image(to_unit_intensity(image_u8, 255.0), normalisation))  # as a mono8 image decodes
 
 
 def centred_crop(image: np.ndarray, row: float, col: float, window: int) -> np.ndarray:
@@ -332,7 +328,7 @@ class RecordingJob:
                 stats.skip("narrower than a window", f"{block.pixels.shape[1]} samples per row")
                 continue
             pixels = block.pixels if normaliser is None else normaliser(block.pixels)  # as the pipeline, ping by ping
-            parts.append(tiler.push(_to_u8(pixels)))
+            parts.append(tiler.push(unit_to_uint8(pixels)))
         parts.append(tiler.flush())
         tiles = Tiles.concat([p for p in parts if len(p)], self.window)
         labels = np.full(len(tiles), UNLABELLED, np.int16)
