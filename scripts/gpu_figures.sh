@@ -4,7 +4,8 @@
 #   1. bench-train: SIGReg pretraining throughput (ViT-S, 4 views, bf16) and data wait, one process;
 #   2. bench --section pipeline: end-to-end detector windows/s against the bare model on the GPU;
 #   3. experiment --scale paper-short: random init vs SIGReg (sonar and natural augmentations), linear and
-#      fine-tuned, the fine-tuned ones as detectors on 26 test surveys.
+#      fine-tuned, the fine-tuned ones as detectors on 26 test surveys; then, as long as the step's limit
+#      lasts, the supervised peer (FCOS, ResNet-18 from scratch) and the same FCOS on a SIGReg ResNet-18.
 # Results go to $OUT (default gpu_out/): bench_train.json, bench.json, experiment.md, experiment.json, log.
 # On a machine without this package's dependencies, put their wheels in .whl/ (see
 # scripts/gpu_wheels.txt): they are installed into /tmp/site first, nothing else is fetched.
@@ -33,9 +34,9 @@ step bench-train 90 sh -c "'$PY' -m mine_jepa_ros.cli bench-train --device '$DEV
   --batch-size 512 --steps 20 --processes 1 --json > '$OUT/bench_train.json'"
 step bench 90 sh -c "'$PY' -m mine_jepa_ros.cli bench --section pipeline --device '$DEVICE' --json > '$OUT/bench.json'"
 step experiment 290 "$PY" -m mine_jepa_ros.cli experiment --scale paper-short --out /tmp/gpu_experiment \
-  --device "$DEVICE" --only "random init,SIGReg"
+  --device "$DEVICE" --only "random init,SIGReg,peer"
 # the rows that finished within the limit, tabled (each row's result is cached as it finishes)
-"$PY" -m mine_jepa_ros.cli experiment --scale paper-short --out /tmp/gpu_experiment --only "random init,SIGReg" \
+"$PY" -m mine_jepa_ros.cli experiment --scale paper-short --out /tmp/gpu_experiment --only "random init,SIGReg,peer" \
   --report-only >/dev/null 2>&1
 cp /tmp/gpu_experiment/results.md "$OUT/experiment.md" 2>/dev/null
 cp /tmp/gpu_experiment/results.json "$OUT/experiment.json" 2>/dev/null

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mine_jepa_ros.sim import Survey, SurveyConfig, simulate_survey
@@ -36,9 +38,9 @@ def narrow_survey() -> Survey:
                                         milco_count=2, nombo_count=1, object_ground_range_m=(3.0, 8.0), seed=5))
 
 
-@pytest.fixture(scope="session")
-def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """An untrained checkpoint whose head is scaled up so windows land in every class.
+def busy_window_checkpoint(arch: str, path: Path, seed: int = 2) -> Path:
+    """An untrained window-head checkpoint of ``arch`` whose head is scaled up so windows land in
+    every class (on the small survey).
 
     Random-init heads call everything background; this one gives many positive windows of both
     classes, which is what the merging / streaming-equivalence tests need to bite.
@@ -48,7 +50,7 @@ def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
     from mine_jepa_ros.detect.tiling import WaterfallTiler
 
-    model = new_classifier("vit_tiny", seed=2).eval()
+    model = new_classifier(arch, seed=seed).eval()
     survey = simulate_survey(SMALL)
     patches = torch.from_numpy(WaterfallTiler().tile(survey.to_uint8().astype("float32") / 255).patches)
     with torch.no_grad():
@@ -57,7 +59,19 @@ def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
         scale = 2.0 / logits.std(dim=0).clamp_min(1e-6)  # per class: logits spread ~2 around 0
         model.head.net.weight.mul_(scale[:, None])
         model.head.net.bias.copy_(-(model.head(feats) - model.head.net.bias).mean(dim=0))
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "busy.safetensors", model)
+    return save_checkpoint(path, model)
+
+
+@pytest.fixture(scope="session")
+def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`busy_window_checkpoint` of the ViT-Tiny."""
+    return busy_window_checkpoint("vit_tiny", tmp_path_factory.mktemp("model") / "busy.safetensors")
+
+
+@pytest.fixture(scope="session")
+def busy_resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`busy_window_checkpoint` of the ResNet-18 (a convolutional backbone, window head)."""
+    return busy_window_checkpoint("resnet18", tmp_path_factory.mktemp("model") / "busy_resnet18.safetensors")
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,17 @@ def test_vit_sizes_match_the_paper() -> None:
     assert sum(p.numel() for p in tiny.parameters()) == pytest.approx(5.5e6, rel=0.05)
 
 
+def test_a_resnet18_checkpoint_round_trips_as_a_window_classifier(tmp_path: Path) -> None:
+    model = new_classifier("resnet18", seed=3).eval()
+    assert int(model.backbone.num_features) == 512
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "r18.safetensors", model))
+    x = torch.rand(3, 96, 96)
+    with torch.inference_mode():
+        out = loaded(loaded.normalise(x))
+        torch.testing.assert_close(out, model(model.normalise(x)))
+    assert out.shape == (3, 3) and loaded.metadata.arch == "resnet18"
+
+
 def test_local_timm_weights_are_adapted_to_one_channel_and_96_px(tmp_path: Path) -> None:
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False)
     weights = tmp_path / "in1k.safetensors"
@@ -104,6 +115,8 @@ def _with_metadata(tmp_path: Path, checkpoint: Path, **changes: object) -> Path:
     ("changes", "message"),
     [
         ({"arch": "vit_small"}, "shape of"),  # tensors of another architecture
+        ({"arch": "resnet18"}, "do not fit resnet18"),  # a ViT's tensors under a CNN's name
+        ({"arch": "resnet18", "output": "dense"}, "the dense head needs a ViT's patch tokens"),
         ({"arch": "resnet50"}, "arch 'resnet50'"),
         ({"window": 64}, "window 64 differs"),
         ({"img_size": 64, "window": 64}, "shape of"),  # another window size: position embedding does not fit

@@ -47,12 +47,11 @@ def _detections(bag: Path) -> list[tuple[int, list[tuple[str, tuple[float, ...],
     return [(t, [(d.class_name, d.box, d.score) for d in dets]) for t, dets in read_detections(bag, DETECTIONS_TOPIC)]
 
 
-def test_onnx_and_torch_give_the_same_detections_on_a_simulated_survey(fp32_model: Path, busy_checkpoint: Path,
-                                                                         narrow_survey: Survey, tmp_path: Path) -> None:
-    bag = write_survey_bag(narrow_survey, tmp_path / "frames", SurveyBagOptions(frame_height=100))
+def _same_detections_as_on_torch(onnx_model: Path, checkpoint: Path, survey: Survey, tmp_path: Path) -> None:
+    bag = write_survey_bag(survey, tmp_path / "frames", SurveyBagOptions(frame_height=100))
     common = dict(thresholds=0.4, progress=False, device="cpu")
-    by_torch = replay(bag, busy_checkpoint, tmp_path / "torch", ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
-    by_onnx = replay(bag, fp32_model, tmp_path / "onnx", ReplayOptions(**common))  # type: ignore[arg-type]
+    by_torch = replay(bag, checkpoint, tmp_path / "torch", ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
+    by_onnx = replay(bag, onnx_model, tmp_path / "onnx", ReplayOptions(**common))  # type: ignore[arg-type]
     want, got = _detections(tmp_path / "torch"), _detections(tmp_path / "onnx")
     assert by_onnx.windows == by_torch.windows and sum(len(d) for _, d in want) > 5, "the check must involve detections"
     assert [t for t, _ in got] == [t for t, _ in want]
@@ -63,6 +62,19 @@ def test_onnx_and_torch_give_the_same_detections_on_a_simulated_survey(fp32_mode
     assert by_onnx.metrics is not None and by_torch.metrics is not None
     assert by_onnx.metrics.window_confusion == by_torch.metrics.window_confusion
     assert by_onnx.metrics.detections == by_torch.metrics.detections
+
+
+def test_onnx_and_torch_give_the_same_detections_on_a_simulated_survey(fp32_model: Path, busy_checkpoint: Path,
+                                                                         narrow_survey: Survey, tmp_path: Path) -> None:
+    _same_detections_as_on_torch(fp32_model, busy_checkpoint, narrow_survey, tmp_path)
+
+
+def test_a_resnet18_window_model_exports_and_detects_as_on_torch(busy_resnet_checkpoint: Path, narrow_survey: Survey,
+                                                                  tmp_path: Path) -> None:
+    exported = export_onnx(busy_resnet_checkpoint, tmp_path / "resnet18.onnx")
+    assert exported.verified and exported.output_shape == (3,)
+    assert OnnxClassifier(exported.path, providers=["cpu"]).metadata.arch == "resnet18"
+    _same_detections_as_on_torch(exported.path, busy_resnet_checkpoint, narrow_survey, tmp_path)
 
 
 def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Path, narrow_survey: Survey,

@@ -88,7 +88,11 @@ def test_training_images_are_the_stores_training_surveys(sim_store, tmp_path: Pa
         if part.name != "meta.json":
             (tmp_path / part.name).symlink_to(part)
     with pytest.raises(StoreError, match="was not simulated"):
-        next(simulator_training_images(PatchStore(tmp_path)))
+        simulator_training_images(PatchStore(tmp_path))
+    # the label budget: the first N training surveys, never more than there are
+    assert [i.name for i in simulator_training_images(sim_store, 1)] == train[:1]
+    with pytest.raises(UserError, match="a label budget of 3 training surveys, but the store has 2"):
+        simulator_training_images(sim_store, 3)
 
 
 @pytest.mark.slow
@@ -141,10 +145,50 @@ def test_the_projects_vit_under_the_same_detector_from_a_pretrained_backbone(sim
     assert again.model.transform.image_mean == [pytest.approx(start.metadata.norm_mean)]  # its windows' statistics
     frame = images[0].pixels[:192]
     assert again.detect(frame) == peer.detect(frame)
-    with pytest.raises(UserError, match="ResNet-18 trains from random init only"):
-        PeerConfig(init=str(checkpoint))
+    with pytest.raises(UserError, match="a vit_tiny backbone, but the peer's is resnet18"):
+        train_peer(images, NAMES, replace(cfg, backbone="resnet18"), tmp_path / "r18.safetensors", progress=False)
     with pytest.raises(UserError, match="a vit_tiny backbone, but the peer's is vit_small"):
         train_peer(images, NAMES, replace(cfg, backbone="vit_small"), tmp_path / "small.safetensors", progress=False)
+
+
+@pytest.mark.slow
+def test_a_sigreg_resnet18_starts_the_peer_and_serves_as_a_window_classifier(sim_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """In-domain SSL for the convolutional peer: SIGReg on the store's windows (real gradients), then
+    the same FCOS from those weights; the backbone also takes a window head, never a dense one."""
+    from mine_jepa_ros.detect.model import load_checkpoint
+    from mine_jepa_ros.training.config import PeerConfig, PretrainConfig
+    from mine_jepa_ros.training.peer import load_peer, peer_name, simulator_training_images, train_peer
+    from mine_jepa_ros.training.pretrain import Pretrainer
+    from mine_jepa_ros.training.probe import ProbeConfig, train_probe
+
+    torch.set_num_threads(2)
+    ssl = PretrainConfig(arch="resnet18", epochs=1, batch_size=8, views=2, proj_hidden=32, num_slices=32, steps_per_epoch=2,
+                         device="cpu")
+    result = Pretrainer(ssl, [sim_store], tmp_path / "ssl", progress=False).run()
+    assert result.metrics and all(np.isfinite(m["loss"]) for m in result.metrics)
+    start = load_checkpoint(result.backbone)
+    assert start.metadata.arch == "resnet18"
+    images = simulator_training_images(sim_store, 1)
+    cfg = PeerConfig(steps=1, batch_size=2, crop=128, warmup_steps=1, lr=1e-12, init=str(result.backbone), label_surveys=1,
+                     device="cpu")
+    peer = train_peer(images, NAMES, cfg, tmp_path / "peer.safetensors", progress=False)
+    trained = dict(peer.model.named_parameters())
+    for name, value in start.backbone.named_parameters():  # the FCOS trunk starts from the SIGReg weights
+        assert torch.allclose(trained[f"backbone.body.{name}"], value, atol=1e-6), name
+    assert "ResNet-18 FPN, from " in peer_name(cfg) and "labels of 1 surveys" in peer_name(cfg)
+    again = load_peer(tmp_path / "peer.safetensors", "cpu")
+    assert again.model.transform.image_mean == [pytest.approx(start.metadata.norm_mean)]  # its windows' statistics
+    assert again.config.label_surveys == 1
+    frame = images[0].pixels[:192]
+    assert again.detect(frame) == peer.detect(frame)
+    window = train_probe(sim_store, ProbeConfig(mode="linear", init=str(result.backbone), epochs=1, device="cpu"),
+                         tmp_path / "window.safetensors", progress=False)
+    assert window.metadata.arch == "resnet18" and load_checkpoint(tmp_path / "window.safetensors").metadata.output == "window"
+    with pytest.raises(UserError, match="the dense head needs a ViT's patch tokens"):
+        train_probe(sim_store, ProbeConfig(mode="linear", head="dense", init=str(result.backbone), epochs=1, device="cpu"),
+                    progress=False)
+    with pytest.raises(UserError, match="label_surveys must be >= 0"):
+        PeerConfig(label_surveys=-1)
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +242,28 @@ def test_peer_command_trains_chooses_on_validation_and_scores_the_test_bags(sim_
 @pytest.mark.slow
 def test_experiment_tables_the_peer_beside_the_vit_on_the_same_surveys(tmp_path: Path) -> None:
     from mine_jepa_ros.cli import main
-    from mine_jepa_ros.training.experiment import PEER_LABEL
+    from mine_jepa_ros.detect.model import read_metadata
+    from mine_jepa_ros.training.experiment import PEER_LABEL, SSL_PEER_LABEL
+    from mine_jepa_ros.training.peer import load_peer
 
     assert main(["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--only", "random init,peer",
                  "--device", "cpu"]) == 0
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     rows = {r["label"]: r for r in results["rows"]}
-    assert set(rows) == {"no pretraining (random init)", PEER_LABEL}
+    assert set(rows) == {"no pretraining (random init)", PEER_LABEL, SSL_PEER_LABEL}
     peer, vit = rows[PEER_LABEL]["per_seed"][0], rows["no pretraining (random init)"]["per_seed"][0]
     assert peer["metrics"] == {} and peer["detection"]["MILCO"]["objects"] == vit["detection"]["MILCO"]["objects"]
+    ssl = rows[SSL_PEER_LABEL]["per_seed"][0]
+    assert ssl["metrics"] == {} and ssl["detection"]["MILCO"]["objects"] == vit["detection"]["MILCO"]["objects"]
+    backbone = tmp_path / "exp" / "peer_sigreg_sonar" / "seed0" / "pretrain" / "backbone.safetensors"
+    assert read_metadata(backbone).arch == "resnet18" and ssl["pretrain_minutes"] > 0
+    detector = load_peer(tmp_path / "exp" / "peer_sigreg_sonar" / "seed0" / "peer.safetensors")
+    assert detector.config.backbone == "resnet18" and detector.config.init == str(backbone)
+    assert load_peer(tmp_path / "exp" / "peer" / "seed0" / "peer.safetensors").config.init == "random"
     table = (tmp_path / "exp" / "results.md").read_text()
     assert f"| {PEER_LABEL} | random | 1 | - | **-** | - | - | - | - |" in table
+    assert f"| {SSL_PEER_LABEL} | random | 1 | - | **-** | - | - | - | - |" in table
+    assert any(c["better"] == SSL_PEER_LABEL and c["worse"] == PEER_LABEL for c in results["orderings"])
     check = next(c for c in results["orderings"] if c["worse"] == PEER_LABEL)
     diff = vit["detection"]["MILCO"]["ap"] - peer["detection"]["MILCO"]["ap"]
     assert check["probe"] == "detector" and check["mean_diff"] == pytest.approx(diff)

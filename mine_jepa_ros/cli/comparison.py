@@ -24,7 +24,8 @@ def add_peer(sub: Subcommands) -> None:
     p = add_command(
         sub,
         "peer",
-        help="the supervised peer: a torchvision detector trained from scratch on the same labels, same scorer",
+        help="the supervised peer: a torchvision detector trained from scratch on the same labels, same scorer "
+        "(or from a SIGReg backbone)",
         description="Train the supervised peer (torchvision's FCOS on a ResNet-18 FPN, from scratch) on the training surveys of a simulated patch "
         "store (re-simulated from its provenance: the same images and boxes the ViT's patches came from), choose "
         "its per-class score thresholds on validation bags, and score it on test bags with the replay's scorer "
@@ -43,11 +44,14 @@ def add_peer(sub: Subcommands) -> None:
     p.add_argument("--crop", type=positive_int, default=d.crop, help="training crop size in pixels (multiple of 32)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, warm-up then cosine)")
     p.add_argument("--backbone", choices=list(PEER_BACKBONES), default=d.backbone,
-                   help="resnet18: the supervised peer; vit_tiny / vit_small: the project's ViT under the same FCOS "
-                   "(a simple feature pyramid on its tokens; its own weights at a tenth of the learning rate)")
+                   help="resnet18: the supervised peer (an FPN on its stages); vit_tiny / vit_small: the project's ViT "
+                   "under the same FCOS (a simple feature pyramid on its tokens; its own weights at a tenth of the "
+                   "learning rate)")
     p.add_argument("--init", default=d.init,
-                   help="the ViT's start: random, or a mine_jepa checkpoint (pretrain's backbone.safetensors): SSL "
-                   "against supervised under one detector")
+                   help="the backbone's start: random, or a mine_jepa checkpoint of the same arch (pretrain's "
+                   "backbone.safetensors, e.g. `pretrain --arch resnet18`): SSL against supervised under one detector")
+    p.add_argument("--label-surveys", type=int, default=d.label_surveys,
+                   help="label budget: train on the boxes of the store's first N training surveys only (0: all)")
     add_target_args(p, required=False)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -62,7 +66,7 @@ def run_peer_cmd(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.peer import run_peer
 
     cfg = PeerConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
-                     device=args.device, backbone=args.backbone, init=args.init)
+                     device=args.device, backbone=args.backbone, init=args.init, label_surveys=args.label_surveys)
     result = run_peer(open_store(args.store), args.validation_bag, args.test_bag, cfg, args.out, target_from_args(args),
                       ReplayOptions(device=args.device))
     if args.json:

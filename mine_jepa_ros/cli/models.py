@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mine_jepa_ros.cli.args import Subcommands, add_command, positive_int
+from mine_jepa_ros.detect.metadata import ARCHS
 from mine_jepa_ros.errors import UserError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ def add_init_model(sub: Subcommands) -> None:
         description="Build a Mine-JEPA classifier (timm ViT at 96 px, one grayscale channel) and save it as a "
         "self-describing safetensors checkpoint. The head is untrained: use `mine-jepa probe` to train it.",
     )
-    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size")
+    p.add_argument("--arch", choices=list(ARCHS), default="vit_tiny", help="backbone (a ViT, or resnet18)")
     p.add_argument("--head", choices=["linear", "mlp"], default="linear", help="classifier head")
     p.add_argument("--init", default="random",
                    help="backbone weights: 'random', 'timm' (ImageNet from timm's hub, needs internet) or a local "

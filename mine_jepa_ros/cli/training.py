@@ -16,7 +16,7 @@ from mine_jepa_ros.cli.args import (
     print_json,
     target_from_args,
 )
-from mine_jepa_ros.detect.metadata import OUTPUTS
+from mine_jepa_ros.detect.metadata import ARCHS, OUTPUTS
 from mine_jepa_ros.errors import UserError
 
 
@@ -28,7 +28,7 @@ def add_pretrain(sub: Subcommands) -> None:
         sub,
         "pretrain",
         help="self-supervised pretraining (SIGReg / VICReg / SimCLR / BYOL) on patch stores",
-        description="In-domain SSL pretraining of a ViT at 96 px on one or more patch stores (Real+Syn: each "
+        description="In-domain SSL pretraining of a ViT (or a ResNet-18) at 96 px on one or more patch stores (Real+Syn: each "
         "normalised with its own statistics). Writes OUT/state.safetensors every epoch (atomic; --resume "
         "continues bit for bit), OUT/backbone.safetensors for `probe --init`, metrics.csv, steps.csv, metrics.png.",
     )
@@ -36,7 +36,8 @@ def add_pretrain(sub: Subcommands) -> None:
                    help="patch store or directory of shards (repeatable: Real+Syn, each normalised with its own statistics)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
-    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default=d.arch, help="ViT size")
+    p.add_argument("--arch", choices=list(ARCHS), default=d.arch,
+                   help="backbone: a ViT, or resnet18 (a CNN, e.g. for `peer --backbone resnet18 --init`)")
     p.add_argument("--init", default=d.init,
                    help="random, timm (ImageNet via timm's hub), a local timm weights file, or a mine_jepa checkpoint "
                    "(an earlier backbone.safetensors or model): SSL continues from its backbone, e.g. on a new "
@@ -96,7 +97,8 @@ def add_probe(sub: Subcommands) -> None:
     p.add_argument("--store", required=True, type=Path, action="append",
                    help="patch store with labels, or a directory of shards (repeatable: the shards of one store)")
     p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
-    p.add_argument("--arch", choices=["vit_tiny", "vit_small"], default="vit_tiny", help="ViT size when --init is not a checkpoint")
+    p.add_argument("--arch", choices=list(ARCHS), default="vit_tiny",
+                   help="backbone when --init is not a checkpoint (the dense head needs a ViT)")
     p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
     p.add_argument("--head", choices=list(OUTPUTS), default="window",
                    help="window: one class per window (CLS token); dense: one per 16-pixel patch token, trained on the "

@@ -32,8 +32,13 @@ METADATA_KEY = "mine_jepa"
 ARCHS: dict[str, str] = {
     "vit_tiny": "vit_tiny_patch16_224",
     "vit_small": "vit_small_patch16_224",
+    "resnet18": "resnet18",
 }
-"""Short names -> timm model names; built at ``img_size`` (96 by default), patch 16."""
+"""Short names -> timm model names. The ViTs are built at ``img_size`` (96 by default), patch 16;
+``resnet18`` is timm's ResNet-18 (its pooled 512-d feature is the embedding), a convolutional
+backbone for SIGReg and for the detector under FCOS (``peer --backbone resnet18 --init``)."""
+VIT_ARCHS = ("vit_tiny", "vit_small")
+"""The archs with patch tokens (the only ones a dense head fits)."""
 
 HEADS = ("linear", "mlp")
 OUTPUTS = ("window", "dense")
@@ -81,6 +86,8 @@ class ModelMetadata:
             problems.append(f"head {self.head!r} is not one of {HEADS}")
         if self.output not in OUTPUTS:
             problems.append(f"output {self.output!r} is not one of {OUTPUTS}")
+        elif self.output == "dense" and self.arch in ARCHS and self.arch not in VIT_ARCHS:
+            problems.append(f"the dense head needs a ViT's patch tokens ({VIT_ARCHS}), not {self.arch}")
         if self.probe_mode not in PROBE_MODES:
             problems.append(f"probe_mode {self.probe_mode!r} is not one of {sorted(PROBE_MODES)}")
         if len(self.class_names) < 2 or self.class_names[0] != "background" or len(set(self.class_names)) != len(self.class_names):

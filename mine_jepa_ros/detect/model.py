@@ -32,17 +32,19 @@ from mine_jepa_ros.detect.metadata import (
     METADATA_KEY,
     OUTPUTS,
     PROBE_MODES,
+    VIT_ARCHS,
     ModelMetadata,
     read_metadata,
 )
 from mine_jepa_ros.errors import CheckpointError
 
-__all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "OUTPUTS", "PROBE_MODES", "MineClassifier", "ModelMetadata", "ProbeHead",
-           "build_backbone", "load_checkpoint", "new_classifier", "read_metadata", "save_checkpoint"]
+__all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "OUTPUTS", "PROBE_MODES", "VIT_ARCHS", "MineClassifier", "ModelMetadata",
+           "ProbeHead", "build_backbone", "load_checkpoint", "new_classifier", "read_metadata", "save_checkpoint"]
 
 
 def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans: int = 1) -> nn.Module:
-    """A timm ViT without classifier (``forward`` returns the CLS embedding).
+    """A timm backbone without classifier: a ViT (``forward`` returns the CLS embedding) or the
+    ResNet-18 (its globally pooled feature).
 
     ``init``: ``"random"``; ``"timm"`` (ImageNet weights from timm's hub, needs internet); or the
     path of a local ``.safetensors``/``.pth`` timm state dict (RGB, any image size): timm adapts the
@@ -52,7 +54,9 @@ def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans
 
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
-    kwargs: dict[str, Any] = dict(img_size=img_size, in_chans=in_chans, num_classes=0)
+    kwargs: dict[str, Any] = dict(in_chans=in_chans, num_classes=0)
+    if arch in VIT_ARCHS:  # a CNN takes any size as it is
+        kwargs["img_size"] = img_size
     if init == "random":
         return timm.create_model(ARCHS[arch], pretrained=False, **kwargs)
     if init == "timm":

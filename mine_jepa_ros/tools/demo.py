@@ -6,7 +6,8 @@ training, validation and test surveys come from that one distribution but are ne
 
 1. simulate the training surveys into a patch store, plus validation and test surveys as rosbag2
    files with ground truth;
-2. SIGReg-pretrain a ViT-Tiny on the training windows (small scale, sonar augmentations);
+2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (small
+   scale, sonar augmentations);
 3. fine-tune it with a linear head on the labelled training patches (``--probe linear``: head
    only; ``--head dense``: a per-token head on every training window with token targets, decoded
    by peak finding), once per candidate background loss weight (``--background-weights``), optionally with
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mine_jepa_ros.atomic import write_json_atomic
+from mine_jepa_ros.detect.metadata import read_metadata
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, plot_froc, plot_metrics, replay
@@ -94,10 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "probe, as a team would on a new survey before detecting on it (0: no adaptation)")
     parser.add_argument("--random-init", action="store_true",
                         help="no SSL pretraining: the ViT is trained from random init (supervised, the baseline)")
+    parser.add_argument("--arch", choices=["vit_tiny", "resnet18"], default="vit_tiny",
+                        help="the backbone SIGReg pretrains (or, with --random-init, the one trained from scratch); "
+                        "resnet18 takes the window head only")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
     if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
         parser.error("--reuse must name another folder than --out (--out is replaced)")
+    if args.arch == "resnet18" and args.head == "dense":
+        parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
     weights = [float(w) for w in (args.background_weights or ("1,3" if args.head == "window" else "10,100")).split(",")
                if w.strip()]
 
@@ -118,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.normalise != (store.normalisation.get("kind") or "none"):
             raise UserError(f"--normalise {args.normalise}: the reused store {store.path} was extracted with "
                             f"{store.normalisation.get('kind') or 'none'} (pretraining saw those windows)")
+        if backbone is not None and not args.random_init and (arch := read_metadata(backbone).arch) != args.arch:
+            raise UserError(f"--arch {args.arch}: the reused backbone {backbone} is a {arch}")
         say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
             f"{store.summary()}, backbone {backbone}")
     else:
@@ -133,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a dense epoch holds every window with an object token and as many background ones: about twice
     # the window head's labelled crops, so fewer epochs keep the demo within its time
     epochs = args.probe_epochs or (200 if args.probe == "linear" else 30 if args.head == "window" else 12)
-    probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, epochs=epochs, device=args.device,
+    probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, arch=args.arch, epochs=epochs, device=args.device,
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
@@ -148,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replay(bag, model_path, out / f"detections_bag_{k}",
                ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
     metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
-    recipe = {"head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
+    recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight,
               "reused": None if args.reuse is None else str(args.reuse)}
@@ -204,7 +213,7 @@ def _pretrain(args: argparse.Namespace, store: PatchStore, out: Path, say: Calla
     from mine_jepa_ros.training.config import PretrainConfig
     from mine_jepa_ros.training.pretrain import Pretrainer
 
-    cfg = PretrainConfig(method="sigreg", arch="vit_tiny", augment="sonar", epochs=args.epochs, batch_size=64, views=2,
+    cfg = PretrainConfig(method="sigreg", arch=args.arch, augment="sonar", epochs=args.epochs, batch_size=64, views=2,
                          proj_hidden=512, lr=1e-3, warmup_epochs=0.5, device=args.device)
     pre = Pretrainer(cfg, [store], out / "pretrain").run()
     last = pre.metrics[-1]
@@ -224,7 +233,7 @@ def _adapt(args: argparse.Namespace, store: PatchStore, backbone: Path, test_bag
     windows = extract_recordings(out / "adapt_windows", test_bags, source="syn", kind="syn", test_fraction=0.0,
                                  progress=False, normalisation=NormalisationConfig.from_dict(store.normalisation),
                                  use_truth=False)
-    cfg = PretrainConfig(method="sigreg", arch="vit_tiny", augment="sonar", init=str(backbone), epochs=args.adapt_epochs,
+    cfg = PretrainConfig(method="sigreg", arch=args.arch, augment="sonar", init=str(backbone), epochs=args.adapt_epochs,
                          batch_size=64, views=2, proj_hidden=512, lr=5e-4, warmup_epochs=0.5, device=args.device)
     pre = Pretrainer(cfg, [store, windows], out / "adapt").run()
     say(f"adapted: SIGReg continued {args.adapt_epochs} epoch(s) from {backbone} on {len(store)} training and "

@@ -57,8 +57,9 @@ class PeerConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     object_crop_fraction: float = 0.5  # crops drawn around an object (the rest anywhere)
-    backbone: str = "resnet18"  # resnet18 | vit_tiny | vit_small (the project's ViT, a simple feature pyramid on its tokens)
-    init: str = "random"  # the ViT's start: random, or a mine_jepa checkpoint (pretrain's backbone.safetensors)
+    backbone: str = "resnet18"  # resnet18 (an FPN on its stages) | vit_tiny | vit_small (a simple feature pyramid on its tokens)
+    init: str = "random"  # the backbone's start: random, or a mine_jepa checkpoint of its arch (pretrain's backbone.safetensors)
+    label_surveys: int = 0  # the label budget: train on the first N of the store's training surveys (0: all of them)
     fpn_channels: int = 64
     head_convs: int = 2
     min_score: float = 0.05  # candidates kept at inference (the lowest threshold AP and the sweep see)
@@ -72,5 +73,5 @@ class PeerConfig:
             raise UserError("peer: object_crop_fraction must be within [0, 1] and min_score within (0, 1)")
         if self.backbone not in PEER_BACKBONES:
             raise UserError(f"peer backbone {self.backbone!r}: expected one of {PEER_BACKBONES}")
-        if self.backbone == "resnet18" and self.init != "random":
-            raise UserError("peer: the ResNet-18 trains from random init only (--init is for the ViT backbones)")
+        if self.label_surveys < 0:
+            raise UserError(f"peer: label_surveys must be >= 0 (0: every training survey), got {self.label_surveys}")

@@ -10,7 +10,10 @@ Runs on a patch store (default: one simulated from scratch, split by survey):
 * the supervised peer (:mod:`~mine_jepa_ros.training.peer`: torchvision's FCOS trained from
   scratch on the boxes of the same training surveys), a detector only: it has no patch scores,
   and is scored on the same test surveys by the same scorer. The table checks that SIGReg's
-  fine-tuned detector beats it on MILCO AP, seed by seed.
+  fine-tuned detector beats it on MILCO AP, seed by seed;
+* the same detector with its ResNet-18 SIGReg-pretrained on the store's windows first (the
+  recipe's pretraining, ``arch`` resnet18): in-domain SSL against supervised learning under one
+  detector and one label budget (the recipe's ``peer.label_surveys``), also checked on MILCO AP.
 
 Everything is scored on the held-out split (other surveys / images) and written as
 ``results.md`` and ``results.json``. With several ``seeds`` every row is pretrained and probed once
@@ -46,7 +49,10 @@ from mine_jepa_ros.training.probe import ClassificationMetrics, ProbeConfig, eva
 from mine_jepa_ros.training.recipes import ExperimentRecipe, experiment_recipe
 
 PEER_LABEL = "supervised peer: FCOS from scratch (torchvision)"
-# (label, pretraining method or None, augmentation); "peer": the supervised detector, no ViT
+SSL_PEER_LABEL = "SIGReg ResNet-18 in the peer's FCOS"
+PEER_METHODS = ("peer", "peer_sigreg")
+# (label, pretraining method or None, augmentation); "peer": the supervised detector, no ViT;
+# "peer_sigreg": the same detector whose ResNet-18 starts from SIGReg on the store's windows
 RUNS: list[tuple[str, str | None, str]] = [
     ("no pretraining (random init)", None, ""),
     ("SIGReg, sonar aug", "sigreg", "sonar"),
@@ -55,6 +61,7 @@ RUNS: list[tuple[str, str | None, str]] = [
     ("SimCLR, sonar aug", "simclr", "sonar"),
     ("BYOL, sonar aug", "byol", "sonar"),
     (PEER_LABEL, "peer", ""),
+    (SSL_PEER_LABEL, "peer_sigreg", "sonar"),
 ]
 PROBES = ("linear", "finetune")
 # The paper's orderings, checked on every table: (better row, worse row, probe compared).
@@ -68,6 +75,7 @@ ORDERINGS: list[tuple[str, str, str]] = [
 DETECTION_ORDERINGS: list[tuple[str, str]] = [
     ("SIGReg, sonar aug", PEER_LABEL),
     ("no pretraining (random init)", PEER_LABEL),
+    (SSL_PEER_LABEL, PEER_LABEL),
 ]
 SUMMARY_KEYS = ("macro_f1", "accuracy", "milco_vs_rest_f1", "milco_recall")
 
@@ -249,7 +257,8 @@ class ExperimentResult:
             "number of test MILCO in the header); AP is the area under MILCO's precision/recall; the FROC area is "
             f"the mean Pd over 0 to {self.froc_max:g} false alarms per km². The supervised peer is a detector "
             "trained from scratch on the boxes of the same training surveys (no patch scores: dashes), scored on "
-            "the same test surveys by the same scorer. Minutes per seed.",
+            "the same test surveys by the same scorer; its SIGReg row is the same detector whose ResNet-18 was "
+            "pretrained on the store's windows first. Minutes per seed.",
             "",
             f"| pretraining | init | seeds | linear macro-F1 | fine-tuned macro-F1 | NOMBO F1 | acc | MILCO-vs-rest F1 | MILCO recall "
             f"| MILCO Pd ({self._milco_objects()} objects) | MILCO precision | MILCO AP | MILCO FA/km² | MILCO FROC area | minutes |",
@@ -332,14 +341,21 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
             return SeedResult.from_dict(cached["result"])
     if report_only:
         return None
-    if method == "peer":  # its settings are the recipe's peer record (in "scale") and the seed
-        return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings) if bags else None
+    if method in PEER_METHODS:  # its settings are the recipe's peer record (in "scale"), the pretraining's and the seed
+        if bags is None:
+            return None
+        if method == "peer":
+            return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings)
+        pre = Pretrainer(replace(sc.pretrain, method="sigreg", arch="resnet18", augment=aug, seed=seed, device=device),
+                         [store], run_dir / "pretrain", progress=progress).run(resume=True)
+        return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings, str(pre.backbone),
+                              _pretrain_minutes(pre.metrics))
     backbone, pretrain_minutes = "random", 0.0  # the baseline starts from random weights
     if method is not None:
         cfg = replace(sc.pretrain, method=method, augment=aug, seed=seed, device=device)
         pre = Pretrainer(cfg, [store], run_dir / "pretrain", progress=progress).run(resume=True)
         backbone = str(pre.backbone)
-        pretrain_minutes = sum(float(m.get("seconds", 0.0)) for m in pre.metrics) / 60  # all epochs, resumed ones too
+        pretrain_minutes = _pretrain_minutes(pre.metrics)
     start = time.perf_counter()
     metrics = {}
     for mode, probe_cfg in probes.items():
@@ -352,17 +368,24 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
     return result
 
 
+def _pretrain_minutes(metrics: list[dict[str, float]]) -> float:
+    return sum(float(m.get("seconds", 0.0)) for m in metrics) / 60  # all epochs, resumed ones too
+
+
 def _run_peer_seed(sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int, device: str, progress: bool,
-                   bags: SurveyBags, settings: dict[str, Any]) -> SeedResult:
-    """The supervised peer with one seed: trained on the store's training surveys, its thresholds
-    chosen on the validation surveys, scored on the test ones (a detector only: no patch metrics)."""
+                   bags: SurveyBags, settings: dict[str, Any], init: str = "random",
+                   pretrain_minutes: float = 0.0) -> SeedResult:
+    """The peer's detector with one seed, its ResNet-18 from ``init``: trained on the store's
+    training surveys, its thresholds chosen on the validation surveys, scored on the test ones (a
+    detector only: no patch metrics)."""
     from mine_jepa_ros.training.peer import run_peer  # torchvision: the peer extra
 
     start = time.perf_counter()
-    peer = run_peer(store, bags.validation, bags.test, replace(sc.peer, seed=seed, device=device), run_dir,
+    peer = run_peer(store, bags.validation, bags.test, replace(sc.peer, backbone="resnet18", init=init, seed=seed,
+                                                               device=device), run_dir,
                     opts=ReplayOptions(device=device, progress=False), progress=progress)
     minutes = (time.perf_counter() - start) / 60
-    result = SeedResult(seed, {}, minutes, 0.0, minutes, _detection_entry(peer.metrics, sc))
+    result = SeedResult(seed, {}, pretrain_minutes + minutes, pretrain_minutes, minutes, _detection_entry(peer.metrics, sc))
     write_json_atomic(run_dir / "metrics.json", {"settings": settings, "result": result.to_dict()})
     return result
 
@@ -401,7 +424,7 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
     for label, method, aug in RUNS:
         if only and not any(o.lower() in label.lower() for o in only):
             continue
-        if method == "peer" and store.meta.get("provenance", {}).get("from") != "simulator":
+        if method in PEER_METHODS and store.meta.get("provenance", {}).get("from") != "simulator":
             print(f"{label}: skipped (it trains on the store's simulated surveys; {store_path} was not simulated)")
             continue
         name = "peer" if method == "peer" else f"{method}_{aug}" if method else "random_init"
@@ -411,7 +434,7 @@ def run_experiment(scale: str, out: Path, store_path: Path | None = None, device
             if done is None:
                 continue
             per_seed.append(done)
-            if method == "peer":
+            if method in PEER_METHODS:
                 print(f"{label}, seed {s}: MILCO AP {done.detection.get('MILCO', {}).get('ap', 0.0):.3f} "
                       f"({done.minutes:.1f} min)")
             else:

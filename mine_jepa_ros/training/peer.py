@@ -6,10 +6,13 @@ torchvision's FCOS (anchor-free, one stage; BSD-licensed) on a ResNet-18 feature
 channel, 64 pyramid channels and two head convolutions, so it trains on a CPU in minutes. No
 pretrained weights: ``weights=None`` everywhere, random init.
 
-The same FCOS also takes the project's ViT (``backbone="vit_tiny"``, :class:`ViTPyramid`: its
-stride-16 token map up-sampled to 8 and pooled to 32-128, ViTDet's simple feature pyramid), from
-random init or from a SIGReg backbone (``init``): in-domain SSL against supervised learning under
-one detector, where the window classifier's decoding is out of the comparison.
+The same FCOS also starts from in-domain SSL (``init``: a mine_jepa backbone of its arch): its
+ResNet-18 from ``pretrain --arch resnet18`` (timm's ResNet-18 has torchvision's layers under the
+same names), or the project's ViT (``backbone="vit_tiny"``, :class:`ViTPyramid`: its stride-16
+token map up-sampled to 8 and pooled to 32-128, ViTDet's simple feature pyramid), from random init
+or from a SIGReg backbone. That is in-domain SSL against supervised learning under one detector,
+where the window classifier's decoding is out of the comparison; ``label_surveys`` sets the label
+budget (the boxes of the store's first N training surveys), where SSL should matter most.
 
 * **Labels.** The ground-truth boxes of the same training surveys the ViT's patch store was cut
   from (the store's split: its ``train`` groups), re-simulated from the store's provenance
@@ -48,7 +51,7 @@ from tqdm import tqdm
 from mine_jepa_ros.atomic import atomic_file, write_json_atomic
 from mine_jepa_ros.detect.device import resolve_device
 from mine_jepa_ros.detect.merging import Thresholds
-from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint
 from mine_jepa_ros.detect.normalise import NormalisationConfig, RangeNormaliser
 from mine_jepa_ros.errors import CheckpointError, StoreError, UserError
 from mine_jepa_ros.evaluate.calibrate import Target, choose_operating_points, require_truth
@@ -69,10 +72,11 @@ PEER_FORMAT = "mine_jepa_peer"
 
 def peer_name(cfg: PeerConfig) -> str:
     """What the detector is, in words (tables, plots, metadata)."""
-    if cfg.backbone == "resnet18":
-        return "FCOS (torchvision), ResNet-18 FPN, from scratch"
     start = "from scratch" if cfg.init == "random" else f"from {cfg.init}"
-    return f"FCOS (torchvision), {cfg.backbone} with a simple feature pyramid, {start}"
+    budget = f", labels of {cfg.label_surveys} surveys" if cfg.label_surveys else ""
+    if cfg.backbone == "resnet18":
+        return f"FCOS (torchvision), ResNet-18 FPN, {start}{budget}"
+    return f"FCOS (torchvision), {cfg.backbone} with a simple feature pyramid, {start}{budget}"
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,18 @@ class LabelledImage:
     objects: list[Detection]
 
 
-def simulator_training_images(store: PatchStore) -> Iterator[LabelledImage]:
-    """The training surveys a simulated store was cut from (its ``train`` groups), re-simulated from
-    its provenance: the same images and truth the ViT's labelled patches came from, through the
-    store's input normalisation."""
+def simulator_training_images(store: PatchStore, surveys: int = 0) -> list[LabelledImage]:
+    """The training surveys a simulated store was cut from (its ``train`` groups; the first
+    ``surveys`` of them where that is not 0, the label budget), re-simulated from its provenance: the
+    same images and truth the ViT's labelled patches came from, through the store's input
+    normalisation."""
+    images = list(_training_images(store, surveys))
+    if surveys and len(images) < surveys:
+        raise UserError(f"{store.path}: a label budget of {surveys} training surveys, but the store has {len(images)}")
+    return images
+
+
+def _training_images(store: PatchStore, surveys: int) -> Iterator[LabelledImage]:
     made = store.meta.get("provenance", {})
     if made.get("from") != "simulator":
         raise StoreError(f"{store.path}: the peer re-simulates the store's training surveys, but this store was "
@@ -95,9 +107,13 @@ def simulator_training_images(store: PatchStore) -> Iterator[LabelledImage]:
     cfg = SimExtractConfig(**made["config"])
     normalisation = NormalisationConfig.from_dict(store.normalisation)
     split_of_group = store.meta.get("split_of_group", {})
+    kept = 0
     for group, survey in simulated_surveys(cfg):
+        if surveys and kept == surveys:
+            return
         if split_of_group.get(group, "train") == "train":
             pixels = to_unit_intensity(normalised_u8(survey.to_uint8(), normalisation), 255.0)
+            kept += 1
             yield LabelledImage(group, pixels, survey.ground_truth())
 
 
@@ -127,9 +143,18 @@ class ViTPyramid(torch.nn.Module):
         return {str(k): level for k, level in enumerate(levels)}
 
 
-def _vit(cfg: PeerConfig) -> tuple[torch.nn.Module, float, float]:
-    """The ViT (random, or a mine_jepa checkpoint's backbone) built for any image size, with the
-    normalisation statistics its windows were standardised with."""
+def _start(cfg: PeerConfig) -> MineClassifier | None:
+    """The mine_jepa checkpoint the backbone starts from (None: random init); its arch must be the peer's."""
+    if cfg.init == "random":
+        return None
+    start = load_checkpoint(cfg.init)
+    if start.metadata.arch != cfg.backbone:
+        raise UserError(f"peer --init {cfg.init}: a {start.metadata.arch} backbone, but the peer's is {cfg.backbone}")
+    return start
+
+
+def _vit(cfg: PeerConfig, start: MineClassifier | None) -> torch.nn.Module:
+    """The ViT (random, or the checkpoint's backbone) built for any image size."""
     import timm
 
     from mine_jepa_ros.detect.metadata import ARCHS
@@ -138,20 +163,31 @@ def _vit(cfg: PeerConfig) -> tuple[torch.nn.Module, float, float]:
         return timm.create_model(ARCHS[cfg.backbone], pretrained=False, img_size=img_size, in_chans=1, num_classes=0,
                                  dynamic_img_size=True)
 
-    if cfg.init == "random":
-        return vit(96), 0.2, 0.2
-    start = load_checkpoint(cfg.init)
-    if start.metadata.arch != cfg.backbone:
-        raise UserError(f"peer --init {cfg.init}: a {start.metadata.arch} backbone, but the peer's is {cfg.backbone}")
+    if start is None:
+        return vit(96)
     model = vit(start.metadata.img_size)
     model.load_state_dict(start.backbone.state_dict())
-    return model, start.metadata.norm_mean, start.metadata.norm_std
+    return model
+
+
+def _resnet(start: MineClassifier | None, where: str) -> torch.nn.Module:
+    """torchvision's ResNet-18 on one channel: random init, or the weights of a checkpoint's timm
+    ResNet-18 (the same layers under the same names; only torchvision's unused classifier is left)."""
+    from torchvision.models import resnet18
+
+    trunk = resnet18(weights=None)
+    trunk.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if start is not None:
+        missing, unexpected = trunk.load_state_dict(start.backbone.state_dict(), strict=False)
+        if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+            raise CheckpointError(f"{where}: its ResNet-18 does not fit torchvision's (missing {sorted(missing)[:3]}, "
+                                  f"unexpected {sorted(unexpected)[:3]})")
+    return trunk
 
 
 def build_peer(class_names: Sequence[str], cfg: PeerConfig) -> torch.nn.Module:
-    """torchvision FCOS, no resizing, on a single-channel ResNet-18 FPN (random init) or on the
-    project's ViT (random or pretrained init) with a simple feature pyramid."""
-    from torchvision.models import resnet18
+    """torchvision FCOS, no resizing, on a single-channel ResNet-18 FPN or on the project's ViT with a
+    simple feature pyramid, either from random init or from a SIGReg backbone (``cfg.init``)."""
     from torchvision.models.detection import FCOS
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.fcos import FCOSHead
@@ -164,16 +200,15 @@ def build_peer(class_names: Sequence[str], cfg: PeerConfig) -> torch.nn.Module:
             return image, target  # sonar pixels have a fixed size on the seabed: never rescale them
 
     c = cfg.fpn_channels
+    start = _start(cfg)
+    # a pretrained backbone keeps the standardisation of its pretraining windows; else about the simulator's
+    mean, std = (0.2, 0.2) if start is None else (start.metadata.norm_mean, start.metadata.norm_std)
     backbone: torch.nn.Module
     if cfg.backbone == "resnet18":
-        trunk = resnet18(weights=None)
-        trunk.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        backbone = BackboneWithFPN(trunk, {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], c,
-                                   extra_blocks=LastLevelP6P7(c, c))
-        mean, std = 0.2, 0.2
+        backbone = BackboneWithFPN(_resnet(start, cfg.init), {"layer2": "0", "layer3": "1", "layer4": "2"},
+                                   [128, 256, 512], c, extra_blocks=LastLevelP6P7(c, c))
     else:
-        vit, mean, std = _vit(cfg)
-        backbone = ViTPyramid(vit, c)
+        backbone = ViTPyramid(_vit(cfg, start), c)
     head = FCOSHead(c, 1, len(class_names), num_convs=cfg.head_convs)
     model = FCOS(backbone, num_classes=len(class_names), head=head, score_thresh=cfg.min_score,
                  detections_per_img=200, nms_thresh=0.5)
@@ -430,7 +465,7 @@ def run_peer(store: PatchStore, validation: Sequence[Path], test: Sequence[Path]
     opts = opts or ReplayOptions(progress=progress)
     model_path = out / "peer.safetensors"
     start = time.perf_counter()
-    peer = train_peer(list(simulator_training_images(store)), store.classes, cfg, model_path, progress,
+    peer = train_peer(simulator_training_images(store, cfg.label_surveys), store.classes, cfg, model_path, progress,
                       NormalisationConfig.from_dict(store.normalisation))
     seconds = time.perf_counter() - start
     thresholds = choose_peer_thresholds(peer, validation, target, opts)

@@ -39,6 +39,7 @@ from mine_jepa_ros.detect.merging import window_labels
 from mine_jepa_ros.detect.model import (
     OUTPUTS,
     PROBE_MODES,
+    VIT_ARCHS,
     MineClassifier,
     ModelMetadata,
     backbone_from,
@@ -306,6 +307,9 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
     objects, background = _dense_split(store)
     train_idx = np.sort(np.concatenate([objects, background]))
     backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation)
+    if provenance["arch"] not in VIT_ARCHS:
+        raise UserError(f"probe --head dense: the dense head needs a ViT's patch tokens, and {cfg.init} is a "
+                        f"{provenance['arch']} (use --head window)")
     mean, std = store.mean_std(train_idx)
     meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
                          probe_mode=cfg.mode, output="dense", class_names=store.classes, norm_mean=mean, norm_std=std,
