@@ -189,6 +189,14 @@ def test_a_sigreg_resnet18_starts_the_peer_and_serves_as_a_window_classifier(sim
                     progress=False)
     with pytest.raises(UserError, match="label_surveys must be >= 0"):
         PeerConfig(label_surveys=-1)
+    from mine_jepa_ros.training.peer import _param_groups
+
+    groups = _param_groups(peer.model, replace(cfg, backbone_lr_scale=0.1))  # the trunk's share of the learning rate
+    trunk = {id(p) for n, p in peer.model.named_parameters() if n.startswith("backbone.body.")}
+    assert [g["scale"] for g in groups] == [1.0, 0.1] and {id(p) for p in groups[1]["params"]} == trunk
+    assert [g["scale"] for g in _param_groups(peer.model, cfg)] == [1.0, 1.0]
+    with pytest.raises(UserError, match="backbone_lr_scale must be within"):
+        PeerConfig(backbone_lr_scale=2.0)
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,8 @@ def add_peer(sub: Subcommands) -> None:
     p.add_argument("--init", default=d.init,
                    help="the backbone's start: random, or a mine_jepa checkpoint of the same arch (pretrain's "
                    "backbone.safetensors, e.g. `pretrain --arch resnet18`): SSL against supervised under one detector")
+    p.add_argument("--backbone-lr-scale", type=float, default=None,
+                   help="the backbone's share of the learning rate, 0..1 (default: 0.1 for a ViT, 1 for the ResNet-18)")
     p.add_argument("--label-surveys", type=int, default=d.label_surveys,
                    help="label budget: train on the boxes of the store's first N training surveys only (0: all)")
     add_target_args(p, required=False)
@@ -66,7 +68,8 @@ def run_peer_cmd(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.peer import run_peer
 
     cfg = PeerConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
-                     device=args.device, backbone=args.backbone, init=args.init, label_surveys=args.label_surveys)
+                     device=args.device, backbone=args.backbone, init=args.init, label_surveys=args.label_surveys,
+                     backbone_lr_scale=args.backbone_lr_scale)
     result = run_peer(open_store(args.store), args.validation_bag, args.test_bag, cfg, args.out, target_from_args(args),
                       ReplayOptions(device=args.device))
     if args.json:

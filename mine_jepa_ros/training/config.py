@@ -59,6 +59,7 @@ class PeerConfig:
     object_crop_fraction: float = 0.5  # crops drawn around an object (the rest anywhere)
     backbone: str = "resnet18"  # resnet18 (an FPN on its stages) | vit_tiny | vit_small (a simple feature pyramid on its tokens)
     init: str = "random"  # the backbone's start: random, or a mine_jepa checkpoint of its arch (pretrain's backbone.safetensors)
+    backbone_lr_scale: float | None = None  # the backbone's share of lr (None: a tenth for a ViT, all of it for the ResNet-18)
     label_surveys: int = 0  # the label budget: train on the first N of the store's training surveys (0: all of them)
     fpn_channels: int = 64
     head_convs: int = 2
@@ -73,5 +74,7 @@ class PeerConfig:
             raise UserError("peer: object_crop_fraction must be within [0, 1] and min_score within (0, 1)")
         if self.backbone not in PEER_BACKBONES:
             raise UserError(f"peer backbone {self.backbone!r}: expected one of {PEER_BACKBONES}")
+        if self.backbone_lr_scale is not None and not 0.0 <= self.backbone_lr_scale <= 1.0:
+            raise UserError(f"peer: backbone_lr_scale must be within [0, 1], got {self.backbone_lr_scale}")
         if self.label_surveys < 0:
             raise UserError(f"peer: label_surveys must be >= 0 (0: every training survey), got {self.label_surveys}")

@@ -217,14 +217,14 @@ def build_peer(class_names: Sequence[str], cfg: PeerConfig) -> torch.nn.Module:
 
 
 def _param_groups(model: torch.nn.Module, cfg: PeerConfig) -> list[dict[str, Any]]:
-    """The ViT's own weights at a tenth of the learning rate (as ``probe --mode finetune`` trains a
-    backbone), whatever its init; everything else (and the whole ResNet peer) at the full rate."""
-    vit = [p for n, p in model.named_parameters() if n.startswith("backbone.vit.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.vit.")]
-    groups = [{"params": rest, "scale": 1.0}]
-    if vit:
-        groups.append({"params": vit, "scale": 0.1})
-    return groups
+    """The backbone's own weights at ``cfg.backbone_lr_scale`` of the learning rate; by default a
+    tenth for the ViT (as ``probe --mode finetune`` trains a backbone), whatever its init, and the
+    full rate for the ResNet-18. Everything else (pyramid, head) at the full rate."""
+    trunk = "backbone.body." if cfg.backbone == "resnet18" else "backbone.vit."
+    scale = cfg.backbone_lr_scale if cfg.backbone_lr_scale is not None else 1.0 if cfg.backbone == "resnet18" else 0.1
+    own = [p for n, p in model.named_parameters() if n.startswith(trunk)]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(trunk)]
+    return [{"params": rest, "scale": 1.0}, {"params": own, "scale": scale}]
 
 
 def _target(objects: Sequence[Detection], class_names: Sequence[str], r0: int, c0: int, size: int,
