@@ -375,14 +375,16 @@ def _pretrain_minutes(metrics: list[dict[str, float]]) -> float:
 def _run_peer_seed(sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int, device: str, progress: bool,
                    bags: SurveyBags, settings: dict[str, Any], init: str = "random",
                    pretrain_minutes: float = 0.0) -> SeedResult:
-    """The peer's detector with one seed, its ResNet-18 from ``init``: trained on the store's
+    """The recipe's peer with one seed (its ResNet-18 from ``init`` where that is a backbone): trained on the store's
     training surveys, its thresholds chosen on the validation surveys, scored on the test ones (a
     detector only: no patch metrics)."""
     from mine_jepa_ros.training.peer import run_peer  # torchvision: the peer extra
 
     start = time.perf_counter()
-    peer = run_peer(store, bags.validation, bags.test, replace(sc.peer, backbone="resnet18", init=init, seed=seed,
-                                                               device=device), run_dir,
+    cfg = replace(sc.peer, seed=seed, device=device)  # the recipe's peer as it stands, or its ResNet-18 from init
+    if init != "random":
+        cfg = replace(cfg, backbone="resnet18", init=init)
+    peer = run_peer(store, bags.validation, bags.test, cfg, run_dir,
                     opts=ReplayOptions(device=device, progress=False), progress=progress)
     minutes = (time.perf_counter() - start) / 60
     result = SeedResult(seed, {}, pretrain_minutes + minutes, pretrain_minutes, minutes, _detection_entry(peer.metrics, sc))
