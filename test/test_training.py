@@ -505,13 +505,15 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     assert "seeds 0, 1 (mean ± std" in table and "| SIGReg, sonar aug | random | 2 | " in table
     assert " ± " in table.split("| SIGReg, sonar aug |")[1].splitlines()[0]
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
-    rows = results["rows"]
-    assert len(rows) == 3 and all(0 <= r["metrics"][m]["macro_f1"] <= 1 for r in rows for m in ("linear", "finetune"))
+    # "SIGReg" also names the SIGReg ResNet-18 in the peer's FCOS: a detector only, no patch scores
+    assert [r["method"] for r in results["rows"]] == ["none", "sigreg", "sigreg", "peer_sigreg"]
+    detectors, rows = results["rows"], results["rows"][:3]
+    assert all(0 <= r["metrics"][m]["macro_f1"] <= 1 for r in rows for m in ("linear", "finetune"))
     # each fine-tuned model is also tested as a detector: operating point on validation surveys, Pd and
     # false alarms per km² on test surveys, precision, AP, and the FROC area; the header says how many MILCO
     objects = rows[0]["per_seed"][0]["detection"]["MILCO"]["objects"]
     assert f"| MILCO Pd ({objects} objects) | MILCO precision | MILCO AP | MILCO FA/km² | MILCO FROC area |" in table
-    for r in rows:
+    for r in detectors:
         for p in r["per_seed"]:
             milco = p["detection"]["MILCO"]
             assert 0 <= milco["pd"] <= 1 and milco["false_alarms_per_km2"] >= 0 and 0 <= milco["froc_auc"] <= 1
@@ -539,11 +541,12 @@ def test_experiment_smoke_writes_one_table(tmp_path: Path, capsys: pytest.Captur
     assert main(args[:-1] + ["0,1,2"]) == 0
     rerun = json.loads((tmp_path / "exp" / "results.json").read_text())["rows"]
     assert len(rerun) == 1 and rerun[0]["per_seed"][:2] == rows[0]["per_seed"] and len(rerun[0]["per_seed"]) == 3
-    # --report-only trains nothing: it tables what is finished (random init: 3 seeds; SIGReg rows: 2 of 4)
+    # --report-only trains nothing: it tables what is finished (random init: 3 seeds; SIGReg rows: 2 of 4;
+    # the peer row never ran)
     assert main(["experiment", "--scale", "smoke", "--out", str(tmp_path / "exp"), "--device", "cpu", "--seeds", "0,1,2,3",
                  "--report-only"]) == 0
     report = json.loads((tmp_path / "exp" / "results.json").read_text())
-    assert [len(r["per_seed"]) for r in report["rows"]] == [3, 2, 2]
+    assert [len(r["per_seed"]) for r in report["rows"]] == [3, 2, 2, 2]
     assert not (tmp_path / "exp" / "sigreg_sonar" / "seed3").exists()
     assert "| no pretraining (random init) | random | 3 | " in (tmp_path / "exp" / "results.md").read_text()
     # a store simulated for other settings is refused, not silently reused
