@@ -341,21 +341,19 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
             return SeedResult.from_dict(cached["result"])
     if report_only:
         return None
-    if method in PEER_METHODS:  # its settings are the recipe's peer record (in "scale"), the pretraining's and the seed
-        if bags is None:
-            return None
-        if method == "peer":
-            return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings)
-        pre = Pretrainer(replace(sc.pretrain, method="sigreg", arch="resnet18", augment=aug, seed=seed, device=device),
-                         [store], run_dir / "pretrain", progress=progress).run(resume=True)
-        return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings, str(pre.backbone),
-                              _pretrain_minutes(pre.metrics))
+    if method in PEER_METHODS and bags is None:  # a detector only: nothing to score it on
+        return None
+    # the pretraining of the row: its method (peer_sigreg: SIGReg of a ResNet-18 for the peer's FCOS), or none
+    ssl = {"peer": None, "peer_sigreg": "sigreg"}.get(method or "", method)
     backbone, pretrain_minutes = "random", 0.0  # the baseline starts from random weights
-    if method is not None:
-        cfg = replace(sc.pretrain, method=method, augment=aug, seed=seed, device=device)
+    if ssl is not None:
+        arch = "resnet18" if method == "peer_sigreg" else sc.pretrain.arch
+        cfg = replace(sc.pretrain, method=ssl, arch=arch, augment=aug, seed=seed, device=device)
         pre = Pretrainer(cfg, [store], run_dir / "pretrain", progress=progress).run(resume=True)
         backbone = str(pre.backbone)
-        pretrain_minutes = _pretrain_minutes(pre.metrics)
+        pretrain_minutes = sum(float(m.get("seconds", 0.0)) for m in pre.metrics) / 60  # all epochs, resumed ones too
+    if method in PEER_METHODS and bags is not None:  # settings: the recipe's peer record (in "scale"), its pretraining, the seed
+        return _run_peer_seed(sc, store, run_dir, seed, device, progress, bags, settings, backbone, pretrain_minutes)
     start = time.perf_counter()
     metrics = {}
     for mode, probe_cfg in probes.items():
@@ -366,10 +364,6 @@ def _run_seed(label: str, method: str | None, aug: str, sc: ExperimentRecipe, st
     result = SeedResult(seed, metrics, pretrain_minutes + probe_minutes, pretrain_minutes, probe_minutes, detection)
     write_json_atomic(done, {"settings": settings, "result": result.to_dict()})
     return result
-
-
-def _pretrain_minutes(metrics: list[dict[str, float]]) -> float:
-    return sum(float(m.get("seconds", 0.0)) for m in metrics) / 60  # all epochs, resumed ones too
 
 
 def _run_peer_seed(sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed: int, device: str, progress: bool,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import islice
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -74,9 +75,8 @@ def peer_name(cfg: PeerConfig) -> str:
     """What the detector is, in words (tables, plots, metadata)."""
     start = "from scratch" if cfg.init == "random" else f"from {cfg.init}"
     budget = f", labels of {cfg.label_surveys} surveys" if cfg.label_surveys else ""
-    if cfg.backbone == "resnet18":
-        return f"FCOS (torchvision), ResNet-18 FPN, {start}{budget}"
-    return f"FCOS (torchvision), {cfg.backbone} with a simple feature pyramid, {start}{budget}"
+    body = "ResNet-18 FPN" if cfg.backbone == "resnet18" else f"{cfg.backbone} with a simple feature pyramid"
+    return f"FCOS (torchvision), {body}, {start}{budget}"
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,13 @@ def simulator_training_images(store: PatchStore, surveys: int = 0) -> list[Label
     ``surveys`` of them where that is not 0, the label budget), re-simulated from its provenance: the
     same images and truth the ViT's labelled patches came from, through the store's input
     normalisation."""
-    images = list(_training_images(store, surveys))
+    images = list(islice(_training_images(store), surveys or None))
     if surveys and len(images) < surveys:
         raise UserError(f"{store.path}: a label budget of {surveys} training surveys, but the store has {len(images)}")
     return images
 
 
-def _training_images(store: PatchStore, surveys: int) -> Iterator[LabelledImage]:
+def _training_images(store: PatchStore) -> Iterator[LabelledImage]:
     made = store.meta.get("provenance", {})
     if made.get("from") != "simulator":
         raise StoreError(f"{store.path}: the peer re-simulates the store's training surveys, but this store was "
@@ -107,13 +107,9 @@ def _training_images(store: PatchStore, surveys: int) -> Iterator[LabelledImage]
     cfg = SimExtractConfig(**made["config"])
     normalisation = NormalisationConfig.from_dict(store.normalisation)
     split_of_group = store.meta.get("split_of_group", {})
-    kept = 0
     for group, survey in simulated_surveys(cfg):
-        if surveys and kept == surveys:
-            return
         if split_of_group.get(group, "train") == "train":
             pixels = to_unit_intensity(normalised_u8(survey.to_uint8(), normalisation), 255.0)
-            kept += 1
             yield LabelledImage(group, pixels, survey.ground_truth())
 
 
