@@ -80,6 +80,21 @@ def test_peaks_are_found_and_merged_across_windows_at_sub_token_precision() -> N
     assert detections_from_windows(tiles.positions, probs, Thresholds.of(NAMES, 0.99), 96, NAMES) == []
 
 
+def test_dense_peaks_are_per_class_decisions() -> None:
+    """A map cell is a candidate of every class whose probability reaches that class's threshold,
+    even where background is its arg-max; each class's peaks are found on its own map."""
+    positions = np.array([[0, 0]])
+    probs = np.zeros((1, 3, 6, 6), np.float32)
+    probs[0, 0] = 1.0
+    probs[0, :, 1, 1] = [0.6, 0.3, 0.1]  # a faint MILCO: background's arg-max
+    probs[0, :, 4, 4] = [0.1, 0.45, 0.45]  # MILCO and NOMBO alike
+    dets = detections_from_windows(positions, probs, Thresholds.of(NAMES, {"MILCO": 0.25, "NOMBO": 0.4}), 96, NAMES)
+    found = sorted((d.class_name, tuple(round(v) for v in d.centre), round(d.score, 2)) for d in dets)
+    assert found == [("MILCO", (24, 24), 0.3), ("MILCO", (72, 72), 0.45), ("NOMBO", (72, 72), 0.45)]
+    dets = detections_from_windows(positions, probs, Thresholds.of(NAMES, {"MILCO": 0.35, "NOMBO": 0.5}), 96, NAMES)
+    assert [(d.class_name, round(d.score, 2)) for d in dets] == [("MILCO", 0.45)]
+
+
 def test_frame_and_stream_give_identical_dense_detections_in_any_order() -> None:
     image = _scene([(60, 100, 10), (200, 260, 16), (280, 330, 8)])
     factory = MessageFactory()

@@ -10,7 +10,7 @@ import torch
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import resolve_device
-from mine_jepa_ros.detect.merging import Thresholds, WindowMerger, window_labels
+from mine_jepa_ros.detect.merging import Thresholds, WindowMerger, class_positives, window_labels
 from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.errors import UserError
 
@@ -99,6 +99,29 @@ def test_a_component_with_two_separate_peaks_is_two_detections() -> None:
 def test_windows_of_different_classes_or_background_do_not_merge() -> None:
     dets = _merge([(0, 0), (0, 64), (64, 0)], [1, 2, 0], [0.9, 0.9, 0.9])
     assert sorted(d.class_name for d in dets) == ["MILCO", "NOMBO"]
+
+
+def test_decisions_are_per_class_not_by_arg_max() -> None:
+    """A class is detected wherever its own probability reaches its own threshold, arg-max or not
+    (as a detection head with a score per class decides), so the FROC and AP reach every object the
+    model gives weight to; the window's label (confusion matrix, overlay colour) stays its arg-max."""
+    positions = np.array([(0, 0), (0, 500), (300, 0)])
+    probs = np.array([[0.5, 0.3, 0.2],  # background's arg-max, MILCO 0.3
+                      [0.1, 0.45, 0.45],  # a tie between the object classes
+                      [0.6, 0.1, 0.3]], np.float32)
+    thresholds = Thresholds.of(NAMES, {"MILCO": 0.3, "NOMBO": 0.4})
+    merger = WindowMerger(96, NAMES)
+    labels = merger.add(positions, probs, thresholds)
+    found = sorted((d.class_name, d.box[:2], round(d.score, 2)) for d in merger.flush())
+    assert found == [("MILCO", (0.0, 0.0), 0.3), ("MILCO", (0.0, 500.0), 0.45), ("NOMBO", (0.0, 500.0), 0.45)]
+    assert labels.tolist() == [0, 1, 0]  # arg-max labels (the tie: the first object class)
+    assert class_positives(probs, thresholds).tolist() == [[False, True, False], [False, True, True],
+                                                           [False, False, False]]
+    # each class's threshold moves only its own detections
+    merger = WindowMerger(96, NAMES)
+    merger.add(positions, probs, Thresholds.of(NAMES, {"MILCO": 0.31, "NOMBO": 0.3}))
+    assert sorted((d.class_name, d.box[:2]) for d in merger.flush()) == [
+        ("MILCO", (0.0, 500.0)), ("NOMBO", (0.0, 500.0)), ("NOMBO", (300.0, 0.0))]
 
 
 def test_merging_is_independent_of_order_and_streaming() -> None:

@@ -1,7 +1,14 @@
 """From classified windows to detections: thresholds, window labels, merging and localisation.
 
-A window is positive for its arg-max class when that class is not background and its probability
-reaches the class threshold. :class:`WindowMerger` groups the positive windows of one class that
+**Decisions are per class**, as a detection head with one score per class makes them (FCOS,
+RetinaNet, YOLO): a window is positive for every object class whose probability reaches that
+class's threshold, whether or not it is the window's arg-max (:func:`class_positives`). An object
+the model calls MILCO 0.4, NOMBO 0.5 is then still a MILCO candidate at a MILCO threshold of 0.4,
+so the threshold sweep (FROC, AP) reaches every object the model gives any weight to, and the
+classes' thresholds are independent knobs. (A window's *label*, :func:`window_labels`, stays its
+arg-max class: the confusion matrix and the overlay's colours.)
+
+:class:`WindowMerger` groups the positive windows of one class that
 overlap into connected components and turns each into detections
 (:class:`~mine_jepa_ros.io.detections.Detection`) that fit the object rather than the windows:
 
@@ -22,8 +29,9 @@ rounding, the stitched map's sums being made in arrival order).
 **Dense maps.** A dense head gives each window a (classes, tokens, tokens) map, one class vector
 per 16-pixel patch token. :class:`TokenMerger` stitches the overlapping windows' maps into one
 map of the waterfall (each cell the mean of the tokens over it, so one window's noise is averaged
-with its neighbours' view of the same seabed) and decodes it by peak finding: a cell positive for
-its arg-max class at the class threshold and highest of its class nearby is an object, centred on
+with its neighbours' view of the same seabed) and decodes it by peak finding, class by class: a
+cell whose probability of the class reaches the class threshold and is the highest of that class
+nearby is an object, centred on
 the weighted centroid of the positive cells around it (sub-token precision), boxed by its
 connected positive cells. :func:`make_merger` picks the merger for a model's output,
 :func:`detections_from_windows` for the shape of the probabilities.
@@ -92,6 +100,16 @@ class Thresholds:
         return min(self.values)
 
 
+def class_positives(probs: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """Per-class decisions on probabilities of shape (N, classes, ...) (windows, or dense maps):
+    True where an object class's probability reaches that class's threshold; background is never
+    positive. A window or cell may be positive for several classes."""
+    thr = np.asarray(thresholds.indexed(), np.float64).reshape((1, -1) + (1,) * (probs.ndim - 2))
+    positive = probs >= thr
+    positive[:, 0] = False
+    return positive
+
+
 def window_labels(probs: np.ndarray, thresholds: Thresholds | None) -> np.ndarray:
     """Per-window class index: the arg-max class if it is not background and reaches its threshold
     (None: the arg-max alone), else 0. Dense maps (N, classes, tokens, tokens): the class of the
@@ -141,13 +159,15 @@ class WindowMerger:
         return any(abs(row - r) < w and abs(col - c) < w for r, c in comp.members)
 
     def add(self, positions: np.ndarray, probabilities: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-        """Add classified windows (top-left positions, class probabilities); returns their labels."""
-        labels = window_labels(probabilities, thresholds) if len(positions) else np.zeros(0, np.int64)
+        """Add classified windows (top-left positions, class probabilities): each joins a component of
+        every class it is positive for (:func:`class_positives`); returns their labels."""
+        if len(positions) == 0:
+            return np.zeros(0, np.int64)
         thr = np.asarray(thresholds.indexed(), np.float64)
-        for (row, col), label, probs in zip(positions.tolist(), labels.tolist(), probabilities):
-            if label == 0:
-                continue
-            p = float(probs[label])
+        window_rows, classes = np.nonzero(class_positives(probabilities, thresholds))
+        for index, label in zip(window_rows.tolist(), classes.tolist()):
+            row, col = (int(v) for v in positions[index])
+            p = float(probabilities[index, label])
             window = (row, col, p, max(p - float(thr[label]), 0.0) + 0.01)
             touching = [c for c in self._open if c.label == label and self._overlaps(c, row, col)]
             merged = _Component(label, [row, col, row + self.window, col + self.window], [(row, col)], [window])
@@ -160,7 +180,7 @@ class WindowMerger:
             if len(merged.windows) > MAX_COMPONENT_WINDOWS:  # keep the most confident ones
                 merged.windows = sorted(merged.windows, key=lambda w: (-w[2], w[0], w[1]))[:MAX_COMPONENT_WINDOWS]
             self._open.append(merged)
-        return labels
+        return window_labels(probabilities, thresholds)
 
     def _to_detections(self, comp: _Component) -> list[Detection]:
         name = self.class_names[comp.label]
@@ -218,9 +238,10 @@ class TokenMerger:
     cells anchored at pixel (0, 0): every token adds its probabilities to the cells it overlaps,
     weighted by the overlap (windows at a stride that is a multiple of the token size, as the
     default 64 is of 16, fall exactly on cells; border-aligned windows spread over neighbours), and
-    a cell's probabilities are the weighted mean. Peaks are found on that map: a positive cell (its
-    arg-max class reaches the class threshold) holding the highest probability of its class
-    within :data:`PEAK_RADIUS_CELLS` cells. The centre is the probability-weighted centroid of the
+    a cell's probabilities are the weighted mean. Peaks are found on that map, class by class: a
+    cell positive for the class (its probability reaches the class threshold,
+    :func:`class_positives`) holding the highest probability of that class within
+    :data:`PEAK_RADIUS_CELLS` cells. The centre is the probability-weighted centroid of the
     positive cells of its class around it (3 x 3), the box the extent of its connected positive
     cells within :data:`BOX_REACH_CELLS`, the score the peak's probability.
 
@@ -281,16 +302,13 @@ class TokenMerger:
         seen = self._weight > 0
         mean = np.where(seen, self._sum / np.maximum(self._weight, 1e-12), 0.0)
         mean[0] = np.where(seen, mean[0], 1.0)  # cells no token covered are background
-        labels, best = mean.argmax(axis=0), mean.max(axis=0)
         thr = np.asarray(self._thresholds.indexed())
-        positive = (labels > 0) & (best >= thr[labels])
-        height, width = best.shape
-        of_class = {k: positive & (labels == k) for k in range(1, len(self.class_names))}
+        of_class = class_positives(mean[None], self._thresholds)[0] & seen  # (classes, rows, cols)
+        height, width = mean.shape[1:]
         out = []
-        for i, j in zip(*np.nonzero(positive[first:last])):
-            i += first
-            k, p = int(labels[i, j]), float(best[i, j])
-            mine = of_class[k]
+        for k, i, j in zip(*np.nonzero(of_class[:, first:last])):
+            k, i = int(k), int(i) + first
+            best, mine, p = mean[k], of_class[k], float(mean[k, i, j])
             a, b = max(i - PEAK_RADIUS_CELLS, 0), min(i + PEAK_RADIUS_CELLS + 1, height)
             c, d = max(j - PEAK_RADIUS_CELLS, 0), min(j + PEAK_RADIUS_CELLS + 1, width)
             hood = np.where(mine[a:b, c:d], best[a:b, c:d], -1.0)

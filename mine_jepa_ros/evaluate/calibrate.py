@@ -46,7 +46,7 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.recording import Recording, open_recording
 
-THRESHOLD_GRID: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.34, 0.996, 0.01), 3))
+THRESHOLD_GRID: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.05, 0.996, 0.01), 3))
 ECE_BINS = 15
 
 
@@ -183,12 +183,14 @@ def require_truth(recording: Recording, bag: Path | str) -> None:
 
 def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOptions, need_truth: bool = False) -> list[Scene]:
     """The classified windows and ground truth of every bag (one scene per frame, or per ping stream);
-    ``need_truth``: a bag without ground truth is an error (it cannot be scored)."""
-    scenes: list[Scene] = []
-    for bag in bags:
-        inputs = open_recording(bag, opts.recording)
-        if need_truth:
+    ``need_truth``: a bag without ground truth is an error (it cannot be scored), raised before any
+    bag is classified."""
+    recordings = [(bag, open_recording(bag, opts.recording)) for bag in bags]
+    if need_truth:
+        for bag, inputs in recordings:
             require_truth(inputs, bag)
+    scenes: list[Scene] = []
+    for bag, inputs in recordings:
         pipeline = DetectionPipeline(detector.classifier, replace(detector.config, input_mode=inputs.mode))
         collector = SceneCollector(inputs)
         stats = ReadStats()

@@ -16,7 +16,7 @@ window probabilities at each threshold exactly as the pipeline makes them
 
 A detector that makes its own scored boxes (the supervised peer) is scored by :class:`BoxScorer`:
 the same matching, AP and areas; its detections at a threshold are its candidates scoring at least
-that (its FROC sweeps :data:`BOX_THRESHOLDS`).
+that (its FROC sweeps the same :data:`FROC_THRESHOLDS`).
 
 Metric centres: a detection's from its pixel centre and the geometry, with its rows counted from
 the survey's first ping (``Scene.row_offset`` for frames); a ground-truth object's from its
@@ -47,8 +47,9 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.detections import Detection
 
-FROC_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.linspace(0.34, 0.99, 27), 3))
-"""Thresholds swept for the FROC curve (below 1/3 every arg-max of three classes passes)."""
+FROC_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.05, 0.991, 0.025), 3))
+"""Thresholds swept for the FROC curve (per-class decisions: a class can be detected at any
+probability, so the sweep starts low)."""
 
 
 def f1(precision: float, recall: float) -> float:
@@ -413,7 +414,7 @@ class Scorer:
 
     def average_precision(self) -> dict[str, float]:
         """Per class, AP (:func:`average_precision`) of every detection the windows make at the lowest
-        threshold (each window whose arg-max is the class), matched as at the operating point."""
+        threshold (0: every local maximum of the class's probability), matched as at the operating point."""
         floor = Thresholds.of(self.class_names, 0.0)
         ranked: dict[str, list[tuple[float, bool]]] = {name: [] for name in self.class_names[1:]}
         objects = {name: 0 for name in self.class_names[1:]}
@@ -454,17 +455,13 @@ class Scorer:
         )
 
 
-BOX_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.025), 3))
-"""Score thresholds swept for a box detector (its scores are per-class sigmoids: no 1/3 floor)."""
-
-
 class BoxScorer(Scorer):
     """Scores a detector that makes scored boxes itself (the supervised peer): its detections at a
     threshold are the candidates scoring at least that, with the same matching, AP, FROC and areas
     as :class:`Scorer`. It has no windows, so its window metrics are empty."""
 
     def __init__(self, class_names: Sequence[str], gate: MatchGate = MatchGate(),
-                 froc_thresholds: Sequence[float] = BOX_THRESHOLDS) -> None:
+                 froc_thresholds: Sequence[float] = FROC_THRESHOLDS) -> None:
         super().__init__(class_names, 0, gate, froc_thresholds)
         self.candidates: list[list[Detection]] = []
 
