@@ -93,6 +93,28 @@ def test_calibrate_writes_an_operating_point_that_replay_uses(
     assert forced.metrics is not None and forced.metrics.detections["MILCO"].threshold == 0.9
 
 
+@pytest.mark.slow
+def test_score_scores_several_bags_as_one_campaign(
+        validation_bags: list[Path], busy_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``score`` adds the bags up: objects, matches and detections are each bag's replay's, summed."""
+    bags = [str(b) for b in validation_bags]
+    report = tmp_path / "report"
+    assert main(["score", "--model", str(busy_checkpoint), "--bag", bags[0], "--bag", bags[1], "--thresholds", "0.5",
+                 "--device", "cpu", "--report", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "scored 2 bag(s) together" in text and "MILCO" in text and "AP" in text
+    together = json.loads((report / "metrics.json").read_text())
+    assert together["bags"] == bags and (report / "froc.png").stat().st_size > 0 and (report / "metrics.png").is_file()
+    apart = [replay(Path(b), busy_checkpoint, tmp_path / f"r{k}", ReplayOptions(thresholds=0.5, progress=False, device="cpu"))
+             for k, b in enumerate(bags)]
+    for name, got in together["metrics"]["detections"].items():
+        per_bag = [r.metrics.detections[name] for r in apart if r.metrics is not None]
+        assert got["objects"] == sum(m.objects for m in per_bag) > 0
+        assert got["matched"] == sum(m.matched for m in per_bag)
+        assert got["detections"] == sum(m.detections for m in per_bag)
+        assert got["pd_interval"][0] <= got["pd"] <= got["pd_interval"][1]
+
+
 def test_bad_calibration_inputs_are_one_line_errors(
         validation_bags: list[Path], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # a checkpoint without an operating point asked to use one
@@ -114,6 +136,11 @@ def test_bad_calibration_inputs_are_one_line_errors(
                  str(tmp_path / "c.safetensors"), "--target-pd", "0.8", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no_truth: no ground truth" in err and not (tmp_path / "c.safetensors").exists()
+    # nor can a test campaign be scored without it
+    assert main(["score", "--model", str(checkpoint), "--bag", str(validation_bags[0]), "--bag", str(tmp_path / "no_truth"),
+                 "--thresholds", "0.5", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_truth: no ground truth" in err
 
 
 def test_an_operating_point_for_other_classes_is_refused(checkpoint: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Detector commands: ``replay``, ``calibrate``, ``contacts``."""
+"""Detector commands: ``replay``, ``contacts``; the arguments the scoring commands share."""
 
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ from mine_jepa_ros.cli.args import (
     add_device,
     add_precision,
     add_recording_args,
-    add_target_args,
     numbers_arg,
     positive_int,
     print_json,
     recording_options_from_args,
-    target_from_args,
 )
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
@@ -40,6 +38,22 @@ def add_geometry_args(p: argparse.ArgumentParser) -> None:
                    help="slant range per sample (m); with --altitude and --ping-spacing, detections carry metric positions")
     p.add_argument("--altitude", type=float, default=0.0, help="sonar altitude above the seabed (m)")
     p.add_argument("--ping-spacing", type=float, default=0.0, help="along-track distance between pings (m)")
+
+
+def add_detector_args(p: argparse.ArgumentParser) -> None:
+    """How the model runs and decides (``replay``, ``score``): backend, providers, device, batch,
+    precision, thresholds."""
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto: onnxruntime for .onnx models, torch for .safetensors checkpoints")
+    p.add_argument("--providers", default="",
+                   help="onnxruntime execution providers, comma-separated: cpu, cuda, tensorrt (default: CUDA where "
+                   "available, else CPU)")
+    add_device(p)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
+    add_precision(p)
+    p.add_argument("--thresholds", type=numbers_arg, default=None,
+                   help="probability threshold per non-background class (one value for all, or comma-separated); "
+                   "default: the checkpoint's operating point (mine-jepa calibrate)")
 
 
 def add_replay(sub: Subcommands) -> None:
@@ -68,17 +82,7 @@ def add_replay(sub: Subcommands) -> None:
                    help="also georeference and fuse the detections with the bag's navigation into this contacts file "
                    "(.geojson, .kml or .csv), as `mine-jepa contacts` does")
     add_contact_args(p)
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
-                   help="auto: onnxruntime for .onnx models, torch for .safetensors checkpoints")
-    p.add_argument("--providers", default="",
-                   help="onnxruntime execution providers, comma-separated: cpu, cuda, tensorrt (default: CUDA where "
-                   "available, else CPU)")
-    add_device(p)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
-    add_precision(p)
-    p.add_argument("--thresholds", type=numbers_arg, default=None,
-                   help="probability threshold per non-background class (one value for all, or comma-separated); "
-                   "default: the checkpoint's operating point (mine-jepa calibrate)")
+    add_detector_args(p)
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage")
     p.add_argument("--overlay", action="store_true", help="also write debug overlay images to the output bag")
     p.add_argument("--report", type=Path, default=None, help="write overlay PNGs, metrics.json and metrics.png here")
@@ -152,45 +156,6 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"contacts: {args.contacts}")
     if args.report:
         print(f"report: {args.report}")
-    return 0
-
-
-def add_calibrate(sub: Subcommands) -> None:
-    p = add_command(
-        sub,
-        "calibrate",
-        help="choose an operating point (temperature, per-class thresholds) on validation surveys",
-        description="Run the detector over validation bags with ground truth (never the test surveys), fit a "
-        "temperature to the windows (expected calibration error before and after), pick per-class thresholds for a "
-        "target, and write a copy of the checkpoint that carries them; the node and replay then use them by default.",
-    )
-    p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) to calibrate")
-    p.add_argument("--bag", type=Path, action="append", default=[], help="validation bag with ground truth (repeatable)")
-    p.add_argument("--images", type=Path, action="append", default=[],
-                   help="validation image folder with labels (YOLO layout or images/ + masks/; repeatable)")
-    p.add_argument("--years", default="", help="--images: comma-separated survey years to keep")
-    p.add_argument("--out", required=True, type=Path, help="the calibrated checkpoint (.safetensors)")
-    add_target_args(p, required=True)
-    add_recording_args(p)
-    add_device(p)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
-    add_precision(p)
-    add_geometry_args(p)
-    add_match_args(p)
-    p.set_defaults(func=run_calibrate)
-
-
-def run_calibrate(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.evaluate.calibrate import calibrate
-    from mine_jepa_ros.evaluate.replay import ReplayOptions
-
-    target = target_from_args(args)
-    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
-    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), device=args.device,
-                         precision=args.precision, batch_size=args.batch_size, match_distance_m=args.match_distance,
-                         match_pixels=args.match_pixels)
-    folders = [(folder, years_arg(args.years)) for folder in args.images]
-    print(calibrate(args.model, args.bag, args.out, target, opts, folders).summary())
     return 0
 
 
@@ -280,5 +245,4 @@ def run_contacts(args: argparse.Namespace) -> int:
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_replay(sub)
-    add_calibrate(sub)
     add_contacts(sub)

@@ -1,7 +1,7 @@
 """``mine-jepa``: the parser, the subcommand modules and the error policy.
 
 Each area's subcommands live in their own module (``sim``, ``data``, ``training``, ``models``,
-``detect``, ``review``, ``tools``), each with a ``register(sub)``; heavy imports (torch, timm) happen inside the command
+``detect``, ``scoring``, ``review``, ``tools``), each with a ``register(sub)``; heavy imports (torch, timm) happen inside the command
 functions, so ``mine-jepa --help``, ``simulate``, ``import-xtf`` and the bag tools start without
 torch. Expected failures (:class:`~mine_jepa_ros.errors.MineJepaError`, :class:`OSError` for
 files, and a command whose optional dependency this install lacks: the vehicle install has no
@@ -17,10 +17,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from mine_jepa_ros.cli import comparison, data, detect, models, review, sim, tools, training
+from mine_jepa_ros.cli import comparison, data, detect, models, review, scoring, sim, tools, training
 from mine_jepa_ros.errors import MineJepaError
 
-AREAS = (sim, data, training, comparison, models, detect, review, tools)
+AREAS = (sim, data, training, comparison, models, detect, scoring, review, tools)
 
 EXTRA_OF_MODULE = {"torch": "train", "torchvision": "train", "timm": "train", "yaml": "train", "matplotlib": "plots",
                    "onnx": "export", "onnxscript": "export", "pyxtf": "xtf", "rasterio": "gis"}
