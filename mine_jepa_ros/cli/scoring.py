@@ -45,10 +45,9 @@ def add_score(sub: Subcommands) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.atomic import write_json_atomic
     from mine_jepa_ros.detect.onnx_backend import split_providers
     from mine_jepa_ros.evaluate.calibrate import evaluate_detector
-    from mine_jepa_ros.evaluate.replay import ReplayOptions, format_metrics, plot_froc, plot_metrics
+    from mine_jepa_ros.evaluate.replay import ReplayOptions, format_metrics, write_metrics_report
 
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), backend=args.backend,
@@ -57,11 +56,8 @@ def run_score(args: argparse.Namespace) -> int:
                          match_pixels=args.match_pixels, progress=not args.json)
     metrics = evaluate_detector(args.model, args.bag, opts)
     if args.report is not None:
-        args.report.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.report / "metrics.json", {"model": str(args.model), "bags": [str(b) for b in args.bag],
-                                                        "metrics": metrics.to_dict()})
-        plot_metrics(metrics, args.report / "metrics.png")
-        plot_froc(metrics, args.report / "froc.png")
+        write_metrics_report(args.report, {"model": str(args.model), "bags": [str(b) for b in args.bag],
+                                           "metrics": metrics.to_dict()}, metrics)
     if args.json:
         print_json(metrics.to_dict())
         return 0

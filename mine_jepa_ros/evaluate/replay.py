@@ -278,10 +278,17 @@ def write_report(report_dir: Path, result: ReplayResult, frames: list[tuple[np.n
         canvas = draw_detections(pixels, [t for t in truth if t.box[0] < rows], dashed=True)
         canvas = draw_detections(canvas, [d for d in dets if d.box[0] < rows])
         write_png(report_dir / f"overlay_{i:03d}.png", canvas)
-    write_json_atomic(report_dir / "metrics.json", result.to_dict())
-    if result.metrics:
-        plot_metrics(result.metrics, report_dir / "metrics.png")
-        plot_froc(result.metrics, report_dir / "froc.png")
+    write_metrics_report(report_dir, result.to_dict(), result.metrics)
+
+
+def write_metrics_report(report_dir: Path, document: dict[str, Any], metrics: DetectionMetrics | None) -> None:
+    """``document`` as ``metrics.json`` (atomically) and, where there are metrics, their plots beside
+    it: ``metrics.png`` and ``froc.png`` (replay, ``score``, the demo)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(report_dir / "metrics.json", document)
+    if metrics:
+        plot_metrics(metrics, report_dir / "metrics.png")
+        plot_froc(metrics, report_dir / "froc.png")
 
 
 def plot_metrics(metrics: DetectionMetrics, path: Path) -> None:

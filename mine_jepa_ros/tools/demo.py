@@ -42,11 +42,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.metadata import read_metadata
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
-from mine_jepa_ros.evaluate.replay import ReplayOptions, plot_froc, plot_metrics, replay
+from mine_jepa_ros.evaluate.replay import ReplayOptions, replay, write_metrics_report
 from mine_jepa_ros.evaluate.replay import format_metrics as format_replay_metrics
 from mine_jepa_ros.evaluate.scoring import interval_text
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
@@ -161,11 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight,
               "reused": None if args.reuse is None else str(args.reuse)}
-    write_json_atomic(out / "report" / "metrics.json", {"model": str(model_path), "recipe": recipe,
-                                                       "test_surveys": [str(b) for b in test_bags],
-                                                       "metrics": metrics.to_dict()})
-    plot_metrics(metrics, out / "report" / "metrics.png")
-    plot_froc(metrics, out / "report" / "froc.png")
+    write_metrics_report(out / "report", {"model": str(model_path), "recipe": recipe,
+                                          "test_surveys": [str(b) for b in test_bags], "metrics": metrics.to_dict()},
+                         metrics)
     objects = {name: m.objects for name, m in metrics.detections.items()}
     say(f"scored the {len(test_bags)} held-out test surveys at that operating point ({metrics.windows_scored} windows "
         f"scored; objects {objects})")
