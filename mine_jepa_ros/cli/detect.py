@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mine_jepa_ros.cli.args import (
     Subcommands,
@@ -23,6 +23,8 @@ from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.geo.formats import KINDS
 
 if TYPE_CHECKING:
+    from mine_jepa_ros.detect.backends import DetectorOptions
+    from mine_jepa_ros.evaluate.replay import ReplayOptions
     from mine_jepa_ros.evaluate.scoring import DetectionMetrics
     from mine_jepa_ros.geo.tracking import ContactOptions
 
@@ -54,6 +56,28 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", type=numbers_arg, default=None,
                    help="probability threshold per non-background class (one value for all, or comma-separated); "
                    "default: the checkpoint's operating point (mine-jepa calibrate)")
+
+
+def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
+    """The detector options :func:`add_detector_args` declares."""
+    from mine_jepa_ros.detect.backends import DetectorOptions
+    from mine_jepa_ros.detect.onnx_backend import split_providers
+
+    return DetectorOptions(args.backend, split_providers(args.providers), args.device, args.precision, args.batch_size,
+                           args.thresholds)
+
+
+def replay_options_from_args(args: argparse.Namespace, **more: Any) -> ReplayOptions:
+    """A replay's options from the recording, geometry, detector and match arguments (``replay``,
+    ``score``); ``more`` sets the command's own fields."""
+    from mine_jepa_ros.detect.onnx_backend import split_providers
+    from mine_jepa_ros.evaluate.replay import ReplayOptions
+
+    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
+    return ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), backend=args.backend,
+                         providers=split_providers(args.providers), device=args.device, precision=args.precision,
+                         batch_size=args.batch_size, thresholds=args.thresholds, match_distance_m=args.match_distance,
+                         match_pixels=args.match_pixels, progress=not args.json, **more)
 
 
 def add_replay(sub: Subcommands) -> None:
@@ -109,13 +133,10 @@ def print_outcome(skip_reasons: dict[str, int], warnings: list[str], metrics: De
 
 
 def run_replay_images(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.backends import DetectorOptions
     from mine_jepa_ros.evaluate.folder_replay import FolderReplayOptions, replay_images
-    from mine_jepa_ros.detect.onnx_backend import split_providers
 
-    detector = DetectorOptions(args.backend, split_providers(args.providers), args.device, args.precision,
-                               args.batch_size, args.thresholds)
-    opts = FolderReplayOptions(detector, years_arg(args.years), args.match_pixels, progress=not args.json)
+    opts = FolderReplayOptions(detector_options_from_args(args), years_arg(args.years), args.match_pixels,
+                               progress=not args.json)
     result = replay_images(args.images, args.model, args.out, opts)
     if args.json:
         print_json(result.to_dict())
@@ -127,23 +148,15 @@ def run_replay_images(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.onnx_backend import split_providers
-    from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
+    from mine_jepa_ros.evaluate.replay import replay
 
     if args.images:
         return run_replay_images(args)
 
     if args.contacts_state is not None and args.contacts is None:
         raise UserError("--contacts-state needs --contacts (the contacts are only made with it)")
-    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
-    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), contacts=args.contacts,
-                         contact_options=contact_options_from_args(args), backend=args.backend,
-                         providers=split_providers(args.providers),
-                         device=args.device, precision=args.precision,
-                         batch_size=args.batch_size, thresholds=args.thresholds, storage=args.storage,
-                         overlay=args.overlay, report_dir=args.report, match_distance_m=args.match_distance,
-                         match_pixels=args.match_pixels,
-                         progress=not args.json)
+    opts = replay_options_from_args(args, contacts=args.contacts, contact_options=contact_options_from_args(args),
+                                    storage=args.storage, overlay=args.overlay, report_dir=args.report)
     result = replay(args.bag, args.model, args.out, opts)
     if args.json:
         print_json(result.to_dict())

@@ -18,7 +18,13 @@ from mine_jepa_ros.cli.args import (
     recording_options_from_args,
     target_from_args,
 )
-from mine_jepa_ros.cli.detect import add_detector_args, add_geometry_args, add_match_args, years_arg
+from mine_jepa_ros.cli.detect import (
+    add_detector_args,
+    add_geometry_args,
+    add_match_args,
+    replay_options_from_args,
+    years_arg,
+)
 from mine_jepa_ros.geometry import SonarGeometry
 
 
@@ -45,16 +51,10 @@ def add_score(sub: Subcommands) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.detect.onnx_backend import split_providers
     from mine_jepa_ros.evaluate.calibrate import evaluate_detector
-    from mine_jepa_ros.evaluate.replay import ReplayOptions, format_metrics, write_metrics_report
+    from mine_jepa_ros.evaluate.replay import format_metrics, write_metrics_report
 
-    geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
-    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), backend=args.backend,
-                         providers=split_providers(args.providers), device=args.device, precision=args.precision,
-                         batch_size=args.batch_size, thresholds=args.thresholds, match_distance_m=args.match_distance,
-                         match_pixels=args.match_pixels, progress=not args.json)
-    metrics = evaluate_detector(args.model, args.bag, opts)
+    metrics = evaluate_detector(args.model, args.bag, replay_options_from_args(args))
     if args.report is not None:
         write_metrics_report(args.report, {"model": str(args.model), "bags": [str(b) for b in args.bag],
                                            "metrics": metrics.to_dict()}, metrics)
