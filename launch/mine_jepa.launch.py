@@ -32,6 +32,7 @@ LAUNCH_ARGUMENTS = (
     "input_mode",
     "input_reliability",
     "batch_size",
+    "flip_views",
     "thresholds",
     "publish_overlay",
     "queue_depth",

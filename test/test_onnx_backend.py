@@ -102,6 +102,32 @@ def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Pat
     assert "\n" not in str(exc.value)
 
 
+def test_a_dense_head_with_flip_views_detects_alike_on_onnx_and_torch(busy_dense_checkpoint: Path, narrow_survey: Survey,
+                                                                     tmp_path: Path) -> None:
+    """The recipe (stride 48, 4 flip views) travels in the exported model's metadata; ONNX Runtime and
+    torch detect alike with it, and differently from the model without it."""
+    from dataclasses import replace
+
+    from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(busy_dense_checkpoint)
+    model.metadata = replace(model.metadata, stride=48, flip_views=4)
+    viewed = save_checkpoint(tmp_path / "views.safetensors", model)
+    exported = export_onnx(viewed, tmp_path / "views.onnx").path
+    clf = OnnxClassifier(exported, providers=["cpu"])
+    assert (clf.stride, clf.metadata.flip_views) == (48, 4)
+    bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
+    common = dict(thresholds=0.4, progress=False, device="cpu")
+    runs = {name: replay(bag, path, tmp_path / name, ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
+            for name, path in [("torch", viewed), ("onnx", exported), ("plain", busy_dense_checkpoint)]}
+    want, got, plain = (_detections(tmp_path / name) for name in ("torch", "onnx", "plain"))
+    assert runs["onnx"].windows == runs["torch"].windows > runs["plain"].windows and sum(len(d) for _, d in want) > 1
+    assert [(t, [c for c, *_ in d]) for t, d in got] == [(t, [c for c, *_ in d]) for t, d in want]
+    for (_, a), (_, b) in zip(want, got):
+        np.testing.assert_allclose([box for _, box, _ in a], [box for _, box, _ in b], atol=0.01)
+    assert plain != want
+
+
 def test_a_range_normalised_model_normalises_alike_on_onnx_and_torch(busy_checkpoint: Path, narrow_survey: Survey,
                                                                      tmp_path: Path) -> None:
     from dataclasses import replace

@@ -39,18 +39,20 @@ def _frame(pixels: np.ndarray, t: int = 0):  # type: ignore[no-untyped-def]
     return encode_image(FACTORY, pixels, FACTORY.header(t, "sss"))
 
 
-@pytest.mark.parametrize("normalised", [False, True], ids=["raw", "range-normalised"])
+@pytest.mark.parametrize(("normalised", "stride", "flip_views"), [(False, 64, 1), (True, 64, 1), (False, 48, 4)],
+                         ids=["raw", "range-normalised", "stride 48, 4 flip views"])
 def test_streaming_and_frame_paths_give_identical_detections(classifier: PatchClassifier,
                                                              normalising_classifier: PatchClassifier,
-                                                             narrow_survey: Survey, normalised: bool) -> None:
+                                                             narrow_survey: Survey, normalised: bool, stride: int,
+                                                             flip_views: int) -> None:
     if normalised:  # the normaliser works ping by ping: a frame and its pings one by one are normalised alike
         classifier = normalising_classifier
     img = narrow_survey.to_uint8()
-    frames = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW))
+    frames = DetectionPipeline(classifier, PipelineConfig("frames", thresholds=LOW), stride=stride, flip_views=flip_views)
     whole = frames.process(_frame(img))
     assert whole is not None and len(whole.detections) >= 2
 
-    pings = DetectionPipeline(classifier, PipelineConfig("pings", thresholds=LOW))
+    pings = DetectionPipeline(classifier, PipelineConfig("pings", thresholds=LOW), stride=stride, flip_views=flip_views)
     stamps = narrow_survey.ping_stamps_ns()
     streamed, windows = [], 0
     for row in range(img.shape[0]):

@@ -36,6 +36,17 @@ def add_command(sub: Subcommands, name: str, help: str, description: str) -> arg
     return sub.add_parser(name, help=help, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+def add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
+    """The detection recipe an operating point belongs to: window stride and flip views
+    (:mod:`mine_jepa_ros.detect.views`); None when not given."""
+    from mine_jepa_ros.detect.metadata import FLIP_VIEWS
+
+    p.add_argument("--stride", type=positive_int, default=None, help=f"window stride in pixels ({default})")
+    p.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, default=None,
+                   help="mirrored views of each window classified and averaged: 1 (as it is), 2 (also mirrored along "
+                   f"track), 4 (also across track, and both); costs that many forward passes ({default})")
+
+
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, help="auto, cpu or cuda[:N]")
 

@@ -12,6 +12,7 @@ from mine_jepa_ros.cli.args import (
     add_command,
     add_device,
     add_precision,
+    add_recipe_args,
     add_recording_args,
     numbers_arg,
     positive_int,
@@ -56,6 +57,7 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", type=numbers_arg, default=None,
                    help="probability threshold per non-background class (one value for all, or comma-separated); "
                    "default: the checkpoint's operating point (mine-jepa calibrate)")
+    add_recipe_args(p, "default: the checkpoint's")
 
 
 def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
@@ -64,7 +66,7 @@ def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
     from mine_jepa_ros.detect.onnx_backend import split_providers
 
     return DetectorOptions(args.backend, split_providers(args.providers), args.device, args.precision, args.batch_size,
-                           args.thresholds)
+                           args.thresholds, stride=args.stride, flip_views=args.flip_views)
 
 
 def replay_options_from_args(args: argparse.Namespace, **more: Any) -> ReplayOptions:
@@ -76,7 +78,8 @@ def replay_options_from_args(args: argparse.Namespace, **more: Any) -> ReplayOpt
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     return ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), backend=args.backend,
                          providers=split_providers(args.providers), device=args.device, precision=args.precision,
-                         batch_size=args.batch_size, thresholds=args.thresholds, match_distance_m=args.match_distance,
+                         batch_size=args.batch_size, thresholds=args.thresholds, stride=args.stride,
+                         flip_views=args.flip_views, match_distance_m=args.match_distance,
                          match_pixels=args.match_pixels, progress=not args.json, **more)
 
 

@@ -11,6 +11,7 @@ from mine_jepa_ros.cli.args import (
     add_command,
     add_device,
     add_precision,
+    add_recipe_args,
     add_recording_args,
     add_target_args,
     positive_int,
@@ -89,6 +90,7 @@ def add_calibrate(sub: Subcommands) -> None:
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
+    add_recipe_args(p, "default: the checkpoint's; the calibrated copy stores the one its operating point was chosen at")
     add_geometry_args(p)
     add_match_args(p)
     p.set_defaults(func=run_calibrate)
@@ -101,7 +103,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     target = target_from_args(args)
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), device=args.device,
-                         precision=args.precision, batch_size=args.batch_size, match_distance_m=args.match_distance,
+                         precision=args.precision, batch_size=args.batch_size, stride=args.stride,
+                         flip_views=args.flip_views, match_distance_m=args.match_distance,
                          match_pixels=args.match_pixels)
     folders = [(folder, years_arg(args.years)) for folder in args.images]
     print(calibrate(args.model, args.bag, args.out, target, opts, folders).summary())

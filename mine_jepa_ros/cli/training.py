@@ -10,6 +10,7 @@ from mine_jepa_ros.cli.args import (
     add_command,
     add_device,
     add_precision,
+    add_recipe_args,
     add_target_args,
     numbers_arg,
     positive_int,
@@ -123,6 +124,7 @@ def add_probe(sub: Subcommands) -> None:
                    help="candidate background weights, e.g. 1,2,4: one probe each, the best on the validation bags "
                    "for the target is kept (needs --validation-bag)")
     add_target_args(p, required=False)
+    add_recipe_args(p, "with --validation-bag, the operating point is chosen at it and stored; default: 64 and 1")
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
@@ -140,11 +142,17 @@ def run_probe(args: argparse.Namespace) -> int:
                       background_weight=args.background_weight, intensity_augment=args.intensity_augment)
     if args.background_weights is not None and not args.validation_bag:
         raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")
+    if (args.stride is not None or args.flip_views is not None) and not args.validation_bag:
+        raise UserError("--stride and --flip-views are the recipe an operating point is chosen at: give validation "
+                        "surveys with --validation-bag (or set them later with `mine-jepa calibrate`)")
     if args.validation_bag:
+        from mine_jepa_ros.evaluate.replay import ReplayOptions
         from mine_jepa_ros.training.weighting import choose_background_weight
 
         weights = args.background_weights or [args.background_weight]
-        print(choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args)).summary())
+        opts = ReplayOptions(device=args.device, stride=args.stride, flip_views=args.flip_views)
+        print(choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args),
+                                       opts).summary())
         model = args.out
     else:
         model = train_probe(store, cfg, args.out)

@@ -82,7 +82,8 @@ def load_classifier(model_path: Path | str, backend: str = "auto", device: str =
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    """How a model file runs as a detector: its backend and device, and the thresholds."""
+    """How a model file runs as a detector: its backend and device, the thresholds, and the window,
+    stride and flip views (None: the model's own, the recipe its operating point was chosen with)."""
 
     backend: str = "auto"  # auto (by the model file) | torch | onnxruntime
     providers: tuple[str, ...] = ()  # onnxruntime: cpu, cuda, tensorrt (empty: CUDA where available, else CPU)
@@ -91,10 +92,12 @@ class DetectorOptions:
     batch_size: int = 64
     thresholds: Thresholds | float | Sequence[float] | Mapping[str, float] | None = None  # None: the operating point
     raw: bool = False  # the model without its operating point (temperature 1, no thresholds): what calibrate fits
+    window: int | None = None  # must be the model's; None: the model's
+    stride: int | None = None
+    flip_views: int | None = None  # 1, 2 or 4 (detect.views)
 
 
-def load_detector(model_path: Path | str, options: DetectorOptions, config: PipelineConfig | None = None,
-                  window: int | None = None, stride: int | None = None) -> DetectionPipeline:
+def load_detector(model_path: Path | str, options: DetectorOptions, config: PipelineConfig | None = None) -> DetectionPipeline:
     """The detector a model file makes: :func:`load_classifier`, the thresholds in force (a bad or
     missing one is a UserError starting with ``thresholds:``) and the pipeline with ``config``.
     ``options.raw`` (torch checkpoints only) drops the checkpoint's operating point, so the
@@ -111,7 +114,8 @@ def load_detector(model_path: Path | str, options: DetectorOptions, config: Pipe
                                              classifier.metadata.op(str(model_path)), str(model_path))
         except UserError as exc:
             raise UserError(f"thresholds: {exc}") from exc
-    return DetectionPipeline(classifier, replace(config or PipelineConfig(), thresholds=thresholds), window, stride)
+    return DetectionPipeline(classifier, replace(config or PipelineConfig(), thresholds=thresholds), options.window,
+                             options.stride, options.flip_views)
 
 
 def _raw_classifier(model_path: Path | str, options: DetectorOptions) -> WindowClassifier:

@@ -2,7 +2,8 @@
 
 A checkpoint is ONE ``.safetensors`` file; in its header metadata, under the key ``mine_jepa``, a
 JSON document says everything needed to use it: architecture, input size, class names,
-normalisation statistics, window and stride, probe mode, which output the head gives (``window``:
+normalisation statistics, window, stride and flip views (the detection recipe the operating point
+was chosen with: :mod:`mine_jepa_ros.detect.views`), probe mode, which output the head gives (``window``:
 one class vector per window; ``dense``: one per 16-pixel patch token), the input normalisation of
 recordings before tiling (``input_normalisation``: :mod:`mine_jepa_ros.detect.normalise`),
 operating point and training provenance.
@@ -50,6 +51,11 @@ and ``ft_mlp`` train the backbone too."""
 
 DEFAULT_CLASS_NAMES = ("background", "MILCO", "NOMBO")
 
+FLIP_VIEWS = (1, 2, 4)
+"""How many mirrored views of each window the detector classifies and averages
+(:mod:`mine_jepa_ros.detect.views`): 1, the window as it is; 2, also mirrored along track; 4, also
+mirrored across track, and both."""
+
 
 @dataclass
 class ModelMetadata:
@@ -67,6 +73,7 @@ class ModelMetadata:
     norm_std: float = 0.25
     window: int = 96
     stride: int = 64
+    flip_views: int = 1  # one of FLIP_VIEWS; `mine-jepa calibrate --flip-views` sets it with the operating point
     provenance: dict[str, Any] = field(default_factory=dict)
     operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict(), from `mine-jepa calibrate`
     # what the pipeline does to a recording before tiling ({}: nothing; see detect.normalise), as in training
@@ -98,6 +105,8 @@ class ModelMetadata:
             problems.append(f"window {self.window} differs from the model's img_size {self.img_size}")
         if self.stride < 1:
             problems.append(f"stride {self.stride} must be >= 1")
+        if self.flip_views not in FLIP_VIEWS:
+            problems.append(f"flip_views {self.flip_views!r} is not one of {FLIP_VIEWS}")
         if not self.norm_std > 0:
             problems.append(f"norm_std {self.norm_std} must be > 0")
         try:

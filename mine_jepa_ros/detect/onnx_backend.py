@@ -5,7 +5,7 @@ in 0..1) and returns ``probabilities`` (N, classes), or for a dense head (N, cla
 tokens): normalisation, the calibrated temperature and the softmax are inside the graph. The model
 describes itself in ONNX metadata properties:
 ``mine_jepa.metadata`` holds the checkpoint's whole :class:`~mine_jepa_ros.detect.metadata.ModelMetadata`
-(class names, window, stride, operating point, normalisation, provenance), and
+(class names, window, stride, flip views, operating point, normalisation, provenance), and
 ``mine_jepa.quantisation`` says whether the weights are fp32 or INT8 (and how they were quantised).
 
 :class:`OnnxClassifier` opens the model with the requested execution providers (CPU everywhere;
@@ -185,6 +185,9 @@ def onnx_properties_for(meta: ModelMetadata, quantisation: str = "none") -> dict
         "mine_jepa.class_names": json.dumps(list(meta.class_names)),
         "mine_jepa.window": str(meta.window),
         "mine_jepa.stride": str(meta.stride),
+        "mine_jepa.flip_views": (f"{meta.flip_views}: " + ("each window as it is" if meta.flip_views == 1 else
+                                 "run each window also mirrored (2: rows reversed; 4: also columns, and both), mirror "
+                                 "dense maps back, average as softmax(mean over views of log probabilities)")),
         "mine_jepa.arch": meta.arch,
         "mine_jepa.probe_mode": meta.probe_mode,
         "mine_jepa.normalisation": f"in the graph: (x - {meta.norm_mean}) / {meta.norm_std}",

@@ -4,7 +4,9 @@
 rosbags class alike), pings a sonar driver's messages were assembled into
 (:class:`~mine_jepa_ros.io.sonar_drivers.PingRows`) or an image file's pixels
 (:class:`DecodedFrame`), decodes it, tiles it, classifies the windows in
-batches and returns the detections for that message. Input modes:
+batches (each window as it is or, with ``flip_views`` > 1, averaged with its mirror images:
+:mod:`~mine_jepa_ros.detect.views`; the checkpoint's stride and flip views unless the caller gives
+others) and returns the detections for that message. Input modes:
 
 * ``frames``: each message is a waterfall frame; detections are in that frame's pixels.
 * ``pings``: each message adds one or more pings (rows) to a running waterfall; a window is
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +43,7 @@ from mine_jepa_ros.detect.merging import Thresholds, make_merger
 from mine_jepa_ros.detect.metadata import ModelMetadata
 from mine_jepa_ros.detect.normalise import RangeNormaliser
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
+from mine_jepa_ros.detect.views import check_flip_views, flip_averaged
 from mine_jepa_ros.errors import InputError, UserError
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection
@@ -136,7 +139,7 @@ class DetectionPipeline:
     """decode -> tile -> batched classify -> merge -> detections, for frames or ping streams."""
 
     def __init__(self, classifier: WindowClassifier, config: PipelineConfig | None = None,
-                 window: int | None = None, stride: int | None = None) -> None:
+                 window: int | None = None, stride: int | None = None, flip_views: int | None = None) -> None:
         self.classifier = classifier
         self.config = config or PipelineConfig()
         self.window = window or classifier.window
@@ -145,6 +148,7 @@ class DetectionPipeline:
         self.stride = stride or classifier.stride
         if not 1 <= self.stride <= self.window:
             raise UserError(f"stride must be within [1, window = {self.window}], got {self.stride}")
+        self.flip_views = check_flip_views(flip_views or classifier.metadata.flip_views)
         self.class_names = classifier.class_names
         self.set_thresholds(self.config.thresholds)
         self.stats = PipelineStats()
@@ -159,6 +163,12 @@ class DetectionPipeline:
         self._recent: list[Detection] = []
         self._last_header: Any = None
         self._stream_width = 0
+
+    def for_input_mode(self, input_mode: str) -> DetectionPipeline:
+        """A fresh pipeline (no stream state, no statistics) with this one's classifier, window,
+        stride, flip views and configuration, for another recording in ``input_mode``."""
+        return DetectionPipeline(self.classifier, replace(self.config, input_mode=input_mode), self.window, self.stride,
+                                 self.flip_views)
 
     # -- settings -------------------------------------------------------------------------------
     @property
@@ -179,7 +189,7 @@ class DetectionPipeline:
     def _classify(self, tiles: Tiles) -> np.ndarray:
         if len(tiles) == 0:
             return np.zeros((0, *self.classifier.metadata.output_shape), np.float32)
-        probs = self.classifier.predict(tiles.patches)
+        probs = flip_averaged(self.classifier.predict, tiles.patches, self.flip_views)
         self.stats.windows += len(tiles)
         return probs
 

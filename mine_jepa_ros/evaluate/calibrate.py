@@ -120,13 +120,16 @@ class CalibrationReport:
     windows: int  # scored windows (window head) or tokens (dense head) the temperature was fitted on
     objects: dict[str, int]
     area_km2: float | None
+    stride: int = 64  # the recipe the operating point was chosen at (stored with it)
+    flip_views: int = 1
 
     def summary(self) -> str:
         op = self.operating_point
         v = op.validation
         lines = [f"{self.out}: operating point for {Target(**op.target).describe()} on {len(v['bags'])} validation "
                  f"survey(s) ({self.windows} scored {v.get('scored', 'windows')}"
-                 + (f", {self.area_km2:.4f} km2 of seabed)" if self.area_km2 else ")"),
+                 + (f", {self.area_km2:.4f} km2 of seabed)" if self.area_km2 else ")")
+                 + f", windows at stride {self.stride}, {self.flip_views} flip view(s)",
                  f"temperature {op.temperature:.3f}: expected calibration error {v['ece_before']:.3f} -> {v['ece_after']:.3f}"]
         for name, t in op.thresholds.items():
             c = v["classes"][name]
@@ -191,7 +194,7 @@ def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOp
             require_truth(inputs, bag)
     scenes: list[Scene] = []
     for bag, inputs in recordings:
-        pipeline = DetectionPipeline(detector.classifier, replace(detector.config, input_mode=inputs.mode))
+        pipeline = detector.for_input_mode(inputs.mode)
         collector = SceneCollector(inputs)
         stats = ReadStats()
         for _t, msg in tqdm(inputs.messages(stats), desc=f"classify {Path(bag).name}", unit="img",
@@ -288,7 +291,10 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     torch_classifier = detector.classifier
     assert isinstance(torch_classifier, PatchClassifier)  # load_detector(raw=True) runs checkpoints on torch
     model = torch_classifier.model
-    model.metadata = replace(model.metadata, operating_point=op.to_dict())
+    # the recipe the thresholds were chosen with travels with them
+    model.metadata = replace(model.metadata, operating_point=op.to_dict(), stride=detector.stride,
+                             flip_views=detector.flip_views)
     save_checkpoint(out, model, {"calibrated_from": str(model_path)})
-    return CalibrationReport(Path(out), op, int(len(labels)), objects, scorer.area_km2)
+    return CalibrationReport(Path(out), op, int(len(labels)), objects, scorer.area_km2, detector.stride,
+                             detector.flip_views)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str]
                  progress: bool = True) -> list[Scene]:
     """The classified windows and objects of every labelled image of ``folder`` (calibration), by
     ``detector``'s classifier."""
-    pipeline = DetectionPipeline(detector.classifier, replace(detector.config, input_mode="frames"))
+    pipeline = detector.for_input_mode("frames")
     skipped: Counter[str] = Counter()
     errors: list[str] = []
     scenes = [scene_of(item) for item in classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)

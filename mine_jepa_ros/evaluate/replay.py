@@ -49,6 +49,8 @@ class ReplayOptions:
     precision: str = "auto"
     batch_size: int = 64
     thresholds: float | list[float] | None = None  # None: the checkpoint's operating point
+    stride: int | None = None  # None: the checkpoint's
+    flip_views: int | None = None  # 1, 2 or 4 (detect.views); None: the checkpoint's
     storage: str = "mcap"
     overlay: bool = False
     report_dir: Path | None = None
@@ -61,7 +63,7 @@ class ReplayOptions:
 
     def detector_options(self) -> DetectorOptions:
         return DetectorOptions(self.backend, self.providers, self.device, self.precision, self.batch_size,
-                               self.thresholds)
+                               self.thresholds, stride=self.stride, flip_views=self.flip_views)
 
 
 @dataclass

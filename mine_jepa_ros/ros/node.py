@@ -145,8 +145,7 @@ class MineJepaNode(LifecycleNode):
             values = {spec.name: self._value(spec.name) for spec in PARAMS}
             values["thresholds"] = list(values["thresholds"] or [])  # unset = empty = the checkpoint's operating point
             s = NodeSettings.from_values(values)  # raises ParameterError naming the parameter
-            pipeline = load_detector(s.model_path, s.detector_options(), s.pipeline_config(), window=s.window or None,
-                                     stride=s.stride or None)
+            pipeline = load_detector(s.model_path, s.detector_options(), s.pipeline_config())
             types = self._output_types(s)
         except (MineJepaError, OSError) as exc:
             self.configure_error = str(exc)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mine_jepa_ros.detect.backends import BACKENDS, DetectorOptions, backend_for
+from mine_jepa_ros.detect.metadata import FLIP_VIEWS
 from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
@@ -81,7 +82,12 @@ class NodeSettings:
                                     "e.g. 256 x 1024 pixels, arrive over DDS where best effort drops them; needs a "
                                     "reliable publisher).", choices=("best_effort", "reliable"))
     window: int = _param(0, "Window size in pixels; 0 = the checkpoint's (another value must match it).", min_value=0)
-    stride: int = _param(0, "Window stride in pixels; 0 = the checkpoint's (64 by default).", min_value=0)
+    stride: int = _param(0, "Window stride in pixels; 0 = the checkpoint's (64 by default; `mine-jepa calibrate "
+                         "--stride` stores the one its operating point was chosen at).", min_value=0)
+    flip_views: int = _param(0, "Mirrored views of each window classified and averaged: 1 (as it is), 2 (also mirrored "
+                             "along track) or 4 (also across track, and both); 0 = the checkpoint's (`mine-jepa "
+                             "calibrate --flip-views`). Costs that many forward passes per window.", min_value=0,
+                             max_value=4)
     batch_size: int = _param(64, "Windows per forward pass.", min_value=1, max_value=65536)
     thresholds: list[float] = _param([], "Probability threshold per non-background class (one value for all, or one "
                                      "per class in the checkpoint's order, e.g. [MILCO, NOMBO]); empty = the checkpoint's "
@@ -159,6 +165,8 @@ class NodeSettings:
         for spec in PARAMS:
             if isinstance(spec.default, float):
                 merged[spec.name] = float(merged[spec.name])
+        if merged["flip_views"] not in (0, *FLIP_VIEWS):
+            raise ParameterError(f"flip_views: {merged['flip_views']} is not 0 (the checkpoint's) or one of {FLIP_VIEWS}")
         if merged["contacts_file"] and not merged["fix_topic"]:
             raise ParameterError("contacts_file: contacts are only made with navigation: set fix_topic too")
         if merged["input_type"] in DRIVER_INPUT_TYPES and merged["input_mode"] != "pings":
@@ -204,7 +212,8 @@ class NodeSettings:
     def detector_options(self) -> DetectorOptions:
         """How the model runs; empty thresholds mean the checkpoint's operating point."""
         return DetectorOptions(self.backend, tuple(self.provider_list), self.device, self.precision, self.batch_size,
-                               self.thresholds or None)
+                               self.thresholds or None, window=self.window or None, stride=self.stride or None,
+                               flip_views=self.flip_views or None)
 
 
 PARAMS: tuple[ParamSpec, ...] = tuple(

@@ -14,8 +14,9 @@ training, validation and test surveys come from that one distribution but are ne
    ``--hard-negative-rounds`` rounds of adding the training surveys' background windows it calls
    objects and training again (hard-negative mining for the deployment prior);
 4. calibrate each candidate: fit a temperature and pick per-class thresholds (best F1) on the
-   validation surveys; the candidate with the best validation F1 is kept, its operating point in the
-   checkpoint;
+   validation surveys, detecting as the test will (windows at stride ``--stride``, 48, each averaged
+   over ``--flip-views`` mirrored views, 4: :mod:`mine_jepa_ros.detect.views`); the candidate with
+   the best validation F1 is kept, its operating point and that recipe in the checkpoint;
 5. replay the held-out test surveys at that operating point (the first ``--overlay-surveys`` with
    their overlays in ``report/survey_K/``) and score them together: Pd and precision with their
    Wilson 95 % intervals, AP, false alarms per km², localisation error and the FROC curve
@@ -42,7 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mine_jepa_ros.detect.metadata import read_metadata
+from mine_jepa_ros.detect.metadata import FLIP_VIEWS, read_metadata
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay, write_metrics_report
@@ -98,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", choices=["vit_tiny", "resnet18"], default="vit_tiny",
                         help="the backbone SIGReg pretrains (or, with --random-init, the one trained from scratch); "
                         "resnet18 takes the window head only")
+    parser.add_argument("--stride", type=int, default=48,
+                        help="window stride the detector runs at (calibration, test); stored with the operating point")
+    parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, default=4,
+                        help="mirrored views of each window averaged (1, 2: also along track, 4: also across track)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
     if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
@@ -145,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
-                                      ReplayOptions(device=args.device))
+                                      ReplayOptions(device=args.device, stride=args.stride, flip_views=args.flip_views))
     say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
         f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
         f"surveys -> {model_path}")
@@ -158,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
     recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
-              "background_weight": choice.chosen.background_weight,
+              "background_weight": choice.chosen.background_weight, "stride": args.stride,
+              "flip_views": args.flip_views,
               "reused": None if args.reuse is None else str(args.reuse)}
     write_metrics_report(out / "report", {"model": str(model_path), "recipe": recipe,
                                           "test_surveys": [str(b) for b in test_bags], "metrics": metrics.to_dict()},
