@@ -179,7 +179,8 @@ class MineJepaNode(LifecycleNode):
                                    "set publish_overlay to publish both")
         self.get_logger().info(
             f"configured: model {s.model_path} ({pipeline.classifier.metadata.arch}, classes {pipeline.class_names}) on "
-            f"{pipeline.classifier.device_name} ({pipeline.classifier.precision_name})")
+            f"{pipeline.classifier.device_name} ({pipeline.classifier.precision_name}), windows at stride "
+            f"{pipeline.stride}, {pipeline.flip_views} flip view(s)")
         return super().on_configure(state)
 
     def _value(self, name: str) -> Any:
