@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
         parser.error("--reuse must name another folder than --out (--out is replaced)")
+    if args.stride < 1:  # 0 would silently mean the checkpoint's stride (64) while the report says 0
+        parser.error(f"--stride must be >= 1, got {args.stride}")
     if args.arch == "resnet18" and args.head == "dense":
         parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
     weights = [float(w) for w in (args.background_weights or ("1,3" if args.head == "window" else "10,100")).split(",")
