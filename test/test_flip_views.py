@@ -11,7 +11,7 @@ import pytest
 
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.metadata import ModelMetadata, read_metadata
-from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig
+from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig
 from mine_jepa_ros.detect.views import flip_averaged, geometric_mean
 from mine_jepa_ros.errors import CheckpointError, ParameterError, UserError
 from mine_jepa_ros.evaluate.calibrate import softmax_with_temperature
@@ -117,8 +117,6 @@ def test_the_pipeline_classifies_each_window_in_every_view_and_counts_it_once() 
     rng = np.random.default_rng(3)
     frame = rng.random((200, 300), dtype=np.float32)
     header = type("Header", (), {"stamp": type("Stamp", (), {"sec": 1, "nanosec": 0})(), "frame_id": "sss"})()
-    from mine_jepa_ros.detect.pipeline import DecodedFrame
-
     one = DetectionPipeline(QuadrantClassifier(), PipelineConfig(thresholds=0.5))  # type: ignore[arg-type]
     clf = QuadrantClassifier()
     four = DetectionPipeline(clf, PipelineConfig(thresholds=0.5), flip_views=4)  # type: ignore[arg-type]
