@@ -33,6 +33,7 @@ LAUNCH_ARGUMENTS = (
     "input_reliability",
     "batch_size",
     "flip_views",
+    "localisation",
     "thresholds",
     "publish_overlay",
     "queue_depth",

@@ -117,7 +117,8 @@ def test_frame_and_stream_give_identical_dense_detections_in_any_order() -> None
     probs = BrightTokens().predict(tiles.patches)
     merger = TokenMerger(96, NAMES)
     merger.add(tiles.positions[::-1], probs[::-1], Thresholds.of(NAMES, 0.5))
-    backwards = sorted((d.class_name, round(d.score, 6), tuple(round(v, 6) for v in d.box)) for d in merger.flush())
+    backwards = sorted((d.class_name, round(d.score, 6), tuple(round(v, 6) for v in d.box))
+                       for d in frame.located(merger.flush(), image))  # localised as the pipeline does
     assert backwards == key
 
 

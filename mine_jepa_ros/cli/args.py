@@ -47,6 +47,15 @@ def add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
                    f"track), 4 (also across track, and both); costs that many forward passes ({default})")
 
 
+def add_localisation_arg(p: argparse.ArgumentParser) -> None:
+    """Where a detection's centre is put (:mod:`mine_jepa_ros.detect.localise`)."""
+    from mine_jepa_ros.detect.localise import LOCALISATIONS
+
+    p.add_argument("--localisation", choices=LOCALISATIONS, default=None,
+                   help="where a detection's centre is put: echo (moved onto the object's highlight and shadow "
+                   "contrast, the default) or windows (the weighted mean of its windows' centres)")
+
+
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, help="auto, cpu or cuda[:N]")
 

@@ -12,6 +12,7 @@ from mine_jepa_ros.cli.args import (
     add_command,
     add_device,
     add_precision,
+    add_localisation_arg,
     add_recipe_args,
     add_recording_args,
     numbers_arg,
@@ -58,6 +59,7 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
                    help="probability threshold per non-background class (one value for all, or comma-separated); "
                    "default: the checkpoint's operating point (mine-jepa calibrate)")
     add_recipe_args(p, "default: the checkpoint's")
+    add_localisation_arg(p)
 
 
 def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
@@ -66,7 +68,8 @@ def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
     from mine_jepa_ros.detect.onnx_backend import split_providers
 
     return DetectorOptions(args.backend, split_providers(args.providers), args.device, args.precision, args.batch_size,
-                           args.thresholds, stride=args.stride, flip_views=args.flip_views)
+                           args.thresholds, stride=args.stride, flip_views=args.flip_views,
+                           localisation=args.localisation)
 
 
 def replay_options_from_args(args: argparse.Namespace, **more: Any) -> ReplayOptions:
@@ -79,8 +82,9 @@ def replay_options_from_args(args: argparse.Namespace, **more: Any) -> ReplayOpt
     return ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), backend=args.backend,
                          providers=split_providers(args.providers), device=args.device, precision=args.precision,
                          batch_size=args.batch_size, thresholds=args.thresholds, stride=args.stride,
-                         flip_views=args.flip_views, match_distance_m=args.match_distance,
-                         match_pixels=args.match_pixels, progress=not args.json, **more)
+                         flip_views=args.flip_views, localisation=args.localisation,
+                         match_distance_m=args.match_distance, match_pixels=args.match_pixels, progress=not args.json,
+                         **more)
 
 
 def add_replay(sub: Subcommands) -> None:

@@ -10,6 +10,7 @@ from mine_jepa_ros.cli.args import (
     Subcommands,
     add_command,
     add_device,
+    add_localisation_arg,
     add_precision,
     add_recipe_args,
     add_recording_args,
@@ -91,6 +92,7 @@ def add_calibrate(sub: Subcommands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass")
     add_precision(p)
     add_recipe_args(p, "default: the checkpoint's; the calibrated copy stores the one its operating point was chosen at")
+    add_localisation_arg(p)
     add_geometry_args(p)
     add_match_args(p)
     p.set_defaults(func=run_calibrate)
@@ -104,7 +106,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), device=args.device,
                          precision=args.precision, batch_size=args.batch_size, stride=args.stride,
-                         flip_views=args.flip_views, match_distance_m=args.match_distance,
+                         flip_views=args.flip_views, localisation=args.localisation, match_distance_m=args.match_distance,
                          match_pixels=args.match_pixels)
     folders = [(folder, years_arg(args.years)) for folder in args.images]
     print(calibrate(args.model, args.bag, args.out, target, opts, folders).summary())

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mine_jepa_ros.detect.localise import check_localisation
 from mine_jepa_ros.detect.merging import Thresholds
 from mine_jepa_ros.detect.operating_point import thresholds_in_force
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, WindowClassifier
@@ -95,6 +96,7 @@ class DetectorOptions:
     window: int | None = None  # must be the model's; None: the model's
     stride: int | None = None
     flip_views: int | None = None  # 1, 2 or 4 (detect.views)
+    localisation: str | None = None  # echo | windows (detect.localise); None: the pipeline configuration's (echo)
 
 
 def load_detector(model_path: Path | str, options: DetectorOptions, config: PipelineConfig | None = None) -> DetectionPipeline:
@@ -114,8 +116,10 @@ def load_detector(model_path: Path | str, options: DetectorOptions, config: Pipe
                                              classifier.metadata.op(str(model_path)), str(model_path))
         except UserError as exc:
             raise UserError(f"thresholds: {exc}") from exc
-    return DetectionPipeline(classifier, replace(config or PipelineConfig(), thresholds=thresholds), options.window,
-                             options.stride, options.flip_views)
+    config = replace(config or PipelineConfig(), thresholds=thresholds)
+    if options.localisation is not None:
+        config = replace(config, localisation=check_localisation(options.localisation))
+    return DetectionPipeline(classifier, config, options.window, options.stride, options.flip_views)
 
 
 def _raw_classifier(model_path: Path | str, options: DetectorOptions) -> WindowClassifier:

@@ -6,7 +6,9 @@ rosbags class alike), pings a sonar driver's messages were assembled into
 (:class:`DecodedFrame`), decodes it, tiles it, classifies the windows in
 batches (each window as it is or, with ``flip_views`` > 1, averaged with its mirror images:
 :mod:`~mine_jepa_ros.detect.views`; the checkpoint's stride and flip views unless the caller gives
-others) and returns the detections for that message. Input modes:
+others), merges them into detections, moves each detection's centre onto the object's echo
+(``localisation`` ``echo``, the default: :mod:`~mine_jepa_ros.detect.localise`; ``windows`` keeps
+the merger's centre) and returns the detections for that message. Input modes:
 
 * ``frames``: each message is a waterfall frame; detections are in that frame's pixels.
 * ``pings``: each message adds one or more pings (rows) to a running waterfall; a window is
@@ -39,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mine_jepa_ros.detect.localise import EchoLocaliser, check_localisation
 from mine_jepa_ros.detect.merging import Thresholds, make_merger
 from mine_jepa_ros.detect.metadata import ModelMetadata
 from mine_jepa_ros.detect.normalise import RangeNormaliser
@@ -53,6 +56,9 @@ from mine_jepa_ros.io.pictures import draw_detections
 from mine_jepa_ros.io.sonar_drivers import PingRows
 
 INPUT_MODES = ("frames", "pings")
+HELD_WINDOWS = 6
+"""A ping stream's last ``HELD_WINDOWS x window`` pings are held for localisation: a detection's
+echo square (a window either side of its centre) is complete when the merger publishes it."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,10 @@ class PipelineConfig:
     overlay_rows: int = 512
     geometry: SonarGeometry | None = None
     max_stamp_history: int = 8192
+    localisation: str = "echo"  # echo | windows (detect.localise)
 
     def __post_init__(self) -> None:
+        check_localisation(self.localisation)
         if self.input_mode not in INPUT_MODES:
             raise UserError(f"input_mode {self.input_mode!r}: expected one of {INPUT_MODES}")
         if self.overlay_rows < 1:
@@ -133,6 +141,9 @@ class PipelineOutput:
     overlay_detections: list[Detection] = field(default_factory=list)
     """The boxes drawn on ``overlay``, in its pixels (a ping stream's overlay shows its last
     ``overlay_rows`` pings: the boxes still in view, shifted to them)."""
+    pixels: np.ndarray | None = None
+    """The pixels it classified, as the classifier saw them (normalised where the model is): the
+    frame, or the pings this message added; ``None`` for a stream's final flush."""
 
 
 class DetectionPipeline:
@@ -158,6 +169,9 @@ class DetectionPipeline:
         normalisation = classifier.metadata.normalisation  # what training did to its recordings, done here too
         self._normaliser = RangeNormaliser(normalisation) if normalisation.active else None
         self._merger = make_merger(self.output, self.window, self.class_names)
+        self.localiser = EchoLocaliser(background=self.window) if self.config.localisation == "echo" else None
+        self._held = np.zeros((0, 0), np.float32)  # a ping stream's last pings, for localisation
+        self._held_first = 0  # the stream row of _held[0]
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
         self._history = np.zeros((0, 0), np.uint8)  # recent pings for the overlay (pings mode)
         self._recent: list[Detection] = []
@@ -169,6 +183,13 @@ class DetectionPipeline:
         stride, flip views and configuration, for another recording in ``input_mode``."""
         return DetectionPipeline(self.classifier, replace(self.config, input_mode=input_mode), self.window, self.stride,
                                  self.flip_views)
+
+    def located(self, detections: list[Detection], pixels: np.ndarray, first_row: int = 0) -> list[Detection]:
+        """``detections`` made from windows of ``pixels`` (first row ``first_row``), localised as
+        this pipeline localises (``config.localisation``)."""
+        if self.localiser is None:
+            return detections
+        return self.localiser.relocate(detections, pixels, first_row)
 
     # -- settings -------------------------------------------------------------------------------
     @property
@@ -248,10 +269,10 @@ class DetectionPipeline:
         probs = self._classify(tiles)
         merger = make_merger(self.output, self.window, self.class_names)
         labels = merger.add(tiles.positions, probs, self.thresholds)
-        detections = self._with_positions(merger.flush(), stream=False, width=w)
+        detections = self._with_positions(self.located(merger.flush(), pixels), stream=False, width=w)
         overlay = draw_detections(pixels, detections) if self.config.overlay else None
         return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, (h, w),
-                              detections if overlay is not None else [])
+                              detections if overlay is not None else [], pixels)
 
     # -- pings ----------------------------------------------------------------------------------
     def _process_pings(self, pixels: np.ndarray, header: Any) -> PipelineOutput:
@@ -271,21 +292,33 @@ class DetectionPipeline:
         self._last_header = header
         if self.config.overlay:
             self._remember_rows(pixels)
-        return self._stream_output(header, tiles, flushing=False, shape=pixels.shape)
+        if self.localiser is not None:
+            self._hold_rows(pixels, first_row)
+        return self._stream_output(header, tiles, flushing=False, shape=pixels.shape, pixels=pixels)
 
-    def _stream_output(self, header: Any, tiles: Tiles, flushing: bool, shape: tuple[int, int] = (0, 0)) -> PipelineOutput:
+    def _hold_rows(self, pixels: np.ndarray, first_row: int) -> None:
+        if self._held.shape[1:] != pixels.shape[1:]:  # a new width starts a new waterfall
+            self._held, self._held_first = np.zeros((0, pixels.shape[1]), np.float32), first_row
+        self._held = np.concatenate([self._held, pixels.astype(np.float32, copy=False)])
+        drop = len(self._held) - HELD_WINDOWS * self.window
+        if drop > 0:
+            self._held, self._held_first = self._held[drop:], self._held_first + drop
+
+    def _stream_output(self, header: Any, tiles: Tiles, flushing: bool, shape: tuple[int, int] = (0, 0),
+                       pixels: np.ndarray | None = None) -> PipelineOutput:
         probs = self._classify(tiles)
         labels = self._merger.add(tiles.positions, probs, self.thresholds)
         if flushing:
             done = self._merger.flush()
         else:
             done = self._merger.finalize(self._stream_tiler.rows_seen - self.window)
+        done = self.located(done, self._held, self._held_first)
         detections = self._with_positions(done, stream=True, width=self._stream_width)
         overlay: np.ndarray | None = None
         shown: list[Detection] = []
         if self.config.overlay and (len(tiles) or detections):
             overlay, shown = self._stream_overlay(detections)
-        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, shape, shown)
+        return PipelineOutput(header, detections, tiles.positions, probs, labels, overlay, shape, shown, pixels)
 
     @property
     def stream_width(self) -> int:
@@ -301,7 +334,9 @@ class DetectionPipeline:
         """End of a ping stream: classify the border-aligned last windows and publish what is open."""
         if self.config.input_mode != "pings" or self._last_header is None:
             return None
-        return self._stream_output(self._last_header, self._stream_tiler.flush(), flushing=True)
+        out = self._stream_output(self._last_header, self._stream_tiler.flush(), flushing=True)
+        self._held = np.zeros((0, 0), np.float32)  # the next pings start another waterfall: no echo reaches back
+        return out
 
     def _remember_rows(self, pixels: np.ndarray) -> None:
         rows = (np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)

@@ -195,7 +195,7 @@ def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOp
     scenes: list[Scene] = []
     for bag, inputs in recordings:
         pipeline = detector.for_input_mode(inputs.mode)
-        collector = SceneCollector(inputs)
+        collector = SceneCollector(inputs, pipeline.localiser)
         stats = ReadStats()
         for _t, msg in tqdm(inputs.messages(stats), desc=f"classify {Path(bag).name}", unit="img",
                             disable=not opts.progress):
@@ -217,7 +217,7 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
     for scene in scenes:
         merger = merger_for(scene.probabilities, window, class_names)
         labels = merger.add(scene.positions, scene.probabilities, thresholds)  # labels each window once
-        scorer.add(scene, merger.flush(), labels)
+        scorer.add(scene, scene.located(merger.flush()), labels)
     return scorer.metrics(thresholds)
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
+from mine_jepa_ros.detect.localise import EchoLocaliser
 from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.replay import plot_froc, plot_metrics
 from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer
@@ -103,10 +104,11 @@ def classify_images(pipeline: DetectionPipeline, images: Sequence[LabelledImage]
         yield ClassifiedImage(image, pixels, output, truth)
 
 
-def scene_of(item: ClassifiedImage) -> Scene:
-    """A labelled image as a scene to score (pixels: no sonar geometry)."""
+def scene_of(item: ClassifiedImage, localiser: EchoLocaliser | None) -> Scene:
+    """A labelled image as a scene to score (pixels: no sonar geometry); ``localiser``: the pipeline's."""
     rows, width = item.output.shape
-    return Scene(item.output.tiles_positions, item.output.probabilities, item.truth or [], width, rows)
+    return Scene(item.output.tiles_positions, item.output.probabilities, item.truth or [], width, rows,
+                 pixels=item.output.pixels if localiser is not None else None, localiser=localiser)
 
 
 def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str] = (),
@@ -116,7 +118,7 @@ def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str]
     pipeline = detector.for_input_mode("frames")
     skipped: Counter[str] = Counter()
     errors: list[str] = []
-    scenes = [scene_of(item) for item in classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)
+    scenes = [scene_of(item, pipeline.localiser) for item in classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)
               if item.truth is not None]
     for error in errors[:5]:
         print(f"skipped {error}")
@@ -155,7 +157,7 @@ def replay_images(folder: Path | str, model_path: Path | str, out: Path | str,
                 write_png(tmp / "overlays" / f"{item.image.name}.png", draw_detections(canvas, dets))
             if item.truth is not None:
                 labelled += 1
-                scorer.add(scene_of(item), dets, item.output.labels)
+                scorer.add(scene_of(item, pipeline.localiser), dets, item.output.labels)
         seconds = time.perf_counter() - start
         metrics = scorer.metrics(pipeline.thresholds) if labelled else None
         result = FolderReplayResult(out, processed, labelled, sum(skipped.values()), pipeline.stats.windows,

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag, restore_state
+from mine_jepa_ros.detect.localise import EchoLocaliser
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer, interval_text
 from mine_jepa_ros.errors import BagError
@@ -51,6 +52,7 @@ class ReplayOptions:
     thresholds: float | list[float] | None = None  # None: the checkpoint's operating point
     stride: int | None = None  # None: the checkpoint's
     flip_views: int | None = None  # 1, 2 or 4 (detect.views); None: the checkpoint's
+    localisation: str | None = None  # echo | windows (detect.localise); None: echo
     storage: str = "mcap"
     overlay: bool = False
     report_dir: Path | None = None
@@ -63,7 +65,8 @@ class ReplayOptions:
 
     def detector_options(self) -> DetectorOptions:
         return DetectorOptions(self.backend, self.providers, self.device, self.precision, self.batch_size,
-                               self.thresholds, stride=self.stride, flip_views=self.flip_views)
+                               self.thresholds, stride=self.stride, flip_views=self.flip_views,
+                               localisation=self.localisation)
 
 
 @dataclass
@@ -99,10 +102,12 @@ class ReplayResult:
 class SceneCollector:
     """Scenes to score, from the pipeline's outputs: one per frame, or one for a whole ping stream."""
 
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: Recording, localiser: EchoLocaliser | None = None) -> None:
         self.recording = recording
+        self.localiser = localiser  # the pipeline's: the detections re-made at other thresholds are localised alike
         self.scored: list[tuple[Scene, list[Detection], np.ndarray]] = []  # scene, its detections, window labels
         self._stream: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Detection]]] = []  # no overlay images kept
+        self._stream_pixels: list[np.ndarray] = []  # the stream's pings, where they are localised
         self._frame_row = 0  # pings before the current frame
 
     def add(self, output: PipelineOutput) -> None:
@@ -111,21 +116,38 @@ class SceneCollector:
             truth = self.recording.frame_truth(output.header)
             rows, width = output.shape
             scene = Scene(output.tiles_positions, output.probabilities, truth, width, rows, self._frame_row,
-                          self.recording.geometry)
+                          self.recording.geometry, self._held(output.pixels), self.localiser)
             self.scored.append((scene, output.detections, output.labels))
             self._frame_row += rows
         else:
             self._stream.append((output.tiles_positions, output.probabilities, output.labels, output.detections))
+            pixels = self._held(output.pixels)
+            if pixels is not None:
+                self._stream_pixels.append(pixels)
+
+    def _held(self, pixels: np.ndarray | None) -> np.ndarray | None:
+        return pixels if self.localiser is not None else None
 
     def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
         """Every scene (pings: the stream, once its final flush was added)."""
         if self._stream:
             truth = self.recording.stream_truth()
             positions, probs, labels = (np.concatenate([part[k] for part in self._stream]) for k in range(3))
-            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.recording.geometry)
+            pixels = _one_waterfall(self._stream_pixels, pipeline.stream_rows)
+            scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.recording.geometry,
+                          pixels, self.localiser if pixels is not None else None)
             self.scored.append((scene, [d for part in self._stream for d in part[3]], labels))
-            self._stream = []
+            self._stream, self._stream_pixels = [], []
         return self.scored
+
+
+def _one_waterfall(parts: list[np.ndarray], rows: int) -> np.ndarray | None:
+    """A ping stream's pings as one image, where they were all of one width (else None: a stream
+    whose width changed is scored at the windows' centres for the thresholds it was not run at)."""
+    if not parts or len({p.shape[1] for p in parts}) != 1:
+        return None
+    pixels = np.concatenate(parts)
+    return pixels if len(pixels) == rows else None
 
 
 def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: ReplayOptions | None = None) -> ReplayResult:
@@ -145,7 +167,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     store = factory.typestore
     assert store is not None
 
-    scenes = SceneCollector(inputs)
+    scenes = SceneCollector(inputs, pipeline.localiser)
     stream_dets: list[Detection] = []
     report_frames: list[tuple[np.ndarray, list[Detection], list[Detection]]] = []
     report_rows: list[np.ndarray] = []

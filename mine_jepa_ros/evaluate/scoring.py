@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from mine_jepa_ros.detect.localise import EchoLocaliser
 from mine_jepa_ros.detect.merging import Thresholds, detections_from_windows
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
@@ -97,6 +98,24 @@ class Scene:
     rows: int  # pings in the scene
     row_offset: int = 0  # pings before it in the survey (frames), for absolute along-track positions
     geometry: SonarGeometry | None = None  # this survey's: metres and seabed area where known
+    pixels: np.ndarray | None = None  # its pixels as classified, for localising detections re-made from its windows
+    localiser: EchoLocaliser | None = None  # how the pipeline localised them (None: at the windows' centre)
+    _echo_centres: dict[tuple[float, float], tuple[float, float]] = field(default_factory=dict, init=False,
+                                                                         repr=False, compare=False)
+
+    def located(self, detections: list[Detection]) -> list[Detection]:
+        """Detections made from this scene's windows, localised as the pipeline localised its own
+        (each window centre localised once: the threshold sweep makes the same detections again)."""
+        if self.localiser is None or self.pixels is None:
+            return detections
+        out = []
+        for det in detections:
+            row, col = det.centre
+            if (row, col) not in self._echo_centres:
+                self._echo_centres[row, col] = self.localiser.locate(self.pixels, row, col)
+            new_row, new_col = self._echo_centres[row, col]
+            out.append(det.shifted(new_row - row, new_col - col))
+        return out
 
 
 def swath_area_km2(rows: int, width: int, geometry: SonarGeometry) -> float:
@@ -399,7 +418,8 @@ class Scorer:
         """Scene ``index``'s detections at ``thresholds``, re-made from its windows' probabilities
         exactly as the pipeline makes them."""
         scene = self.scenes[index][0]
-        return detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window, self.class_names)
+        return scene.located(detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
+                                                     self.class_names))
 
     def froc(self) -> dict[str, list[FrocPoint]]:
         """Per class, one point per swept threshold: threshold, Pd, precision, F1, false alarms (per km²)."""

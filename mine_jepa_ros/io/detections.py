@@ -42,9 +42,11 @@ class Detection:
         r0, c0, r1, c1 = self.box
         return r0 <= row < r1 and c0 <= col < c1
 
-    def shifted(self, rows: float) -> Detection:
+    def shifted(self, rows: float, cols: float = 0.0) -> Detection:
+        """The same detection with its box moved by ``rows`` and ``cols`` pixels."""
         r0, c0, r1, c1 = self.box
-        return Detection(self.class_name, self.score, (r0 + rows, c0, r1 + rows, c1), self.id, self.stamp_ns, self.position_m)
+        return Detection(self.class_name, self.score, (r0 + rows, c0 + cols, r1 + rows, c1 + cols), self.id,
+                         self.stamp_ns, self.position_m)
 
 
 def detection_to_msg(factory: MessageFactory, det: Detection, header: Any) -> Any:

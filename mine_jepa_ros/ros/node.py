@@ -180,7 +180,8 @@ class MineJepaNode(LifecycleNode):
         self.get_logger().info(
             f"configured: model {s.model_path} ({pipeline.classifier.metadata.arch}, classes {pipeline.class_names}) on "
             f"{pipeline.classifier.device_name} ({pipeline.classifier.precision_name}), windows at stride "
-            f"{pipeline.stride}, {pipeline.flip_views} flip view(s)")
+            f"{pipeline.stride}, {pipeline.flip_views} flip view(s), localised on the "
+            f"{pipeline.config.localisation}")
         return super().on_configure(state)
 
     def _value(self, name: str) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mine_jepa_ros.detect.backends import BACKENDS, DetectorOptions, backend_for
+from mine_jepa_ros.detect.localise import LOCALISATIONS
 from mine_jepa_ros.detect.metadata import FLIP_VIEWS
 from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
@@ -88,6 +89,9 @@ class NodeSettings:
                              "along track) or 4 (also across track, and both); 0 = the checkpoint's (`mine-jepa "
                              "calibrate --flip-views`). Costs that many forward passes per window.", min_value=0,
                              max_value=4)
+    localisation: str = _param("echo", "Where a detection's centre is put: echo (moved onto the object's highlight and "
+                               "shadow in the pixels) or windows (the weighted mean of its windows' centres).",
+                               choices=LOCALISATIONS)
     batch_size: int = _param(64, "Windows per forward pass.", min_value=1, max_value=65536)
     thresholds: list[float] = _param([], "Probability threshold per non-background class (one value for all, or one "
                                      "per class in the checkpoint's order, e.g. [MILCO, NOMBO]); empty = the checkpoint's "
@@ -207,7 +211,7 @@ class NodeSettings:
         """The pipeline's configuration (:func:`~mine_jepa_ros.detect.backends.load_detector` adds
         the thresholds in force)."""
         return PipelineConfig(input_mode=self.input_mode, overlay=self.publish_overlay, overlay_rows=self.overlay_rows,
-                              geometry=self.geometry())
+                              geometry=self.geometry(), localisation=self.localisation)
 
     def detector_options(self) -> DetectorOptions:
         """How the model runs; empty thresholds mean the checkpoint's operating point."""

@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mine_jepa_ros.detect.localise import LOCALISATIONS
 from mine_jepa_ros.detect.metadata import FLIP_VIEWS, read_metadata
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="window stride the detector runs at (calibration, test); stored with the operating point")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, default=4,
                         help="mirrored views of each window averaged (1, 2: also along track, 4: also across track)")
+    parser.add_argument("--localisation", choices=LOCALISATIONS, default="echo",
+                        help="where detections are centred (calibration, test): echo (on the object's contrast) or "
+                        "windows (the mean of its windows' centres)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
     if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
@@ -152,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
-                                      ReplayOptions(device=args.device, stride=args.stride, flip_views=args.flip_views))
+                                      ReplayOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
+                                                    localisation=args.localisation))
     say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
         f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
         f"surveys -> {model_path}")
@@ -161,12 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for k, bag in enumerate(test_bags[: args.overlay_surveys]):
         replay(bag, model_path, out / f"detections_bag_{k}",
-               ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
-    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False))
+               ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False,
+                             localisation=args.localisation))
+    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False,
+                                                                     localisation=args.localisation))
     recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight, "stride": args.stride,
-              "flip_views": args.flip_views,
+              "flip_views": args.flip_views, "localisation": args.localisation,
               "reused": None if args.reuse is None else str(args.reuse)}
     write_metrics_report(out / "report", {"model": str(model_path), "recipe": recipe,
                                           "test_surveys": [str(b) for b in test_bags], "metrics": metrics.to_dict()},
