@@ -78,20 +78,31 @@ class EchoLocaliser:
 
     def locate(self, pixels: np.ndarray, row: float, col: float, first_row: int = 0) -> tuple[float, float]:
         """The echo's centre near (``row``, ``col``) in ``pixels``, whose first row is row
-        ``first_row`` of the waterfall (a ping stream's held pings); rows in the waterfall's count."""
+        ``first_row`` of the waterfall (a ping stream's held pings); rows in the waterfall's count.
+        Where there is none (:meth:`echo_centre`), (``row``, ``col``) as given."""
+        found = self.echo_centre(pixels, int(np.floor(row)), int(np.floor(col)), first_row)
+        return (row, col) if found is None else found
+
+    def echo_centre(self, pixels: np.ndarray, row: int, col: int, first_row: int = 0) -> tuple[float, float] | None:
+        """The echo's centre found from pixel (``row``, ``col``) (a start is only ever used to the
+        pixel, so this is what :meth:`locate` finds from anywhere in it); None where the pixel is not
+        in ``pixels`` (a stream's pings no longer held) or its neighbourhood has no contrast above
+        the quantile (a flat seabed)."""
         height, width = pixels.shape
         r, c = row - first_row, col
         if not (0 <= r < height and 0 <= c < width):
-            return row, col  # not in these pixels (a stream's pings no longer held): as the windows put it
-        r0, r1 = max(0, int(np.floor(r)) - self.background), min(height, int(np.floor(r)) + self.background)
-        c0, c1 = max(0, int(np.floor(c)) - self.background), min(width, int(np.floor(c)) + self.background)
+            return None
+        r0, r1 = max(0, r - self.background), min(height, r + self.background)
+        c0, c1 = max(0, c - self.background), min(width, c + self.background)
         if r1 - r0 < 2 or c1 - c0 < 2:
-            return row, col
+            return None
         smoothed = box_filter(pixels[r0:r1, c0:c1], self.smooth)
         contrast = np.abs(smoothed - np.median(smoothed, axis=0, keepdims=True))
+        found = None
+        at_row, at_col = r, c  # the pixel the neighbourhood is taken around
         for _ in range(self.iterations):
-            a0, a1 = max(0, int(np.floor(r)) - self.reach - r0), min(r1 - r0, int(np.floor(r)) + self.reach - r0)
-            b0, b1 = max(0, int(np.floor(c)) - self.reach - c0), min(c1 - c0, int(np.floor(c)) + self.reach - c0)
+            a0, a1 = max(0, at_row - self.reach - r0), min(r1 - r0, at_row + self.reach - r0)
+            b0, b1 = max(0, at_col - self.reach - c0), min(c1 - c0, at_col + self.reach - c0)
             if a1 <= a0 or b1 <= b0:
                 break
             near = contrast[a0:a1, b0:b1]
@@ -100,9 +111,9 @@ class EchoLocaliser:
             if total <= 0.0:
                 break
             rows, cols = np.mgrid[a0:a1, b0:b1]
-            r = r0 + float((rows * weights).sum() / total) + 0.5
-            c = c0 + float((cols * weights).sum() / total) + 0.5
-        return r + first_row, c
+            found = (r0 + float((rows * weights).sum() / total) + 0.5, c0 + float((cols * weights).sum() / total) + 0.5)
+            at_row, at_col = int(np.floor(found[0])), int(np.floor(found[1]))
+        return None if found is None else (found[0] + first_row, found[1])
 
     def relocate(self, detections: Sequence[Detection], pixels: np.ndarray, first_row: int = 0) -> list[Detection]:
         """``detections`` with their centres (and boxes, moved with them) on the echo."""

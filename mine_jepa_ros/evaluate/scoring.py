@@ -100,21 +100,22 @@ class Scene:
     geometry: SonarGeometry | None = None  # this survey's: metres and seabed area where known
     pixels: np.ndarray | None = None  # its pixels as classified, for localising detections re-made from its windows
     localiser: EchoLocaliser | None = None  # how the pipeline localised them (None: at the windows' centre)
-    _echo_centres: dict[tuple[float, float], tuple[float, float]] = field(default_factory=dict, init=False,
-                                                                         repr=False, compare=False)
+    _echo_centres: dict[tuple[int, int], tuple[float, float] | None] = field(default_factory=dict, init=False,
+                                                                            repr=False, compare=False)
 
     def located(self, detections: list[Detection]) -> list[Detection]:
         """Detections made from this scene's windows, localised as the pipeline localised its own
-        (each window centre localised once: the threshold sweep makes the same detections again)."""
+        (each start pixel localised once: the threshold sweep starts from the same pixels again)."""
         if self.localiser is None or self.pixels is None:
             return detections
         out = []
         for det in detections:
             row, col = det.centre
-            if (row, col) not in self._echo_centres:
-                self._echo_centres[row, col] = self.localiser.locate(self.pixels, row, col)
-            new_row, new_col = self._echo_centres[row, col]
-            out.append(det.shifted(new_row - row, new_col - col))
+            start = (int(np.floor(row)), int(np.floor(col)))
+            if start not in self._echo_centres:
+                self._echo_centres[start] = self.localiser.echo_centre(self.pixels, *start)
+            found = self._echo_centres[start]
+            out.append(det if found is None else det.shifted(found[0] - row, found[1] - col))
         return out
 
 
