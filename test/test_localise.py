@@ -7,7 +7,7 @@ import pytest
 
 from mine_jepa_ros.detect.localise import EchoLocaliser, box_filter
 from mine_jepa_ros.detect.metadata import ModelMetadata
-from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig
+from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PingHistory, PipelineConfig
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.scoring import MatchGate, Scene, Scorer
 from mine_jepa_ros.geometry import SonarGeometry
@@ -157,3 +157,23 @@ def test_a_stream_after_a_flush_is_localised_without_the_pings_before_it() -> No
     fresh = streamed(DetectionPipeline(BrightWindows(), PipelineConfig("pings", thresholds=0.5)), second)
     assert len(fresh) == 1 and abs(fresh[0].centre[0] - 35) <= 3
     assert len(after) == 1 and after[0].box == pytest.approx(fresh[0].box)
+
+
+def test_the_ping_history_holds_the_last_pings_in_order_and_starts_over_on_a_new_waterfall() -> None:
+    rows = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    history = PingHistory(16)
+    for start in range(0, 40, 7):  # messages of 7 pings, then a last one of 5
+        history.push(rows[start:start + 7], start)
+    held, first = history.pixels()
+    assert first == 24 and np.array_equal(held, rows[24:40])
+    history.push(rows[:1], 100)  # not the next ping: another waterfall
+    held, first = history.pixels()
+    assert first == 100 and np.array_equal(held, rows[:1])
+    history.push(np.zeros((2, 5), np.float32), 101)  # another width
+    held, first = history.pixels()
+    assert first == 101 and held.shape == (2, 5)
+    history.push(rows[:30], 103)  # more pings at once than it holds
+    held, first = history.pixels()
+    assert first == 103 + 30 - 16 and np.array_equal(held, rows[14:30])  # the newest 16
+    history.reset()
+    assert history.pixels()[0].shape[0] == 0

@@ -61,6 +61,38 @@ HELD_WINDOWS = 6
 echo square (a window either side of its centre) is complete when the merger publishes it."""
 
 
+class PingHistory:
+    """A ping stream's last ``capacity`` pings in a ring buffer (each ping copied once, however
+    many pings a message holds); :meth:`pixels` gives them as one image when detections are to
+    be localised."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the pings: the next ones start another waterfall."""
+        self._ring = np.zeros((0, 0), np.float32)
+        self._end = 0  # stream row after the last ping held
+        self._count = 0
+
+    def push(self, rows: np.ndarray, first_row: int) -> None:
+        """Pings ``first_row ..`` of the stream; another width, or pings that do not continue the
+        held ones, start the history over."""
+        if self._ring.shape[1:] != rows.shape[1:] or first_row != self._end or self._count == 0:
+            self._ring = np.zeros((self.capacity, rows.shape[1]), np.float32)
+            self._count = 0
+        end = first_row + len(rows)
+        newest = rows[-self.capacity:]
+        self._ring[np.arange(end - len(newest), end) % self.capacity] = newest
+        self._end, self._count = end, min(self.capacity, self._count + len(rows))
+
+    def pixels(self) -> tuple[np.ndarray, int]:
+        """The pings held, oldest first, and the stream row of the first."""
+        first = self._end - self._count
+        return self._ring[np.arange(first, self._end) % self.capacity], first
+
+
 @dataclass(frozen=True)
 class DecodedFrame:
     """An image already decoded (a file of a labelled folder), as the pipeline takes it in frames mode."""
@@ -170,8 +202,7 @@ class DetectionPipeline:
         self._normaliser = RangeNormaliser(normalisation) if normalisation.active else None
         self._merger = make_merger(self.output, self.window, self.class_names)
         self.localiser = EchoLocaliser(background=self.window) if self.config.localisation == "echo" else None
-        self._held = np.zeros((0, 0), np.float32)  # a ping stream's last pings, for localisation
-        self._held_first = 0  # the stream row of _held[0]
+        self._held = PingHistory(HELD_WINDOWS * self.window)  # a ping stream's last pings, for localisation
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
         self._history = np.zeros((0, 0), np.uint8)  # recent pings for the overlay (pings mode)
         self._recent: list[Detection] = []
@@ -293,16 +324,8 @@ class DetectionPipeline:
         if self.config.overlay:
             self._remember_rows(pixels)
         if self.localiser is not None:
-            self._hold_rows(pixels, first_row)
+            self._held.push(pixels, first_row)
         return self._stream_output(header, tiles, flushing=False, shape=pixels.shape, pixels=pixels)
-
-    def _hold_rows(self, pixels: np.ndarray, first_row: int) -> None:
-        if self._held.shape[1:] != pixels.shape[1:]:  # a new width starts a new waterfall
-            self._held, self._held_first = np.zeros((0, pixels.shape[1]), np.float32), first_row
-        self._held = np.concatenate([self._held, pixels.astype(np.float32, copy=False)])
-        drop = len(self._held) - HELD_WINDOWS * self.window
-        if drop > 0:
-            self._held, self._held_first = self._held[drop:], self._held_first + drop
 
     def _stream_output(self, header: Any, tiles: Tiles, flushing: bool, shape: tuple[int, int] = (0, 0),
                        pixels: np.ndarray | None = None) -> PipelineOutput:
@@ -312,7 +335,8 @@ class DetectionPipeline:
             done = self._merger.flush()
         else:
             done = self._merger.finalize(self._stream_tiler.rows_seen - self.window)
-        done = self.located(done, self._held, self._held_first)
+        if done and self.localiser is not None:
+            done = self.located(done, *self._held.pixels())
         detections = self._with_positions(done, stream=True, width=self._stream_width)
         overlay: np.ndarray | None = None
         shown: list[Detection] = []
@@ -335,7 +359,7 @@ class DetectionPipeline:
         if self.config.input_mode != "pings" or self._last_header is None:
             return None
         out = self._stream_output(self._last_header, self._stream_tiler.flush(), flushing=True)
-        self._held = np.zeros((0, 0), np.float32)  # the next pings start another waterfall: no echo reaches back
+        self._held.reset()  # the next pings start another waterfall: no echo reaches back
         return out
 
     def _remember_rows(self, pixels: np.ndarray) -> None:

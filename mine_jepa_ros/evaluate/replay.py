@@ -116,16 +116,16 @@ class SceneCollector:
             truth = self.recording.frame_truth(output.header)
             rows, width = output.shape
             scene = Scene(output.tiles_positions, output.probabilities, truth, width, rows, self._frame_row,
-                          self.recording.geometry, self._held(output.pixels), self.localiser)
+                          self.recording.geometry, self._kept(output.pixels), self.localiser)
             self.scored.append((scene, output.detections, output.labels))
             self._frame_row += rows
         else:
             self._stream.append((output.tiles_positions, output.probabilities, output.labels, output.detections))
-            pixels = self._held(output.pixels)
+            pixels = self._kept(output.pixels)
             if pixels is not None:
                 self._stream_pixels.append(pixels)
 
-    def _held(self, pixels: np.ndarray | None) -> np.ndarray | None:
+    def _kept(self, pixels: np.ndarray | None) -> np.ndarray | None:
         return pixels if self.localiser is not None else None
 
     def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
