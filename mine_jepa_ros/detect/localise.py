@@ -115,11 +115,18 @@ class EchoLocaliser:
             at_row, at_col = int(np.floor(found[0])), int(np.floor(found[1]))
         return None if found is None else (found[0] + first_row, found[1])
 
-    def relocate(self, detections: Sequence[Detection], pixels: np.ndarray, first_row: int = 0) -> list[Detection]:
-        """``detections`` with their centres (and boxes, moved with them) on the echo."""
+    def relocate(self, detections: Sequence[Detection], pixels: np.ndarray, first_row: int = 0,
+                 found: dict[tuple[int, int], tuple[float, float] | None] | None = None) -> list[Detection]:
+        """``detections`` with their centres (and boxes, moved with them) on the echo; ``found``
+        remembers each start pixel's :meth:`echo_centre` for the same ``pixels`` (the threshold
+        sweep makes detections from the same pixels again and again)."""
+        found = {} if found is None else found
         out = []
         for det in detections:
             row, col = det.centre
-            new_row, new_col = self.locate(pixels, row, col, first_row)
-            out.append(det.shifted(new_row - row, new_col - col))
+            start = (int(np.floor(row)), int(np.floor(col)))
+            if start not in found:
+                found[start] = self.echo_centre(pixels, *start, first_row)
+            centre = found[start]
+            out.append(det if centre is None else det.shifted(centre[0] - row, centre[1] - col))
         return out

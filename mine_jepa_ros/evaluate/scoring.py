@@ -108,15 +108,7 @@ class Scene:
         (each start pixel localised once: the threshold sweep starts from the same pixels again)."""
         if self.localiser is None or self.pixels is None:
             return detections
-        out = []
-        for det in detections:
-            row, col = det.centre
-            start = (int(np.floor(row)), int(np.floor(col)))
-            if start not in self._echo_centres:
-                self._echo_centres[start] = self.localiser.echo_centre(self.pixels, *start)
-            found = self._echo_centres[start]
-            out.append(det if found is None else det.shifted(found[0] - row, found[1] - col))
-        return out
+        return self.localiser.relocate(detections, self.pixels, found=self._echo_centres)
 
 
 def swath_area_km2(rows: int, width: int, geometry: SonarGeometry) -> float:
