@@ -62,25 +62,26 @@ echo square (a window either side of its centre) is complete when the merger pub
 
 
 class PingHistory:
-    """A ping stream's last ``capacity`` pings in a ring buffer (each ping copied once, however
-    many pings a message holds); :meth:`pixels` gives them as one image when detections are to
-    be localised."""
+    """A ping stream's last ``capacity`` pings in a ring buffer of ``dtype`` (each ping copied
+    once, however many pings a message holds); :meth:`pixels` gives them as one image, when
+    detections are to be localised or an overlay drawn."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, dtype: type[np.generic] = np.float32) -> None:
         self.capacity = capacity
+        self.dtype = dtype
         self.reset()
 
     def reset(self) -> None:
         """Forget the pings: the next ones start another waterfall."""
-        self._ring = np.zeros((0, 0), np.float32)
+        self._ring = np.zeros((0, 0), self.dtype)
         self._end = 0  # stream row after the last ping held
         self._count = 0
 
     def push(self, rows: np.ndarray, first_row: int) -> None:
         """Pings ``first_row ..`` of the stream; another width, or pings that do not continue the
         held ones, start the history over."""
-        if self._ring.shape[1:] != rows.shape[1:] or first_row != self._end or self._count == 0:
-            self._ring = np.zeros((self.capacity, rows.shape[1]), np.float32)
+        if self._ring.shape[1:] != rows.shape[1:] or first_row != self._end:
+            self._ring = np.zeros((self.capacity, rows.shape[1]), self.dtype)
             self._count = 0
         end = first_row + len(rows)
         newest = rows[-self.capacity:]
@@ -204,7 +205,7 @@ class DetectionPipeline:
         self.localiser = EchoLocaliser(background=self.window) if self.config.localisation == "echo" else None
         self._held = PingHistory(HELD_WINDOWS * self.window)  # a ping stream's last pings, for localisation
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
-        self._history = np.zeros((0, 0), np.uint8)  # recent pings for the overlay (pings mode)
+        self._overlay_rows = PingHistory(self.config.overlay_rows, np.uint8)  # recent pings for the overlay (pings mode)
         self._recent: list[Detection] = []
         self._last_header: Any = None
         self._stream_width = 0
@@ -314,15 +315,13 @@ class DetectionPipeline:
         if self._normaliser is not None:
             pixels = self._normaliser(pixels)  # resets itself when the width changes, as the tiler does
         first_row = self._stream_tiler.rows_seen
-        if self._stream_tiler.width not in (None, pixels.shape[1]):
-            self._history = np.zeros((0, 0), np.uint8)
         tiles = self._stream_tiler.push(pixels)
         self._stream_width = pixels.shape[1]
         rows = np.arange(first_row, first_row + pixels.shape[0])
         self._stamps[rows % len(self._stamps)] = t
         self._last_header = header
         if self.config.overlay:
-            self._remember_rows(pixels)
+            self._overlay_rows.push((np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8), first_row)
         if self.localiser is not None:
             self._held.push(pixels, first_row)
         return self._stream_output(header, tiles, flushing=False, shape=pixels.shape, pixels=pixels)
@@ -362,14 +361,8 @@ class DetectionPipeline:
         self._held.reset()  # the next pings start another waterfall: no echo reaches back
         return out
 
-    def _remember_rows(self, pixels: np.ndarray) -> None:
-        rows = (np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
-        if self._history.shape[1:] != rows.shape[1:]:
-            self._history = np.zeros((0, rows.shape[1]), np.uint8)
-        self._history = np.concatenate([self._history, rows])[-self.config.overlay_rows :]
-
     def _stream_overlay(self, new: list[Detection]) -> tuple[np.ndarray, list[Detection]]:
-        top = self._stream_tiler.rows_seen - len(self._history)
+        rows, top = self._overlay_rows.pixels()
         self._recent = [d for d in [*self._recent, *new] if d.box[2] > top]
         shown = [d.shifted(-top) for d in self._recent]
-        return draw_detections(self._history, shown), shown
+        return draw_detections(rows, shown), shown

@@ -108,7 +108,7 @@ def scene_of(item: ClassifiedImage, localiser: EchoLocaliser | None) -> Scene:
     """A labelled image as a scene to score (pixels: no sonar geometry); ``localiser``: the pipeline's."""
     rows, width = item.output.shape
     return Scene(item.output.tiles_positions, item.output.probabilities, item.truth or [], width, rows,
-                 pixels=item.output.pixels if localiser is not None else None, localiser=localiser)
+                 pixels=item.output.pixels, localiser=localiser)
 
 
 def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str] = (),
@@ -118,8 +118,8 @@ def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str]
     pipeline = detector.for_input_mode("frames")
     skipped: Counter[str] = Counter()
     errors: list[str] = []
-    scenes = [scene_of(item, pipeline.localiser) for item in classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)
-              if item.truth is not None]
+    classified = classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)
+    scenes = [scene_of(item, pipeline.localiser) for item in classified if item.truth is not None]
     for error in errors[:5]:
         print(f"skipped {error}")
     if sum(skipped.values()) > 5:

@@ -116,17 +116,13 @@ class SceneCollector:
             truth = self.recording.frame_truth(output.header)
             rows, width = output.shape
             scene = Scene(output.tiles_positions, output.probabilities, truth, width, rows, self._frame_row,
-                          self.recording.geometry, self._kept(output.pixels), self.localiser)
+                          self.recording.geometry, output.pixels, self.localiser)
             self.scored.append((scene, output.detections, output.labels))
             self._frame_row += rows
         else:
             self._stream.append((output.tiles_positions, output.probabilities, output.labels, output.detections))
-            pixels = self._kept(output.pixels)
-            if pixels is not None:
-                self._stream_pixels.append(pixels)
-
-    def _kept(self, pixels: np.ndarray | None) -> np.ndarray | None:
-        return pixels if self.localiser is not None else None
+            if self.localiser is not None and output.pixels is not None:
+                self._stream_pixels.append(output.pixels)
 
     def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
         """Every scene (pings: the stream, once its final flush was added)."""
@@ -135,7 +131,7 @@ class SceneCollector:
             positions, probs, labels = (np.concatenate([part[k] for part in self._stream]) for k in range(3))
             pixels = _one_waterfall(self._stream_pixels, pipeline.stream_rows)
             scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.recording.geometry,
-                          pixels, self.localiser if pixels is not None else None)
+                          pixels, self.localiser)
             self.scored.append((scene, [d for part in self._stream for d in part[3]], labels))
             self._stream, self._stream_pixels = [], []
         return self.scored

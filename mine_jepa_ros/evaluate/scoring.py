@@ -103,6 +103,10 @@ class Scene:
     _echo_centres: dict[tuple[int, int], tuple[float, float] | None] = field(default_factory=dict, init=False,
                                                                             repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.localiser is None:
+            self.pixels = None  # kept only to localise: a scene of a windows-localised pipeline holds none
+
     def located(self, detections: list[Detection]) -> list[Detection]:
         """Detections made from this scene's windows, localised as the pipeline localised its own
         (each start pixel localised once: the threshold sweep starts from the same pixels again)."""
