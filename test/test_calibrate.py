@@ -20,6 +20,7 @@ from mine_jepa_ros.evaluate.calibrate import (
     softmax_with_temperature,
 )
 from mine_jepa_ros.detect.model import load_checkpoint, read_metadata, save_checkpoint
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import LABEL_INFO_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.evaluate.scoring import FrocPoint
 from mine_jepa_ros.errors import CheckpointError, UserError
@@ -89,7 +90,8 @@ def test_calibrate_writes_an_operating_point_that_replay_uses(
     labels = list(iter_messages(tmp_path / "replayed", [LABEL_INFO_TOPIC], ["vision_msgs/msg/LabelInfo"], ReadStats()))
     assert labels[0][3].threshold == pytest.approx(min(op.thresholds.values()))
     # given thresholds override it
-    forced = replay(validation_bags[0], out, tmp_path / "forced", ReplayOptions(thresholds=0.9, progress=False))
+    forced = replay(validation_bags[0], out, tmp_path / "forced",
+                    ReplayOptions(detector=DetectorOptions(thresholds=0.9), progress=False))
     assert forced.metrics is not None and forced.metrics.detections["MILCO"].threshold == 0.9
 
 
@@ -105,7 +107,8 @@ def test_score_scores_several_bags_as_one_campaign(
     assert "scored 2 bag(s) together" in text and "MILCO" in text and "AP" in text
     together = json.loads((report / "metrics.json").read_text())
     assert together["bags"] == bags and (report / "froc.png").stat().st_size > 0 and (report / "metrics.png").is_file()
-    apart = [replay(Path(b), busy_checkpoint, tmp_path / f"r{k}", ReplayOptions(thresholds=0.5, progress=False, device="cpu"))
+    apart = [replay(Path(b), busy_checkpoint, tmp_path / f"r{k}",
+                    ReplayOptions(detector=DetectorOptions(thresholds=0.5, device="cpu"), progress=False))
              for k, b in enumerate(bags)]
     for name, got in together["metrics"]["detections"].items():
         per_bag = [r.metrics.detections[name] for r in apart if r.metrics is not None]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 from mine_jepa_ros.io.recording import RecordingOptions
 from mine_jepa_ros.errors import BagError, InputError
@@ -84,7 +85,8 @@ def test_driver_pings_give_the_same_detections_as_image_rows(
     for kind in ("image", input_type):
         bag = write_survey_bag(narrow_survey, tmp_path / f"{kind}_bag",
                                SurveyBagOptions(mode="pings", input_type=kind, encoding=encoding))  # type: ignore[arg-type]
-        results[kind] = replay(bag, busy_checkpoint, tmp_path / f"{kind}_out", ReplayOptions(thresholds=0.4, progress=False))
+        results[kind] = replay(bag, busy_checkpoint, tmp_path / f"{kind}_out",
+                               ReplayOptions(detector=DetectorOptions(thresholds=0.4), progress=False))
     image, driver = results["image"], results[input_type]
     assert image.detections > 0 and image.skipped == driver.skipped == 0
     assert driver.detection_list == image.detection_list
@@ -110,11 +112,13 @@ def test_replay_counts_unpaired_and_bad_driver_pings_and_goes_on(
             if i != 20:  # ping 20's starboard channel is lost: its port channel has no partner
                 sb = raw_sonar_image_msg(F, F.header(t + 3_000_000, "stbd"), np.ascontiguousarray(row[s:]), 0.05)
                 w.write(stbd, t + 3_000_000, store.serialize_cdr(sb, RAW_SONAR_IMAGE_TYPE))
-    result = replay(path, busy_checkpoint, tmp_path / "out", ReplayOptions(thresholds=0.4, progress=False))
+    result = replay(path, busy_checkpoint, tmp_path / "out",
+                    ReplayOptions(detector=DetectorOptions(thresholds=0.4), progress=False))
     assert result.mode == "pings" and result.images == 118  # 120 pings, 2 not assembled
     assert result.skip_reasons == {"bag unknown dtype": 1, "bag unpaired ping": 2}  # ping 10's starboard too
     with pytest.raises(BagError, match="/nope is not a marine_acoustic_msgs/msg/RawSonarImage topic"):
-        replay(path, busy_checkpoint, tmp_path / "o2", ReplayOptions(recording=RecordingOptions(port_topic="/nope"), thresholds=0.4, progress=False))
+        replay(path, busy_checkpoint, tmp_path / "o2", ReplayOptions(recording=RecordingOptions(port_topic="/nope"),
+                                                                   detector=DetectorOptions(thresholds=0.4), progress=False))
     assert main(["replay", "--bag", str(path), "--model", str(busy_checkpoint), "--out", str(tmp_path / "o3"),
                  "--thresholds", "0.4", "--input-type", "raw_sonar_image", "--port-topic", "/garmin/sonar_image_port",
                  "--starboard-topic", "/garmin/sonar_image_starboard"]) == 0

@@ -243,13 +243,15 @@ def test_box_centres_use_the_sonar_geometry_and_the_altitude_at_their_stamp() ->
 
 @pytest.mark.slow
 def test_replay_contacts_match_the_contacts_command_on_its_own_output(tmp_path: Path, busy_checkpoint: Path) -> None:
+    from mine_jepa_ros.detect.backends import DetectorOptions
     from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 
     bag = tmp_path / "mission"
     assert main(["simulate", "--lines", "2", "--line-spacing", "30", "--line-length", "60", "--samples-per-side", "128",
                  "--max-range", "12", "--altitude", "2", "--milco", "2", "--nombo", "2", "--out", str(bag)]) == 0
     result = replay(bag, busy_checkpoint, tmp_path / "out",
-                    ReplayOptions(thresholds=0.4, contacts=tmp_path / "contacts.csv", progress=False))
+                    ReplayOptions(detector=DetectorOptions(thresholds=0.4), contacts=tmp_path / "contacts.csv",
+                                  progress=False))
     assert result.contacts is not None and result.detections > 0
     assert result.contacts.sightings == result.detections and result.contacts.nav_messages > 0
     rows = list(csv.DictReader((tmp_path / "contacts.csv").open()))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
-from mine_jepa_ros.detect.backends import backend_for, load_classifier
+from mine_jepa_ros.detect.backends import DetectorOptions, backend_for, load_classifier
 from mine_jepa_ros.detect.merging import Thresholds, window_labels
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.evaluate.scoring import window_truth
@@ -28,6 +28,11 @@ from mine_jepa_ros.detect.onnx_backend import METADATA_PROP, OnnxClassifier  # n
 from mine_jepa_ros.deploy.quantise import CheckWindows, WindowAccuracy, quantise_model  # noqa: E402
 
 pytestmark = pytest.mark.slow  # exports and quantises ONNX graphs
+
+
+def cpu_options(threshold: float, precision: str = "auto") -> ReplayOptions:
+    """A quiet replay on the CPU at a fixed threshold (torch at ``precision``; ONNX Runtime ignores it)."""
+    return ReplayOptions(detector=DetectorOptions(thresholds=threshold, device="cpu", precision=precision), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +54,9 @@ def _detections(bag: Path) -> list[tuple[int, list[tuple[str, tuple[float, ...],
 
 def _same_detections_as_on_torch(onnx_model: Path, checkpoint: Path, survey: Survey, tmp_path: Path) -> None:
     bag = write_survey_bag(survey, tmp_path / "frames", SurveyBagOptions(frame_height=100))
-    common = dict(thresholds=0.4, progress=False, device="cpu")
-    by_torch = replay(bag, checkpoint, tmp_path / "torch", ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
-    by_onnx = replay(bag, onnx_model, tmp_path / "onnx", ReplayOptions(**common))  # type: ignore[arg-type]
+    threshold = 0.4
+    by_torch = replay(bag, checkpoint, tmp_path / "torch", cpu_options(threshold, "fp32"))
+    by_onnx = replay(bag, onnx_model, tmp_path / "onnx", cpu_options(threshold))
     want, got = _detections(tmp_path / "torch"), _detections(tmp_path / "onnx")
     assert by_onnx.windows == by_torch.windows and sum(len(d) for _, d in want) > 5, "the check must involve detections"
     assert [t for t, _ in got] == [t for t, _ in want]
@@ -84,9 +89,9 @@ def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Pat
     clf = OnnxClassifier(dense.path, providers=["cpu"])
     assert clf.metadata.output == "dense"
     bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
-    common = dict(thresholds=0.4, progress=False, device="cpu")
-    by_torch = replay(bag, busy_dense_checkpoint, tmp_path / "torch", ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
-    by_onnx = replay(bag, dense.path, tmp_path / "onnx", ReplayOptions(**common))  # type: ignore[arg-type]
+    threshold = 0.4
+    by_torch = replay(bag, busy_dense_checkpoint, tmp_path / "torch", cpu_options(threshold, "fp32"))
+    by_onnx = replay(bag, dense.path, tmp_path / "onnx", cpu_options(threshold))
     want, got = _detections(tmp_path / "torch"), _detections(tmp_path / "onnx")
     assert by_onnx.windows == by_torch.windows and sum(len(d) for _, d in want) > 3, "the check must involve detections"
     assert [(t, [c for c, *_ in d]) for t, d in got] == [(t, [c for c, *_ in d]) for t, d in want]
@@ -117,8 +122,8 @@ def test_a_dense_head_with_flip_views_detects_alike_on_onnx_and_torch(busy_dense
     clf = OnnxClassifier(exported, providers=["cpu"])
     assert (clf.stride, clf.metadata.flip_views) == (48, 4)
     bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
-    common = dict(thresholds=0.4, progress=False, device="cpu")
-    runs = {name: replay(bag, path, tmp_path / name, ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
+    threshold = 0.4
+    runs = {name: replay(bag, path, tmp_path / name, cpu_options(threshold, "fp32"))
             for name, path in [("torch", viewed), ("onnx", exported), ("plain", busy_dense_checkpoint)]}
     want, got, plain = (_detections(tmp_path / name) for name in ("torch", "onnx", "plain"))
     assert runs["onnx"].windows == runs["torch"].windows > runs["plain"].windows and sum(len(d) for _, d in want) > 1
@@ -140,8 +145,8 @@ def test_a_range_normalised_model_normalises_alike_on_onnx_and_torch(busy_checkp
     exported = export_onnx(normalised, tmp_path / "range.onnx").path
     assert OnnxClassifier(exported, providers=["cpu"]).metadata.normalisation.half_life_pings == 64.0
     bag = write_survey_bag(narrow_survey, tmp_path / "pings", SurveyBagOptions(mode="pings"))
-    common = dict(thresholds=0.34, progress=False, device="cpu")
-    runs = {name: replay(bag, path, tmp_path / name, ReplayOptions(precision="fp32", **common))  # type: ignore[arg-type]
+    threshold = 0.34
+    runs = {name: replay(bag, path, tmp_path / name, cpu_options(threshold, "fp32"))
             for name, path in [("torch", normalised), ("onnx", exported), ("raw", busy_checkpoint)]}
     want, got, raw = (_detections(tmp_path / name) for name in ("torch", "onnx", "raw"))
     assert runs["onnx"].windows == runs["torch"].windows and sum(len(d) for _, d in want) > 1

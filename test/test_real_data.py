@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.io.recording import RecordingOptions
 from mine_jepa_ros.io.bag import INFO_TOPIC, ReadStats, iter_images, iter_messages, list_topics, read_detections
@@ -64,7 +65,8 @@ def test_xtf_mono8_frames(tmp_path: Path) -> None:
 @needs_xtf
 def test_imported_xtf_plays_through_the_streaming_pipeline(xtf_bag: Path, busy_checkpoint: Path, tmp_path: Path) -> None:
     result = replay(xtf_bag, busy_checkpoint, tmp_path / "out",
-                    ReplayOptions(thresholds=0.34, progress=False, precision="fp32", report_dir=tmp_path / "report"))
+                    ReplayOptions(detector=DetectorOptions(thresholds=0.34, precision="fp32"), progress=False,
+                                  report_dir=tmp_path / "report"))
     assert result.mode == "pings" and result.images == 461 and result.skipped == 0
     outputs = read_detections(tmp_path / "out", DETECTIONS_TOPIC)
     assert len(outputs) == 462  # one per ping + the end-of-stream flush
@@ -180,7 +182,8 @@ def test_xtf_skips_are_counted_by_reason_and_summarised_in_one_line(
 
 @needs_xtf
 def test_replay_leaves_the_callers_options_alone(xtf_bag: Path, busy_checkpoint: Path, tmp_path: Path) -> None:
-    options = ReplayOptions(recording=RecordingOptions(ping_spacing_m=0.1), thresholds=0.34, progress=False)
+    options = ReplayOptions(recording=RecordingOptions(ping_spacing_m=0.1), detector=DetectorOptions(thresholds=0.34),
+                            progress=False)
     result = replay(xtf_bag, busy_checkpoint, tmp_path / "out", options)
     assert options.recording.geometry is None  # the geometry it derived from the bag's sonar info stays inside replay
     assert result.detection_list and all("position_m" in d for d in result.detection_list)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, LABEL_INFO_TOPIC, OVERLAY_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.io.bag import (
     ReadStats,
@@ -104,6 +105,7 @@ def test_replay_without_ground_truth(tmp_path: Path, narrow_survey: Survey, chec
         for i in range(3):
             msg = encode_image(factory, narrow_survey.to_uint8()[i * 100 : i * 100 + 100], factory.header(i, "s"))
             writer.write(conn, i, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
-    result = replay(tmp_path / "bag", checkpoint, tmp_path / "out", ReplayOptions(thresholds=0.5, progress=False))
+    result = replay(tmp_path / "bag", checkpoint, tmp_path / "out",
+                    ReplayOptions(detector=DetectorOptions(thresholds=0.5), progress=False))
     assert result.metrics is None and result.images == 3 and result.skipped == 0
     assert len(read_detections(tmp_path / "out", DETECTIONS_TOPIC)) == 3

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.io.bag import read_detections
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
@@ -71,8 +72,8 @@ def work(tmp_path_factory: pytest.TempPathFactory, busy_checkpoint: Path, narrow
     root = tmp_path_factory.mktemp("runtime")
     model = export_onnx(busy_checkpoint, root / "model.onnx").path
     bag = write_survey_bag(narrow_survey, root / "frames", SurveyBagOptions(frame_height=100))
-    replay(bag, busy_checkpoint, root / "by_torch", ReplayOptions(precision="fp32", device="cpu", thresholds=THRESHOLD,
-                                                                   progress=False))
+    replay(bag, busy_checkpoint, root / "by_torch",
+           ReplayOptions(detector=DetectorOptions(precision="fp32", device="cpu", thresholds=THRESHOLD), progress=False))
     return {"root": root, "model": model, "bag": bag, "torch_out": root / "by_torch", "checkpoint": busy_checkpoint}
 
 

@@ -62,6 +62,7 @@ def add_peer(sub: Subcommands) -> None:
 
 
 def run_peer_cmd(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.backends import DetectorOptions
     from mine_jepa_ros.evaluate.replay import ReplayOptions, format_metrics
     from mine_jepa_ros.training.config import PeerConfig
     from mine_jepa_ros.training.patches import open_store
@@ -71,7 +72,7 @@ def run_peer_cmd(args: argparse.Namespace) -> int:
                      device=args.device, backbone=args.backbone, init=args.init, label_surveys=args.label_surveys,
                      backbone_lr_scale=args.backbone_lr_scale)
     result = run_peer(open_store(args.store), args.validation_bag, args.test_bag, cfg, args.out, target_from_args(args),
-                      ReplayOptions(device=args.device))
+                      ReplayOptions(detector=DetectorOptions(device=args.device)))
     if args.json:
         print_json(result.metrics.to_dict())
     else:

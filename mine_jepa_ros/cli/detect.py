@@ -75,16 +75,12 @@ def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
 def replay_options_from_args(args: argparse.Namespace, **more: Any) -> ReplayOptions:
     """A replay's options from the recording, geometry, detector and match arguments (``replay``,
     ``score``); ``more`` sets the command's own fields."""
-    from mine_jepa_ros.detect.onnx_backend import split_providers
     from mine_jepa_ros.evaluate.replay import ReplayOptions
 
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
-    return ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), backend=args.backend,
-                         providers=split_providers(args.providers), device=args.device, precision=args.precision,
-                         batch_size=args.batch_size, thresholds=args.thresholds, stride=args.stride,
-                         flip_views=args.flip_views, localisation=args.localisation,
-                         match_distance_m=args.match_distance, match_pixels=args.match_pixels, progress=not args.json,
-                         **more)
+    return ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing),
+                         detector=detector_options_from_args(args), match_distance_m=args.match_distance,
+                         match_pixels=args.match_pixels, progress=not args.json, **more)
 
 
 def add_replay(sub: Subcommands) -> None:

@@ -99,15 +99,16 @@ def add_calibrate(sub: Subcommands) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.backends import DetectorOptions
     from mine_jepa_ros.evaluate.calibrate import calibrate
     from mine_jepa_ros.evaluate.replay import ReplayOptions
 
     target = target_from_args(args)
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
-    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), device=args.device,
-                         precision=args.precision, batch_size=args.batch_size, stride=args.stride,
-                         flip_views=args.flip_views, localisation=args.localisation, match_distance_m=args.match_distance,
-                         match_pixels=args.match_pixels)
+    detector = DetectorOptions(device=args.device, precision=args.precision, batch_size=args.batch_size,
+                               stride=args.stride, flip_views=args.flip_views, localisation=args.localisation)
+    opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), detector=detector,
+                         match_distance_m=args.match_distance, match_pixels=args.match_pixels)
     folders = [(folder, years_arg(args.years)) for folder in args.images]
     print(calibrate(args.model, args.bag, args.out, target, opts, folders).summary())
     return 0

@@ -146,11 +146,13 @@ def run_probe(args: argparse.Namespace) -> int:
         raise UserError("--stride and --flip-views are the recipe an operating point is chosen at: give validation "
                         "surveys with --validation-bag (or set them later with `mine-jepa calibrate`)")
     if args.validation_bag:
+        from mine_jepa_ros.detect.backends import DetectorOptions
         from mine_jepa_ros.evaluate.replay import ReplayOptions
         from mine_jepa_ros.training.weighting import choose_background_weight
 
         weights = args.background_weights or [args.background_weight]
-        opts = ReplayOptions(device=args.device, stride=args.stride, flip_views=args.flip_views)
+        opts = ReplayOptions(detector=DetectorOptions(device=args.device, stride=args.stride,
+                                                      flip_views=args.flip_views))
         print(choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args),
                                        opts).summary())
         model = args.out

@@ -222,9 +222,9 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
 
 
 def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions) -> DetectionMetrics:
-    """A checkpoint as a detector at its thresholds in force (``opts.thresholds``, else its operating
+    """A checkpoint as a detector at its thresholds in force (``opts.detector.thresholds``, else its operating
     point) over several bags with ground truth, scored together (the replay's metrics, FROC included)."""
-    detector = load_detector(model_path, opts.detector_options())
+    detector = load_detector(model_path, opts.detector)
     scenes = collect_scenes(detector, bags, opts, need_truth=True)
     return score_scenes(scenes, detector.thresholds, detector.class_names, detector.window,
                         MatchGate(opts.match_distance_m, opts.match_pixels))
@@ -255,7 +255,7 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     opts = options or ReplayOptions()
     if not bags and not folders:
         raise CalibrationError("no validation bag or image folder given")
-    detector = load_detector(model_path, replace(opts.detector_options(), raw=True))  # the raw model: T = 1
+    detector = load_detector(model_path, replace(opts.detector, raw=True))  # the raw model: T = 1
     scenes = collect_scenes(detector, bags, opts, need_truth=True)
     for folder, years in folders:
         found = image_scenes(detector, Path(folder), years, opts.progress)

@@ -44,15 +44,7 @@ OVERLAY_TOPIC = "/mine_jepa/overlay"
 @dataclass
 class ReplayOptions:
     recording: RecordingOptions = field(default_factory=RecordingOptions)  # topics, mode, input type, geometry
-    backend: str = "auto"  # auto (by the model file) | torch | onnxruntime
-    providers: tuple[str, ...] = ()  # onnxruntime: cpu, cuda, tensorrt (empty: CUDA where available, else CPU)
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 64
-    thresholds: float | list[float] | None = None  # None: the checkpoint's operating point
-    stride: int | None = None  # None: the checkpoint's
-    flip_views: int | None = None  # 1, 2 or 4 (detect.views); None: the checkpoint's
-    localisation: str | None = None  # echo | windows (detect.localise); None: echo
+    detector: DetectorOptions = field(default_factory=DetectorOptions)  # backend, device, thresholds, recipe
     storage: str = "mcap"
     overlay: bool = False
     report_dir: Path | None = None
@@ -62,11 +54,6 @@ class ReplayOptions:
     contacts: Path | None = None  # also georeference and fuse the detections with the bag's navigation: this file
     contact_options: ContactOptions = field(default_factory=ContactOptions)
     progress: bool = True
-
-    def detector_options(self) -> DetectorOptions:
-        return DetectorOptions(self.backend, self.providers, self.device, self.precision, self.batch_size,
-                               self.thresholds, stride=self.stride, flip_views=self.flip_views,
-                               localisation=self.localisation)
 
 
 @dataclass
@@ -156,7 +143,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         require_matplotlib("--report")
     inputs = open_recording(bag, opts.recording)
     mode = inputs.mode
-    pipeline = load_detector(model_path, opts.detector_options(),
+    pipeline = load_detector(model_path, opts.detector,
                              PipelineConfig(input_mode=mode, overlay=opts.overlay, geometry=inputs.geometry))
     classifier = pipeline.classifier
     factory = MessageFactory.for_rosbags(opts.recording.distro)

@@ -28,6 +28,7 @@ import torch
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import autocast_for
 from mine_jepa_ros.detect.model import MineClassifier, new_classifier, save_checkpoint
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 from mine_jepa_ros.detect.tiling import WaterfallTiler
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
@@ -113,8 +114,10 @@ def run_bench(cfg: BenchConfig | None = None) -> dict[str, Any]:
         results["windows"] = int(len(patches))
         replay_rates, bare_rates = [], []
         for k in range(cfg.repeats):  # interleaved, so drift on a shared machine hits both alike
-            r = replay(bag, ckpt, tmp_path / f"out{k}", ReplayOptions(device=cfg.device, batch_size=cfg.batch_size,
-                                                                         precision=cfg.precision, thresholds=0.5, progress=False))
+            r = replay(bag, ckpt, tmp_path / f"out{k}", ReplayOptions(
+                detector=DetectorOptions(device=cfg.device, batch_size=cfg.batch_size, precision=cfg.precision,
+                                         thresholds=0.5),
+                progress=False))
             replay_rates.append(r.windows / r.seconds)
             bare_rates.append(bare_forward_rate(clf.model, patches, cfg.batch_size, device, dtype))
         results["replay_windows_per_s"] = max(replay_rates)

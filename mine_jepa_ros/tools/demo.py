@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.detect.localise import LOCALISATIONS
 from mine_jepa_ros.detect.metadata import FLIP_VIEWS, read_metadata
 from mine_jepa_ros.errors import UserError
@@ -155,9 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, arch=args.arch, epochs=epochs, device=args.device,
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round)
+    # calibration detects as the test will; the test runs the recipe the checkpoint then carries
+    detector = DetectorOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
+                               localisation=args.localisation)
+    tested = DetectorOptions(device=args.device, localisation=args.localisation)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
-                                      ReplayOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
-                                                    localisation=args.localisation))
+                                      ReplayOptions(detector=detector))
     say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
         f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
         f"surveys -> {model_path}")
@@ -166,10 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for k, bag in enumerate(test_bags[: args.overlay_surveys]):
         replay(bag, model_path, out / f"detections_bag_{k}",
-               ReplayOptions(device=args.device, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False,
-                             localisation=args.localisation))
-    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(device=args.device, progress=False,
-                                                                     localisation=args.localisation))
+               ReplayOptions(detector=tested, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
+    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(detector=tested, progress=False))
     recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight, "stride": args.stride,

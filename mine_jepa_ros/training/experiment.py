@@ -37,6 +37,7 @@ from typing import Any
 
 from mine_jepa_ros.atomic import write_json_atomic, write_text_atomic
 from mine_jepa_ros.evaluate.calibrate import Target, calibrate, evaluate_detector
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import ReplayOptions
 from mine_jepa_ros.evaluate.scoring import DetectionMetrics, froc_auc, interval_text
 from mine_jepa_ros.errors import UserError
@@ -291,7 +292,7 @@ class ExperimentResult:
 def _detection(model_path: Path, bags: SurveyBags, sc: ExperimentRecipe, device: str) -> dict[str, Any]:
     """The fine-tuned model as a detector: operating point (best F1) on the validation surveys, then
     Pd, false alarms per km² and the FROC area on the test surveys."""
-    opts = ReplayOptions(device=device, progress=False)
+    opts = ReplayOptions(detector=DetectorOptions(device=device), progress=False)
     calibrated = model_path.with_name(model_path.stem + "_calibrated.safetensors")
     calibrate(model_path, bags.validation, calibrated, Target("f1"), opts)
     return _detection_entry(evaluate_detector(calibrated, bags.test, opts), sc)
@@ -379,7 +380,7 @@ def _run_peer_seed(sc: ExperimentRecipe, store: PatchStore, run_dir: Path, seed:
     if init != "random":
         cfg = replace(cfg, backbone="resnet18", init=init)
     peer = run_peer(store, bags.validation, bags.test, cfg, run_dir,
-                    opts=ReplayOptions(device=device, progress=False), progress=progress)
+                    opts=ReplayOptions(detector=DetectorOptions(device=device), progress=False), progress=progress)
     minutes = (time.perf_counter() - start) / 60
     result = SeedResult(seed, {}, pretrain_minutes + minutes, pretrain_minutes, minutes, _detection_entry(peer.metrics, sc))
     write_json_atomic(run_dir / "metrics.json", {"settings": settings, "result": result.to_dict()})

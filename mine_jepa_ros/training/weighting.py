@@ -22,6 +22,7 @@ from typing import Any
 
 from mine_jepa_ros.evaluate.calibrate import CalibrationError, CalibrationReport, Target, calibrate
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
+from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import ReplayOptions
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.training.patches import PatchStore
@@ -80,7 +81,7 @@ def choose_background_weight(store: PatchStore, cfg: ProbeConfig, weights: list[
         raise UserError(f"background weights must be > 0 (at least one), got {weights}")
     if not validation_bags:
         raise UserError("choosing the loss weighting needs validation bags with ground truth")
-    opts = options or ReplayOptions(device=cfg.device, progress=progress)
+    opts = options or ReplayOptions(detector=DetectorOptions(device=cfg.device), progress=progress)
     final = Path(out)
     final.parent.mkdir(parents=True, exist_ok=True)
     candidates: list[WeightingCandidate] = []
