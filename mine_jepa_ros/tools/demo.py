@@ -6,17 +6,20 @@ training, validation and test surveys come from that one distribution but are ne
 
 1. simulate the training surveys into a patch store, plus validation and test surveys as rosbag2
    files with ground truth;
-2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (small
-   scale, sonar augmentations);
+2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (6
+   epochs, sonar augmentations: the longest pretraining the demo's time allows, since on the
+   development surveys it is what the detector gains most from);
 3. fine-tune it with a linear head on the labelled training patches (``--probe linear``: head
    only; ``--head dense``: a per-token head on every training window with token targets, decoded
-   by peak finding), once per candidate background loss weight (``--background-weights``), optionally with
+   by peak finding), once per candidate background loss weight (``--background-weights``: for the
+   window head one, 1, so the time goes to pretraining; several are chosen among on validation), optionally with
    ``--hard-negative-rounds`` rounds of adding the training surveys' background windows it calls
    objects and training again (hard-negative mining for the deployment prior);
 4. calibrate each candidate: fit a temperature and pick per-class thresholds (best F1) on the
    validation surveys, detecting as the test will (windows at stride ``--stride``, 48, each averaged
-   over ``--flip-views`` mirrored views, 4: :mod:`mine_jepa_ros.detect.views`); the candidate with
-   the best validation F1 is kept, its operating point and that recipe in the checkpoint;
+   over ``--flip-views`` mirrored views, 4: :mod:`mine_jepa_ros.detect.views`, and centred on the
+   object's echo: :mod:`mine_jepa_ros.detect.localise`); the candidate with the best validation F1
+   is kept, its operating point and that recipe in the checkpoint;
 5. replay the held-out test surveys at that operating point (the first ``--overlay-surveys`` with
    their overlays in ``report/survey_K/``) and score them together: Pd and precision with their
    Wilson 95 % intervals, AP, false alarms per km², localisation error and the FROC curve
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="held-out test surveys (the report; 6 objects per class each)")
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
-    parser.add_argument("--epochs", type=int, default=3, help="SIGReg pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=6, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
     parser.add_argument("--head", choices=["window", "dense"], default="window",
                         help="window: one class per window; dense: one per 16-pixel token, decoded by peak finding")
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hard-negatives-per-round", type=int, default=0,
                         help="windows added per round (0: as many as the labelled training patches)")
     parser.add_argument("--background-weights", default="",
-                        help="candidate background loss weights, chosen on the validation surveys (default: 1,3 for "
+                        help="candidate background loss weights, chosen on the validation surveys (default: 1 for "
                         "the window head; 10,100 for the dense head, whose 36 decisions a window want a stronger prior)")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="an earlier demo's output folder: its surveys, patch store and pretrained backbone, so that "
@@ -116,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--stride must be >= 1, got {args.stride}")
     if args.arch == "resnet18" and args.head == "dense":
         parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
-    weights = [float(w) for w in (args.background_weights or ("1,3" if args.head == "window" else "10,100")).split(",")
+    weights = [float(w) for w in (args.background_weights or ("1" if args.head == "window" else "10,100")).split(",")
                if w.strip()]
 
     from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics
@@ -172,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         replay(bag, model_path, out / f"detections_bag_{k}",
                ReplayOptions(detector=tested, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
     metrics = evaluate_detector(model_path, test_bags, ReplayOptions(detector=tested, progress=False))
+    pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
     recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
+              "pretrain_epochs": args.epochs if pretrained_here else None,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight, "stride": args.stride,
               "flip_views": args.flip_views, "localisation": args.localisation,
