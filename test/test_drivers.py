@@ -117,8 +117,9 @@ def test_replay_counts_unpaired_and_bad_driver_pings_and_goes_on(
     assert result.mode == "pings" and result.images == 118  # 120 pings, 2 not assembled
     assert result.skip_reasons == {"bag unknown dtype": 1, "bag unpaired ping": 2}  # ping 10's starboard too
     with pytest.raises(BagError, match="/nope is not a marine_acoustic_msgs/msg/RawSonarImage topic"):
-        replay(path, busy_checkpoint, tmp_path / "o2", ReplayOptions(recording=RecordingOptions(port_topic="/nope"),
-                                                                   detector=DetectorOptions(thresholds=0.4), progress=False))
+        replay(path, busy_checkpoint, tmp_path / "o2",
+               ReplayOptions(recording=RecordingOptions(port_topic="/nope"), detector=DetectorOptions(thresholds=0.4),
+                             progress=False))
     assert main(["replay", "--bag", str(path), "--model", str(busy_checkpoint), "--out", str(tmp_path / "o3"),
                  "--thresholds", "0.4", "--input-type", "raw_sonar_image", "--port-topic", "/garmin/sonar_image_port",
                  "--starboard-topic", "/garmin/sonar_image_starboard"]) == 0

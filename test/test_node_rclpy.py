@@ -378,8 +378,9 @@ def test_driver_pings_and_navigation_make_contacts_that_agree_with_replay(
                          milco_count=0, nombo_count=0)
     cfg = MissionConfig(lines=2, line_spacing_m=20.0, line_length_m=40.0, milco_count=2, nombo_count=2, sonar=sonar, seed=4)
     bag, _objects, _lines = write_mission_bag(cfg, tmp_path / "mission")
-    replay(bag, busy_checkpoint, tmp_path / "out", ReplayOptions(detector=DetectorOptions(thresholds=0.34, precision="fp32"),
-                                                                contacts=tmp_path / "c.geojson", progress=False))
+    replay(bag, busy_checkpoint, tmp_path / "out",
+           ReplayOptions(detector=DetectorOptions(thresholds=0.34, precision="fp32"), contacts=tmp_path / "c.geojson",
+                         progress=False))
     expected = sorted((p["class"], round(lat, 7), round(lon, 7), p["looks"]) for lat, lon, p in read_geojson_points(tmp_path / "c.geojson"))
     assert expected, "the replay found no contact: the test would not bite"
 

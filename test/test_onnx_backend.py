@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow  # exports and quantises ONNX graphs
 
 def cpu_options(threshold: float, precision: str = "auto") -> ReplayOptions:
     """A quiet replay on the CPU at a fixed threshold (torch at ``precision``; ONNX Runtime ignores it)."""
-    return ReplayOptions(detector=DetectorOptions(thresholds=threshold, device="cpu", precision=precision), progress=False)
+    detector = DetectorOptions(thresholds=threshold, device="cpu", precision=precision)
+    return ReplayOptions(detector=detector, progress=False)
 
 
 @pytest.fixture(scope="module")

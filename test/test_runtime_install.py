@@ -73,7 +73,8 @@ def work(tmp_path_factory: pytest.TempPathFactory, busy_checkpoint: Path, narrow
     model = export_onnx(busy_checkpoint, root / "model.onnx").path
     bag = write_survey_bag(narrow_survey, root / "frames", SurveyBagOptions(frame_height=100))
     replay(bag, busy_checkpoint, root / "by_torch",
-           ReplayOptions(detector=DetectorOptions(precision="fp32", device="cpu", thresholds=THRESHOLD), progress=False))
+           ReplayOptions(detector=DetectorOptions(precision="fp32", device="cpu", thresholds=THRESHOLD),
+                         progress=False))
     return {"root": root, "model": model, "bag": bag, "torch_out": root / "by_torch", "checkpoint": busy_checkpoint}
 
 

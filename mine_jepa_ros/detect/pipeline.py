@@ -205,7 +205,7 @@ class DetectionPipeline:
         self.localiser = EchoLocaliser(background=self.window) if self.config.localisation == "echo" else None
         self._held = PingHistory(HELD_WINDOWS * self.window)  # a ping stream's last pings, for localisation
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
-        self._overlay_rows = PingHistory(self.config.overlay_rows, np.uint8)  # recent pings for the overlay (pings mode)
+        self._overlay_rows = PingHistory(self.config.overlay_rows, np.uint8)  # the overlay's recent pings (pings mode)
         self._recent: list[Detection] = []
         self._last_header: Any = None
         self._stream_width = 0
