@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -11,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from mine_jepa_ros.cli import main
+from mine_jepa_ros.detect.device import autocast_for, training_autocast
 from mine_jepa_ros.detect.model import (
     METADATA_KEY,
     ModelMetadata,
@@ -133,3 +136,25 @@ def test_metadata_that_does_not_fit(tmp_path: Path, checkpoint: Path, changes: d
 
 def test_metadata_defaults_are_valid() -> None:
     ModelMetadata().validate("defaults")
+
+
+def _attention_grad_fn(context: AbstractContextManager[Any]) -> str:
+    q = torch.randn(2, 3, 37, 64, requires_grad=True)
+    with context:
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    return type(out.grad_fn).__name__
+
+
+def test_training_autocast_runs_attention_plain_on_the_cpu_with_bf16() -> None:
+    """bf16 training on the CPU avoids the fused attention whose backward is slow there
+    (scripts/bench_attention.py); inference and fp32 keep torch's default."""
+    cpu = torch.device("cpu")
+    assert "Flash" in _attention_grad_fn(autocast_for(cpu, torch.bfloat16))
+    assert "Flash" not in _attention_grad_fn(training_autocast(cpu, torch.bfloat16))
+    assert "Flash" in _attention_grad_fn(training_autocast(cpu, None))
+    q = torch.randn(2, 3, 37, 64)
+    with training_autocast(cpu, torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.nn.functional.scaled_dot_product_attention(q, q, q).dtype == torch.bfloat16
+    with training_autocast(cpu, None):
+        assert not torch.is_autocast_enabled("cpu")

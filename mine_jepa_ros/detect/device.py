@@ -2,12 +2,17 @@
 
 ``auto|cpu|cuda|cuda:N`` resolves to a usable device: CUDA asked for on a machine without it falls
 back to the CPU with a warning instead of failing. Precision ``auto`` is bf16 autocast on CUDA and
-on CPUs with native bf16 (AVX512-BF16 / AMX), fp32 elsewhere.
+on CPUs with native bf16 (AVX512-BF16 / AMX), fp32 elsewhere. Training forwards use
+:func:`training_autocast`, which also picks the attention kernel whose backward is fast there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mine_jepa_ros.errors import UserError
 
@@ -57,6 +62,20 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 def autocast_for(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """The autocast context for a :func:`resolve_precision` result (disabled when it is None)."""
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+@contextmanager
+def training_autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """:func:`autocast_for`, for a forward whose backward will run. With bf16 on the CPU, attention
+    runs as plain matmul and softmax: torch's fused CPU attention (flash) has a bf16 backward that
+    took 52 % of a ViT-Tiny pretraining step on 37-token windows; the plain path makes the step 1.7x
+    faster (``scripts/bench_attention.py``). Its forward alone is the faster one, so inference keeps it."""
+    with autocast_for(device, dtype):
+        if device.type == "cpu" and dtype is not None:
+            with sdpa_kernel([SDPBackend.MATH]):
+                yield
+        else:
+            yield
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

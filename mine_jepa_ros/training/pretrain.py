@@ -30,6 +30,7 @@ import shutil
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mine_jepa_ros.atomic import atomic_file
-from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision
+from mine_jepa_ros.detect.device import resolve_device, resolve_precision, training_autocast
 from mine_jepa_ros.detect.model import MineClassifier, ModelMetadata, backbone_from, save_checkpoint
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.plots import pyplot, save_figure
@@ -130,7 +131,7 @@ class SSLModel(nn.Module):
         self.backbone, self.method, self.probe = backbone, method, probe
 
     def forward(self, views: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
-                autocast: torch.autocast) -> dict[str, torch.Tensor]:
+                autocast: AbstractContextManager[None]) -> dict[str, torch.Tensor]:
         with autocast:
             out = self.method(self.backbone, views, generator)
         has_label = labels >= 0
@@ -295,7 +296,7 @@ class Pretrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        out = self.model(views, y, g, autocast_for(self.device, self.autocast))
+        out = self.model(views, y, g, training_autocast(self.device, self.autocast))
         loss = out["loss"].float() + out["probe_loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

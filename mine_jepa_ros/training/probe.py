@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
-from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision
+from mine_jepa_ros.detect.device import autocast_for, resolve_device, resolve_precision, training_autocast
 from mine_jepa_ros.detect.merging import window_labels
 from mine_jepa_ros.detect.model import (
     OUTPUTS,
@@ -260,7 +260,7 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
                 if cfg.intensity_augment:
                     xb = intensity_augment(xb, aug_g)
                 xb = (xb - mean) / std
-                with autocast_for(device, dtype):
+                with training_autocast(device, dtype):
                     logits = model(xb)
                 loss = F.cross_entropy(logits.float(), y[sel].to(device), weight=weight)
                 _descend(opt, loss)
@@ -384,7 +384,7 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
                 xb, tb = _flip_pairs(windows_of(idx).to(device), targets_of(idx), flip_g)
                 if cfg.intensity_augment:
                     xb = (intensity_augment(xb * std + mean, flip_g) - mean) / std
-                with autocast_for(device, dtype):
+                with training_autocast(device, dtype):
                     logits = model(xb)
                 _descend(opt, F.cross_entropy(logits.float(), tb, weight=weight, ignore_index=UNKNOWN_TOKEN))
     return _finished(model, start)
