@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from mine_jepa_ros.detect.merging import Thresholds, detections_from_windows
+from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.evaluate.replay import format_metrics
 from mine_jepa_ros.evaluate.scoring import (
     DetectionMetrics,
     FrocPoint,
@@ -18,7 +20,6 @@ from mine_jepa_ros.evaluate.scoring import (
     wilson_interval,
     window_truth,
 )
-from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.detections import Detection
 
@@ -51,6 +52,37 @@ def test_pixel_gate_one_to_one_greedy_by_score() -> None:
     # 1 of 1 object found, 1 of 3 detections right: the intervals say how little that tells
     assert milco["pd_interval"] == pytest.approx([0.2065, 1.0], abs=1e-4)
     assert milco["precision_interval"] == pytest.approx(list(wilson_interval(1, 3)))
+
+
+def test_errors_by_cause() -> None:
+    """False alarms: on another class's object, a second detection of a found object, near an object
+    (within twice the gate), on seabed; misses: called another class, displaced, not detected."""
+    gt = [Detection("MILCO", 1.0, _box(100, 100)), Detection("NOMBO", 1.0, _box(300, 300)),
+          Detection("MILCO", 1.0, _box(600, 600)), Detection("NOMBO", 1.0, _box(800, 100)),
+          Detection("MILCO", 1.0, _box(900, 900))]
+    dets = [Detection("MILCO", 0.9, _box(100, 100)),  # finds the first MILCO
+            Detection("MILCO", 0.8, _box(110, 100)),  # the same MILCO again
+            Detection("MILCO", 0.7, _box(300, 300)),  # the NOMBO called MILCO
+            Detection("MILCO", 0.6, _box(600, 670)),  # 70 px from a MILCO: outside the 48 px gate, inside 96
+            Detection("NOMBO", 0.5, _box(500, 350))]  # nothing within 96 px
+    scorer = Scorer(NAMES, 96, gate=MatchGate(pixels=48))
+    scorer.add(_scene(gt), dets, np.zeros(0, np.int64))
+    metrics = scorer.metrics()
+    milco, nombo = metrics.detections["MILCO"], metrics.detections["NOMBO"]
+    assert milco.false_alarm_causes == {"other_class": 1, "duplicate": 1, "near_object": 1, "seabed": 0}
+    assert milco.miss_causes == {"other_class": 0, "displaced": 1, "not_detected": 1}
+    assert nombo.false_alarm_causes == {"other_class": 0, "duplicate": 0, "near_object": 0, "seabed": 1}
+    assert nombo.miss_causes == {"other_class": 1, "displaced": 0, "not_detected": 1}
+    assert sum(milco.false_alarm_causes.values()) == milco.false_alarms == 3
+    assert DetectionMetrics.from_dict(metrics.to_dict()) == metrics
+    text = format_metrics(metrics)
+    assert ("MILCO errors: 3 false alarms (1 on another class's object, 1 duplicates, 1 near an object, 0 on seabed); "
+            "2 missed (0 called another class, 1 displaced, 1 not detected)") in text
+    # metrics written before causes were counted still read back
+    old = metrics.to_dict()
+    for d in old["detections"].values():
+        del d["false_alarm_causes"], d["miss_causes"]
+    assert DetectionMetrics.from_dict(old).detections["MILCO"].false_alarm_causes == {}
 
 
 def test_wilson_interval_by_hand() -> None:

@@ -23,7 +23,7 @@ from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag, restore_state
 from mine_jepa_ros.detect.localise import EchoLocaliser
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
-from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer, interval_text
+from mine_jepa_ros.evaluate.scoring import ClassDetections, DetectionMetrics, MatchGate, Scene, Scorer, interval_text
 from mine_jepa_ros.errors import BagError
 from mine_jepa_ros.geo.formats import write_contacts
 from mine_jepa_ros.geometry import ground_range_m, slant_range_of_column
@@ -256,6 +256,15 @@ def _num(value: object, fmt: str) -> str:
     return format(value, fmt) if value is not None else "-".rjust(int(fmt.split(".")[0] or 0))
 
 
+def error_causes_text(m: ClassDetections) -> str:
+    """A class's false alarms and misses by cause, in words (scoring's *Errors, by cause*)."""
+    fa, miss = m.false_alarm_causes, m.miss_causes
+    return (f"{m.false_alarms} false alarms ({fa.get('other_class', 0)} on another class's object, "
+            f"{fa.get('duplicate', 0)} duplicates, {fa.get('near_object', 0)} near an object, "
+            f"{fa.get('seabed', 0)} on seabed); {m.objects - m.matched} missed ({miss.get('other_class', 0)} called "
+            f"another class, {miss.get('displaced', 0)} displaced, {miss.get('not_detected', 0)} not detected)")
+
+
 def format_metrics(metrics: DetectionMetrics) -> str:
     """The replay metrics as a small text table (per-class detections, window confusion)."""
     area = metrics.area_km2
@@ -270,6 +279,9 @@ def format_metrics(metrics: DetectionMetrics) -> str:
         lines.append(f"{name:8s} {_num(m.threshold, '9.2f')}  {pd:20s}  {precision:25s}  {m.ap:.3f}  "
                      f"{m.false_alarms:12d}  {_num(m.false_alarms_per_km2, '8.0f')}  "
                      f"{_num(m.localisation_error, '15.2f')}  {m.detections:10d}  {m.objects:7d}")
+    for name, m in metrics.detections.items():
+        if m.false_alarm_causes or m.miss_causes:
+            lines.append(f"{name} errors: {error_causes_text(m)}")
     if metrics.windows_scored:  # a box detector (the peer) has no windows
         lines.append(f"window confusion (rows true, cols predicted: {', '.join(metrics.classes)}):")
         lines.extend("  " + " ".join(f"{v:7d}" for v in row) for row in metrics.window_confusion)

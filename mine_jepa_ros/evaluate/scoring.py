@@ -14,6 +14,14 @@ Pd against false alarms per km² as the threshold sweeps, the detections re-made
 window probabilities at each threshold exactly as the pipeline makes them
 (:func:`~mine_jepa_ros.detect.merging.detections_from_windows`).
 
+**Errors, by cause** (at the operating point; :func:`error_causes`). Each false alarm is
+``other_class`` when its centre lies within the gate of an object of another class (the object was
+found and called the wrong class: a confusion), ``duplicate`` when within the gate of an object of
+its class that another detection matched, ``near_object`` when within twice the gate of any object
+(displaced from it, or on its shadow), else ``seabed``. Each missed object is ``other_class`` when a
+detection of another class lies within the gate, ``displaced`` when one of its own class lies
+within twice the gate, else ``not_detected``.
+
 A detector that makes its own scored boxes (the supervised peer) is scored by :class:`BoxScorer`:
 the same matching, AP and areas; its detections at a threshold are its candidates scoring at least
 that (its FROC sweeps the same :data:`FROC_THRESHOLDS`).
@@ -148,6 +156,8 @@ class ClassDetections:
     matched: int
     ap: float
     threshold: float | None = None
+    false_alarm_causes: dict[str, int] = field(default_factory=dict)  # FALSE_ALARM_CAUSES -> count
+    miss_causes: dict[str, int] = field(default_factory=dict)  # MISS_CAUSES -> count
 
     @property
     def pd_interval(self) -> tuple[float, float]:
@@ -268,6 +278,54 @@ def match_detections(detections: Sequence[Detection], scene: Scene, gate: MatchG
             taken[best] = True
             pairs.append((i, best, best_d))
     return pairs
+
+
+FALSE_ALARM_CAUSES = ("other_class", "duplicate", "near_object", "seabed")
+MISS_CAUSES = ("other_class", "displaced", "not_detected")
+
+
+def error_causes(detections: Sequence[Detection], scene: Scene, gate: MatchGate,
+                 class_names: Sequence[str]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Per object class, its false alarms and its missed objects in one scene counted by cause
+    (module docstring, *Errors, by cause*): ``(false alarm causes, miss causes)``."""
+    limit = gate.metres if scene.geometry is not None else gate.pixels
+    truth_xy = [metric_centre(t, scene, truth=True) for t in scene.truth]
+    det_xy = [metric_centre(d, scene, truth=False) for d in detections]
+    pairs = match_detections(detections, scene, gate)
+    matched_dets = {i for i, _j, _d in pairs}
+    matched_truth = {j for _i, j, _d in pairs}
+    names = list(class_names[1:])
+    false_alarms = {name: dict.fromkeys(FALSE_ALARM_CAUSES, 0) for name in names}
+    misses = {name: dict.fromkeys(MISS_CAUSES, 0) for name in names}
+
+    def distance(a: tuple[float, float], b: tuple[float, float]) -> float:
+        return math.hypot(a[0] - b[0], a[1] - b[1])
+
+    for i, det in enumerate(detections):
+        if i in matched_dets or det.class_name not in false_alarms:
+            continue
+        near = [(distance(det_xy[i], truth_xy[j]), gt.class_name, j) for j, gt in enumerate(scene.truth)]
+        if any(d <= limit and name != det.class_name for d, name, _j in near):
+            cause = "other_class"
+        elif any(d <= limit and name == det.class_name and j in matched_truth for d, name, j in near):
+            cause = "duplicate"
+        elif any(d <= 2 * limit for d, _name, _j in near):
+            cause = "near_object"
+        else:
+            cause = "seabed"
+        false_alarms[det.class_name][cause] += 1
+    for j, gt in enumerate(scene.truth):
+        if j in matched_truth or gt.class_name not in misses:
+            continue
+        near_dets = [(distance(truth_xy[j], det_xy[i]), det.class_name) for i, det in enumerate(detections)]
+        if any(d <= limit and name != gt.class_name for d, name in near_dets):
+            cause = "other_class"
+        elif any(d <= 2 * limit and name == gt.class_name for d, name in near_dets):
+            cause = "displaced"
+        else:
+            cause = "not_detected"
+        misses[gt.class_name][cause] += 1
+    return false_alarms, misses
 
 
 def froc_auc(points: Sequence[FrocPoint], max_fa_per_km2: float) -> float:
@@ -446,14 +504,30 @@ class Scorer:
                     objects[gt.class_name] += 1
         return {name: average_precision(ranked[name], objects[name]) for name in ranked}
 
+    def error_causes(self) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+        """Per class, the false alarms and misses of the detections in force, by cause, over every scene."""
+        names = self.class_names[1:]
+        false_alarms = {name: dict.fromkeys(FALSE_ALARM_CAUSES, 0) for name in names}
+        misses = {name: dict.fromkeys(MISS_CAUSES, 0) for name in names}
+        for scene, dets in self.scenes:
+            scene_fa, scene_misses = error_causes(dets, scene, self.gate, self.class_names)
+            for name in names:
+                for cause, n in scene_fa[name].items():
+                    false_alarms[name][cause] += n
+                for cause, n in scene_misses[name].items():
+                    misses[name][cause] += n
+        return false_alarms, misses
+
     def metrics(self, thresholds: Thresholds | None = None) -> DetectionMetrics:
         """Detection metrics at the thresholds in force (``thresholds``, only reported), the FROC
         curves and the window metrics."""
         ap = self.average_precision()
+        causes = self.error_causes()
         per_class = {
             name: ClassDetections(s.pd, s.precision, f1(s.precision, s.pd), s.false_alarms, self._per_km2(s.false_alarms),
                                   float(np.mean(s.errors)) if s.errors else None, s.detections, s.objects, s.matched,
-                                  ap[name], None if thresholds is None else thresholds[name])
+                                  ap[name], None if thresholds is None else thresholds[name],
+                                  causes[0][name], causes[1][name])
             for name, s in self._score(self.scenes).items()
         }
         cm = self.confusion
