@@ -22,7 +22,7 @@ from mine_jepa_ros.evaluate.calibrate import (
 from mine_jepa_ros.detect.model import load_checkpoint, read_metadata, save_checkpoint
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import LABEL_INFO_TOPIC, ReplayOptions, replay
-from mine_jepa_ros.evaluate.scoring import FrocPoint
+from mine_jepa_ros.evaluate.scoring import FrocPoint, f1, f_beta
 from mine_jepa_ros.errors import CheckpointError, UserError
 from mine_jepa_ros.io.bag import ReadStats, iter_messages
 from mine_jepa_ros.sim import SurveyConfig, simulate_survey
@@ -57,6 +57,20 @@ def test_the_threshold_meets_the_target_or_says_what_was_reachable() -> None:
         Target("pd")
 
 
+def test_the_best_f_beta_weighs_pd_above_precision() -> None:
+    points = [FrocPoint(t, pd, precision, f1(precision, pd), 0, None)
+              for t, pd, precision in [(0.3, 0.95, 0.45), (0.5, 0.85, 0.6), (0.7, 0.7, 0.8)]]
+    assert pick_threshold(points, Target("f1"), "MILCO").threshold == 0.7  # F1 0.61, 0.70, 0.75
+    assert pick_threshold(points, Target("fbeta", 1.0), "MILCO").threshold == 0.7
+    assert pick_threshold(points, Target("fbeta", 2.0), "MILCO").threshold == 0.5  # F2 0.777, 0.785, 0.718
+    assert f_beta(0.6, 0.85, 2.0) == pytest.approx(5 * 0.6 * 0.85 / (4 * 0.6 + 0.85))
+    assert f_beta(0.6, 0.85, 1.0) == pytest.approx(f1(0.6, 0.85)) and f_beta(0.0, 0.0, 2.0) == 0.0
+    assert Target("fbeta", 2.0).describe() == "best F-beta, beta 2"
+    for bad in (None, 0.0, -1.0):
+        with pytest.raises(UserError, match="target fbeta needs a value"):
+            Target("fbeta", bad)
+
+
 @pytest.fixture(scope="module")
 def validation_bags(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("val")
@@ -72,13 +86,13 @@ def validation_bags(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_calibrate_writes_an_operating_point_that_replay_uses(
         validation_bags: list[Path], busy_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "calibrated.safetensors"
-    args = ["calibrate", "--model", str(busy_checkpoint), "--out", str(out), "--best-f1", "--device", "cpu"]
+    args = ["calibrate", "--model", str(busy_checkpoint), "--out", str(out), "--best-fbeta", "2", "--device", "cpu"]
     assert main([*args, "--bag", str(validation_bags[0]), "--bag", str(validation_bags[1])]) == 0
     text = capsys.readouterr().out
     assert "temperature" in text and "expected calibration error" in text and "MILCO: threshold" in text
     op = read_metadata(out).op()
     assert op is not None and op.temperature > 0 and set(op.thresholds) == {"MILCO", "NOMBO"}
-    assert op.target == {"kind": "f1", "value": None} and op.validation["ece_after"] <= op.validation["ece_before"] + 1e-9
+    assert op.target == {"kind": "fbeta", "value": 2.0} and op.validation["ece_after"] <= op.validation["ece_before"] + 1e-9
     assert op.validation["area_km2"] > 0 and op.validation["match"] == {"gate": 2.0, "unit": "m"}
     assert load_checkpoint(out).temperature == pytest.approx(op.temperature)
 
@@ -139,6 +153,11 @@ def test_bad_calibration_inputs_are_one_line_errors(
                  str(tmp_path / "c.safetensors"), "--target-pd", "0.8", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no_truth: no ground truth" in err and not (tmp_path / "c.safetensors").exists()
+    # a beta of 0 would weigh precision alone
+    assert main(["calibrate", "--model", str(checkpoint), "--bag", str(validation_bags[0]), "--out",
+                 str(tmp_path / "c.safetensors"), "--best-fbeta", "0", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "target fbeta needs a value" in err and not (tmp_path / "c.safetensors").exists()
     # nor can a test campaign be scored without it
     assert main(["score", "--model", str(checkpoint), "--bag", str(validation_bags[0]), "--bag", str(tmp_path / "no_truth"),
                  "--thresholds", "0.5", "--device", "cpu"]) == 2

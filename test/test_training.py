@@ -311,9 +311,11 @@ def test_the_weighting_objective_follows_the_target() -> None:
     from mine_jepa_ros.evaluate.calibrate import Target
     from mine_jepa_ros.training.weighting import objective
 
-    classes = {"MILCO": {"pd": 0.8, "f1": 0.6, "false_alarms": 3, "false_alarms_per_km2": 300.0},
-               "NOMBO": {"pd": 0.4, "f1": 0.2, "false_alarms": 1, "false_alarms_per_km2": 100.0}}
+    classes = {"MILCO": {"pd": 0.8, "precision": 0.5, "f1": 0.6, "false_alarms": 3, "false_alarms_per_km2": 300.0},
+               "NOMBO": {"pd": 0.4, "precision": 0.4, "f1": 0.2, "false_alarms": 1, "false_alarms_per_km2": 100.0}}
     assert objective(classes, Target("f1")) == pytest.approx(0.4)
+    f2_milco, f2_nombo = 5 * 0.5 * 0.8 / (4 * 0.5 + 0.8), 0.4  # F2 of (precision 0.4, Pd 0.4) is 0.4
+    assert objective(classes, Target("fbeta", 2.0)) == pytest.approx((f2_milco + f2_nombo) / 2)
     assert objective(classes, Target("fa_per_km2", 500.0)) == pytest.approx(0.6)
     assert objective(classes, Target("pd", 0.4)) == pytest.approx(-400.0)
 

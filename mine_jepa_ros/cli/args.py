@@ -71,6 +71,9 @@ def add_target_args(p: argparse.ArgumentParser, required: bool) -> None:
     target.add_argument("--target-fa-per-km2", type=float, help="at most this many false alarms per km2, best Pd")
     target.add_argument("--target-pd", type=float, help="at least this probability of detection, fewest false alarms")
     target.add_argument("--best-f1", action="store_true", help="the threshold with the best F1" + ("" if required else " (the default)"))
+    target.add_argument("--best-fbeta", type=float, metavar="BETA",
+                        help="the threshold with the best F-beta: beta > 1 weighs Pd above precision (2: a missed mine "
+                             "costs more than a false alarm; the demo's choice)")
 
 
 def target_from_args(args: argparse.Namespace) -> Target:
@@ -80,6 +83,8 @@ def target_from_args(args: argparse.Namespace) -> Target:
         return Target("pd", args.target_pd)
     if args.target_fa_per_km2 is not None:
         return Target("fa_per_km2", args.target_fa_per_km2)
+    if args.best_fbeta is not None:
+        return Target("fbeta", args.best_fbeta)
     return Target("f1")
 
 

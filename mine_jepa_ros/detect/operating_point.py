@@ -1,7 +1,7 @@
 """The operating point a checkpoint carries: temperature and per-class thresholds chosen on data.
 
 ``mine-jepa calibrate`` fits a temperature on validation surveys' windows and picks per-class
-thresholds for a target (a false-alarm rate per km², a Pd, or the best F1); the result goes into
+thresholds for a target (a false-alarm rate per km², a Pd, the best F1 or the best F-beta); the result goes into
 the checkpoint's metadata (``operating_point``). The classifier divides logits by the temperature
 before the softmax; the node and ``replay`` use the thresholds when none are given (an empty
 ``thresholds`` parameter, no ``--thresholds``) and report them in ``LabelInfo.threshold``.
@@ -16,7 +16,7 @@ from typing import Any
 from mine_jepa_ros.detect.merging import Thresholds
 from mine_jepa_ros.errors import CheckpointError, UserError
 
-TARGETS = ("fa_per_km2", "pd", "f1")
+TARGETS = ("fa_per_km2", "pd", "f1", "fbeta")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@
 3. **Thresholds**, per class, on the calibrated probabilities: detections are re-made at every
    threshold of a fine grid exactly as the pipeline makes them and scored with the replay's
    matching; the threshold is the one that meets the target: at most ``fa_per_km2`` false alarms
-   per km² with the highest Pd; at least ``pd`` with the fewest false alarms; or the best F1.
+   per km² with the highest Pd; at least ``pd`` with the fewest false alarms; the best F1; or the
+   best F-beta (``fbeta``, beta > 1 weighing Pd above precision: a missed mine costs more than a
+   false alarm; the demo's choice is beta 2).
    A target no threshold reaches is an error that says what was reachable.
 4. The temperature, thresholds, target and the validation numbers go into the checkpoint's
    metadata (``operating_point``), written atomically to ``out``.
@@ -39,6 +41,7 @@ from mine_jepa_ros.evaluate.scoring import (
     MatchGate,
     Scene,
     Scorer,
+    f_beta,
     token_truth,
     window_truth,
 )
@@ -57,17 +60,20 @@ class CalibrationError(UserError):
 @dataclass(frozen=True)
 class Target:
     kind: str  # one of TARGETS
-    value: float | None = None  # fa_per_km2 or pd; None for f1
+    value: float | None = None  # fa_per_km2, pd, or fbeta's beta; None for f1
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:
             raise UserError(f"target {self.kind!r}: expected one of {TARGETS}")
-        if self.kind != "f1" and (self.value is None or self.value < 0 or (self.kind == "pd" and self.value > 1)):
-            raise UserError(f"target {self.kind} needs a value (>= 0; a Pd at most 1), got {self.value}")
+        if self.kind != "f1" and (self.value is None or self.value < 0 or (self.kind == "pd" and self.value > 1)
+                                  or (self.kind == "fbeta" and self.value == 0)):
+            raise UserError(f"target {self.kind} needs a value (>= 0; a Pd at most 1, a beta above 0), got {self.value}")
 
     def describe(self) -> str:
         if self.kind == "fa_per_km2":
             return f"at most {self.value:g} false alarms per km2, best Pd"
+        if self.kind == "fbeta":
+            return f"best F-beta, beta {self.value:g}"
         return f"Pd at least {self.value:g}, fewest false alarms" if self.kind == "pd" else "best F1"
 
 
@@ -161,6 +167,10 @@ def pick_threshold(points: list[FrocPoint], target: Target, name: str) -> FrocPo
             raise CalibrationError(f"{name}: no threshold reaches Pd {target.value:g} on the validation surveys "
                                    f"(the highest: {best_pd:.3f})")
         return min(ok, key=lambda p: (p.false_alarms, -p.threshold))
+    if target.kind == "fbeta":
+        assert target.value is not None
+        beta = target.value
+        return max(points, key=lambda p: (f_beta(p.precision, p.pd, beta), p.threshold))
     return max(points, key=lambda p: (p.f1, p.threshold))
 
 

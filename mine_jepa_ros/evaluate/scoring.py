@@ -65,6 +65,12 @@ def f1(precision: float, recall: float) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
+def f_beta(precision: float, recall: float, beta: float) -> float:
+    """The F-score that weighs recall (Pd) ``beta`` times as much as precision (``beta`` 1: F1)."""
+    b2 = beta * beta
+    return 0.0 if precision + recall == 0 else (1 + b2) * precision * recall / (b2 * precision + recall)
+
+
 WILSON_Z = 1.959964
 """The normal quantile of a two-sided 95 % interval."""
 

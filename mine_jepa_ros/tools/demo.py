@@ -15,11 +15,13 @@ training, validation and test surveys come from that one distribution but are ne
    window head one, 1, so the time goes to pretraining; several are chosen among on validation), optionally with
    ``--hard-negative-rounds`` rounds of adding the training surveys' background windows it calls
    objects and training again (hard-negative mining for the deployment prior);
-4. calibrate each candidate: fit a temperature and pick per-class thresholds (best F1) on the
-   validation surveys, detecting as the test will (windows at stride ``--stride``, 48, each averaged
-   over ``--flip-views`` mirrored views, 4: :mod:`mine_jepa_ros.detect.views`, and centred on the
-   object's echo: :mod:`mine_jepa_ros.detect.localise`); the candidate with the best validation F1
-   is kept, its operating point and that recipe in the checkpoint;
+4. calibrate each candidate: fit a temperature and pick per-class thresholds on the validation
+   surveys for the best F-beta (``--beta``, 2: Pd weighs above precision, as mine countermeasures
+   weigh a missed mine above a false alarm; 1: best F1), detecting as the test will (windows at
+   stride ``--stride``, 48, each averaged over ``--flip-views`` mirrored views, 4:
+   :mod:`mine_jepa_ros.detect.views`, and centred on the object's echo:
+   :mod:`mine_jepa_ros.detect.localise`); the candidate with the best validation F-beta is kept,
+   its operating point and that recipe in the checkpoint;
 5. replay the held-out test surveys at that operating point (the first ``--overlay-surveys`` with
    their overlays in ``report/survey_K/``) and score them together: Pd and precision with their
    Wilson 95 % intervals, AP, false alarms per km², localisation error and the FROC curve
@@ -111,12 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--localisation", choices=LOCALISATIONS, default="echo",
                         help="where detections are centred (calibration, test): echo (on the object's contrast) or "
                         "windows (the mean of its windows' centres)")
+    parser.add_argument("--beta", type=float, default=2.0,
+                        help="the operating point: the validation thresholds with the best F-beta (2: Pd weighs "
+                        "above precision, a missed mine costing more than a false alarm; 1: best F1)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     args = parser.parse_args(argv)
     if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
         parser.error("--reuse must name another folder than --out (--out is replaced)")
     if args.stride < 1:  # 0 would silently mean the checkpoint's stride (64) while the report says 0
         parser.error(f"--stride must be >= 1, got {args.stride}")
+    if not args.beta > 0:
+        parser.error(f"--beta must be > 0, got {args.beta}")
     if args.arch == "resnet18" and args.head == "dense":
         parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
     weights = [float(w) for w in (args.background_weights or ("1" if args.head == "window" else "10,100")).split(",")
@@ -163,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     detector = DetectorOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
                                localisation=args.localisation)
     tested = DetectorOptions(device=args.device, localisation=args.localisation)
-    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("f1"),
+    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("fbeta", args.beta),
                                       ReplayOptions(detector=detector))
     say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
         f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
@@ -180,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "pretrain_epochs": args.epochs if pretrained_here else None,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight, "stride": args.stride,
-              "flip_views": args.flip_views, "localisation": args.localisation,
+              "flip_views": args.flip_views, "localisation": args.localisation, "beta": args.beta,
               "reused": None if args.reuse is None else str(args.reuse)}
     write_metrics_report(out / "report", {"model": str(model_path), "recipe": recipe,
                                           "test_surveys": [str(b) for b in test_bags], "metrics": metrics.to_dict()},

@@ -6,7 +6,7 @@ between Pd and false alarms, and it is made on data, not fixed: the probe is tra
 candidate ``background_weight``, each model is calibrated on the validation surveys (never the
 test ones) for the target, and the candidate whose operating point serves the target best wins:
 
-* best F1: the highest mean F1 over the object classes;
+* best F1 (F-beta): the highest mean F1 (F-beta) over the object classes;
 * at most N false alarms per km²: the highest mean Pd;
 * at least a Pd: the fewest false alarms per km² (summed over the object classes).
 
@@ -24,6 +24,7 @@ from mine_jepa_ros.evaluate.calibrate import CalibrationError, CalibrationReport
 from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import ReplayOptions
+from mine_jepa_ros.evaluate.scoring import f_beta
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.training.patches import PatchStore
 from mine_jepa_ros.training.probe import ProbeConfig, train_probe
@@ -67,6 +68,9 @@ def objective(classes: dict[str, dict[str, Any]], target: Target) -> float:
     values = list(classes.values())
     if target.kind == "f1":
         return sum(v["f1"] for v in values) / len(values)
+    if target.kind == "fbeta":
+        assert target.value is not None
+        return sum(f_beta(v["precision"], v["pd"], target.value) for v in values) / len(values)
     if target.kind == "fa_per_km2":
         return sum(v["pd"] for v in values) / len(values)
     per_km2 = [v["false_alarms_per_km2"] for v in values]
