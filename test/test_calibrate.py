@@ -14,6 +14,7 @@ from mine_jepa_ros.cli import main
 from mine_jepa_ros.evaluate.calibrate import (
     CalibrationError,
     Target,
+    evaluate_detector,
     pick_threshold,
     expected_calibration_error,
     fit_temperature,
@@ -92,7 +93,8 @@ def test_calibrate_writes_an_operating_point_that_replay_uses(
     assert "temperature" in text and "expected calibration error" in text and "MILCO: threshold" in text
     op = read_metadata(out).op()
     assert op is not None and op.temperature > 0 and set(op.thresholds) == {"MILCO", "NOMBO"}
-    assert op.target == {"kind": "fbeta", "value": 2.0} and op.validation["ece_after"] <= op.validation["ece_before"] + 1e-9
+    assert op.target == {"kind": "fbeta", "value": 2.0}
+    assert op.validation["ece_after"] <= op.validation["ece_before"] + 1e-9
     assert op.validation["area_km2"] > 0 and op.validation["match"] == {"gate": 2.0, "unit": "m"}
     assert load_checkpoint(out).temperature == pytest.approx(op.temperature)
 
@@ -130,6 +132,11 @@ def test_score_scores_several_bags_as_one_campaign(
         assert got["matched"] == sum(m.matched for m in per_bag)
         assert got["detections"] == sum(m.detections for m in per_bag)
         assert got["pd_interval"][0] <= got["pd"] <= got["pd_interval"][1]
+    # a replay's scenes scored with another bag's, without classifying the replayed bag again
+    assert apart[0].scenes and apart[0].metrics is not None
+    opts = ReplayOptions(detector=DetectorOptions(thresholds=0.5, device="cpu"), progress=False)
+    reused = evaluate_detector(busy_checkpoint, [Path(bags[1])], opts, scenes=apart[0].scenes).to_dict()
+    assert reused["detections"] == together["metrics"]["detections"] and reused["froc"] == together["metrics"]["froc"]
 
 
 def test_bad_calibration_inputs_are_one_line_errors(

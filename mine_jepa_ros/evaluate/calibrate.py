@@ -67,7 +67,8 @@ class Target:
             raise UserError(f"target {self.kind!r}: expected one of {TARGETS}")
         if self.kind != "f1" and (self.value is None or self.value < 0 or (self.kind == "pd" and self.value > 1)
                                   or (self.kind == "fbeta" and self.value == 0)):
-            raise UserError(f"target {self.kind} needs a value (>= 0; a Pd at most 1, a beta above 0), got {self.value}")
+            raise UserError(f"target {self.kind} needs a value (>= 0; a Pd at most 1, a beta above 0), "
+                            f"got {self.value}")
 
     def describe(self) -> str:
         if self.kind == "fa_per_km2":
@@ -231,12 +232,15 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
     return scorer.metrics(thresholds)
 
 
-def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions) -> DetectionMetrics:
+def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOptions,
+                      scenes: Sequence[Scene] = ()) -> DetectionMetrics:
     """A checkpoint as a detector at its thresholds in force (``opts.detector.thresholds``, else its operating
-    point) over several bags with ground truth, scored together (the replay's metrics, FROC included)."""
+    point) over several bags with ground truth, scored together (the replay's metrics, FROC included).
+    ``scenes``: more, already classified by the same model and options (replays of other bags:
+    :attr:`~mine_jepa_ros.evaluate.replay.ReplayResult.scenes`), scored first, with them."""
     detector = load_detector(model_path, opts.detector)
-    scenes = collect_scenes(detector, bags, opts, need_truth=True)
-    return score_scenes(scenes, detector.thresholds, detector.class_names, detector.window,
+    collected = list(scenes) + collect_scenes(detector, bags, opts, need_truth=True)
+    return score_scenes(collected, detector.thresholds, detector.class_names, detector.window,
                         MatchGate(opts.match_distance_m, opts.match_pixels))
 
 

@@ -70,6 +70,9 @@ class ReplayResult:
     warnings: list[str] = field(default_factory=list)
     detection_list: list[dict[str, Any]] = field(default_factory=list)
     contacts: ContactsResult | None = None
+    # the scored scenes (a bag with truth), so that several replays are scored together without
+    # classifying them again (:func:`~mine_jepa_ros.evaluate.calibrate.evaluate_detector`'s ``scenes``)
+    scenes: list[Scene] = field(default_factory=list, repr=False)
 
     @property
     def windows_per_second(self) -> float:
@@ -213,10 +216,12 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         contacts = tracker.result(nav_stats, journal, journal_warning)
 
     metrics = None
+    scored: list[Scene] = []
     if inputs.has_truth:
         scorer = Scorer(pipeline.class_names, pipeline.window, MatchGate(opts.match_distance_m, opts.match_pixels))
         for scene, dets, labels in scenes.finish(pipeline):
             scorer.add(scene, dets, labels)
+            scored.append(scene)
         metrics = scorer.metrics(pipeline.thresholds)
     detection_list = [locate(d, inputs.sonar_info) for d in stream_dets] if mode == "pings" else []
     skip_reasons = dict(pipeline.stats.reasons) | {f"bag {k}": v for k, v in read_stats.reasons.items()}
@@ -224,6 +229,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
         out=out, images=images, skipped=pipeline.stats.skipped + read_stats.skipped, windows=pipeline.stats.windows,
         detections=pipeline.stats.detections, seconds=seconds, mode=mode, metrics=metrics, skip_reasons=skip_reasons,
         warnings=classifier.warnings + read_stats.errors[-5:], detection_list=detection_list, contacts=contacts,
+        scenes=scored,
     )
     if opts.report_dir is not None:
         truth_all = inputs.stream_truth()

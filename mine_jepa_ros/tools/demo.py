@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (replaced)")
     parser.add_argument("--surveys", type=int, default=24, help="training surveys to simulate")
-    parser.add_argument("--validation-surveys", type=int, default=3, help="validation surveys (operating point)")
+    parser.add_argument("--validation-surveys", type=int, default=6,
+                        help="validation surveys (operating point; 6 hold about 36 MILCO)")
     parser.add_argument("--test-surveys", type=int, default=28,
                         help="held-out test surveys (the report; 6 objects per class each)")
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
@@ -170,18 +171,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     detector = DetectorOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
                                localisation=args.localisation)
     tested = DetectorOptions(device=args.device, localisation=args.localisation)
-    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path, Target("fbeta", args.beta),
-                                      ReplayOptions(detector=detector))
+    choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path,
+                                      Target("fbeta", args.beta), ReplayOptions(detector=detector))
     say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
         f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
         f"surveys -> {model_path}")
     print(choice.summary())
     print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
-    for k, bag in enumerate(test_bags[: args.overlay_surveys]):
-        replay(bag, model_path, out / f"detections_bag_{k}",
-               ReplayOptions(detector=tested, report_dir=out / "report" / f"survey_{k}", overlay=True, progress=False))
-    metrics = evaluate_detector(model_path, test_bags, ReplayOptions(detector=tested, progress=False))
+    # the replayed surveys' scenes are scored with the others: each survey is classified once
+    replayed = [scene for k, bag in enumerate(test_bags[: args.overlay_surveys])
+                for scene in replay(bag, model_path, out / f"detections_bag_{k}",
+                                    ReplayOptions(detector=tested, report_dir=out / "report" / f"survey_{k}",
+                                                  overlay=True, progress=False)).scenes]
+    metrics = evaluate_detector(model_path, test_bags[args.overlay_surveys :],
+                                ReplayOptions(detector=tested, progress=False), scenes=replayed)
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
     recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
               "pretrain_epochs": args.epochs if pretrained_here else None,
