@@ -68,7 +68,7 @@ def autocast_for(device: torch.device, dtype: torch.dtype | None) -> torch.autoc
 def training_autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     """:func:`autocast_for`, for a forward whose backward will run. With bf16 on the CPU, attention
     runs as plain matmul and softmax: torch's fused CPU attention (flash) has a bf16 backward that
-    took 52 % of a ViT-Tiny pretraining step on 37-token windows; the plain path makes the step 1.7x
+    took 52 % of a ViT-Tiny pretraining step on 37-token windows; the plain path makes the step 1.8x
     faster (``scripts/bench_attention.py``). Its forward alone is the faster one, so inference keeps it."""
     with autocast_for(device, dtype):
         if device.type == "cpu" and dtype is not None:
