@@ -55,7 +55,7 @@ from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay, write_metrics_report
 from mine_jepa_ros.evaluate.replay import format_metrics as format_replay_metrics
-from mine_jepa_ros.evaluate.scoring import interval_text
+from mine_jepa_ros.evaluate.scoring import Scene, interval_text
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.pictures import save_survey_png
 from mine_jepa_ros.sim.survey import FleetVariation, SurveyConfig, simulate_survey
@@ -179,11 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(choice.summary())
     print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
-    # the replayed surveys' scenes are scored with the others: each survey is classified once
-    replayed = [scene for k, bag in enumerate(test_bags[: args.overlay_surveys])
-                for scene in replay(bag, model_path, out / f"detections_bag_{k}",
-                                    ReplayOptions(detector=tested, report_dir=out / "report" / f"survey_{k}",
-                                                  overlay=True, progress=False)).scenes]
+    replayed: list[Scene] = []  # scored with the others: each test survey is classified once
+    for k, bag in enumerate(test_bags[: args.overlay_surveys]):
+        replayed += replay(bag, model_path, out / f"detections_bag_{k}",
+                           ReplayOptions(detector=tested, report_dir=out / "report" / f"survey_{k}", overlay=True,
+                                         progress=False)).scenes
     metrics = evaluate_detector(model_path, test_bags[args.overlay_surveys :],
                                 ReplayOptions(detector=tested, progress=False), scenes=replayed)
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
