@@ -118,9 +118,10 @@ def test_score_scores_several_bags_as_one_campaign(
     bags = [str(b) for b in validation_bags]
     report = tmp_path / "report"
     assert main(["score", "--model", str(busy_checkpoint), "--bag", bags[0], "--bag", bags[1], "--thresholds", "0.5",
-                 "--device", "cpu", "--report", str(report)]) == 0
+                 "--device", "cpu", "--report", str(report), "--per-bag"]) == 0
     text = capsys.readouterr().out
     assert "scored 2 bag(s) together" in text and "MILCO" in text and "AP" in text
+    assert "per bag, at the same thresholds:" in text and Path(bags[1]).name in text
     together = json.loads((report / "metrics.json").read_text())
     assert together["bags"] == bags and (report / "froc.png").stat().st_size > 0 and (report / "metrics.png").is_file()
     apart = [replay(Path(b), busy_checkpoint, tmp_path / f"r{k}",
@@ -132,6 +133,12 @@ def test_score_scores_several_bags_as_one_campaign(
         assert got["matched"] == sum(m.matched for m in per_bag)
         assert got["detections"] == sum(m.detections for m in per_bag)
         assert got["pd_interval"][0] <= got["pd"] <= got["pd_interval"][1]
+        # --per-bag: each bag on its own is that bag's replay
+        for entry, m in zip(together["per_bag"], per_bag):
+            counts = {k: entry["detections"][name][k] for k in ("objects", "matched", "detections")}
+            assert counts == {"objects": m.objects, "matched": m.matched, "detections": m.detections}
+    assert [e["bag"] for e in together["per_bag"]] == bags
+    assert together["per_bag"][0]["geometry"]["altitude_m"] > 0
     # a replay's scenes scored with another bag's, without classifying the replayed bag again
     assert apart[0].scenes and apart[0].metrics is not None
     opts = ReplayOptions(detector=DetectorOptions(thresholds=0.5, device="cpu"), progress=False)

@@ -45,6 +45,9 @@ def add_score(sub: Subcommands) -> None:
     p.add_argument("--bag", type=Path, action="append", required=True, help="test bag with ground truth (repeatable)")
     p.add_argument("--report", type=Path, default=None, help="write metrics.json, metrics.png and froc.png here")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--per-bag", action="store_true",
+                   help="also score each bag on its own at the same thresholds (Pd and precision per survey, with its "
+                   "altitude and range resolution; per_bag in metrics.json and --json)")
     add_recording_args(p)
     add_detector_args(p)
     add_geometry_args(p)
@@ -53,19 +56,26 @@ def add_score(sub: Subcommands) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from mine_jepa_ros.evaluate.calibrate import evaluate_detector
+    from mine_jepa_ros.evaluate.calibrate import evaluate_campaign, evaluate_detector, format_per_bag
     from mine_jepa_ros.evaluate.replay import format_metrics, write_metrics_report
 
-    metrics = evaluate_detector(args.model, args.bag, replay_options_from_args(args))
+    opts = replay_options_from_args(args)
+    if args.per_bag:
+        metrics, per_bag = evaluate_campaign(args.model, args.bag, opts)
+    else:
+        metrics, per_bag = evaluate_detector(args.model, args.bag, opts), []
+    per_bag_doc = {"per_bag": [score.to_dict() for score in per_bag]} if args.per_bag else {}
     if args.report is not None:
         write_metrics_report(args.report, {"model": str(args.model), "bags": [str(b) for b in args.bag],
-                                           "metrics": metrics.to_dict()}, metrics)
+                                           "metrics": metrics.to_dict(), **per_bag_doc}, metrics)
     if args.json:
-        print_json(metrics.to_dict())
+        print_json({**metrics.to_dict(), **per_bag_doc})
         return 0
     objects = {name: m.objects for name, m in metrics.detections.items()}
     print(f"scored {len(args.bag)} bag(s) together: {metrics.windows_scored} windows scored, objects {objects}")
     print(format_metrics(metrics))
+    if per_bag:
+        print(format_per_bag(per_bag))
     if args.report is not None:
         print(f"report: {args.report}")
     return 0

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -46,6 +47,7 @@ from mine_jepa_ros.evaluate.scoring import (
     window_truth,
 )
 from mine_jepa_ros.errors import UserError
+from mine_jepa_ros.geometry import SonarGeometry
 from mine_jepa_ros.io.bag import ReadStats
 from mine_jepa_ros.io.recording import Recording, open_recording
 
@@ -199,11 +201,17 @@ def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOp
     """The classified windows and ground truth of every bag (one scene per frame, or per ping stream);
     ``need_truth``: a bag without ground truth is an error (it cannot be scored), raised before any
     bag is classified."""
+    return [scene for scenes in collect_scenes_by_bag(detector, bags, opts, need_truth) for scene in scenes]
+
+
+def collect_scenes_by_bag(detector: DetectionPipeline, bags: list[Path], opts: ReplayOptions,
+                          need_truth: bool = False) -> list[list[Scene]]:
+    """:func:`collect_scenes`, each bag's scenes apart (in the order of ``bags``)."""
     recordings = [(bag, open_recording(bag, opts.recording)) for bag in bags]
     if need_truth:
         for bag, inputs in recordings:
             require_truth(inputs, bag)
-    scenes: list[Scene] = []
+    by_bag: list[list[Scene]] = []
     for bag, inputs in recordings:
         pipeline = detector.for_input_mode(inputs.mode)
         collector = SceneCollector(inputs, pipeline.localiser)
@@ -216,8 +224,8 @@ def collect_scenes(detector: DetectionPipeline, bags: list[Path], opts: ReplayOp
         final = pipeline.flush()
         if final is not None:
             collector.add(final)
-        scenes += [scene for scene, _dets, _labels in collector.finish(pipeline)]
-    return scenes
+        by_bag.append([scene for scene, _dets, _labels in collector.finish(pipeline)])
+    return by_bag
 
 
 def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[str], window: int,
@@ -242,6 +250,56 @@ def evaluate_detector(model_path: Path | str, bags: list[Path], opts: ReplayOpti
     collected = list(scenes) + collect_scenes(detector, bags, opts, need_truth=True)
     return score_scenes(collected, detector.thresholds, detector.class_names, detector.window,
                         MatchGate(opts.match_distance_m, opts.match_pixels))
+
+
+@dataclass(frozen=True)
+class BagScore:
+    """One bag of a scored campaign on its own, at the same thresholds: how the detector holds from
+    one survey (its sonar setting, its seabed) to the next."""
+
+    bag: str
+    geometry: SonarGeometry | None
+    metrics: DetectionMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        unit = self.metrics.unit
+        return {"bag": self.bag, "geometry": None if self.geometry is None else asdict(self.geometry),
+                "area_km2": self.metrics.area_km2,
+                "detections": {name: d.to_dict(unit) for name, d in self.metrics.detections.items()}}
+
+
+def format_per_bag(scores: Sequence[BagScore]) -> str:
+    """One line per bag: its sonar geometry, and per class Pd (found / objects) and precision."""
+    names = list(scores[0].metrics.detections) if scores else []
+    lines = ["per bag, at the same thresholds:",
+             f"{'bag':24s} {'altitude':>8s} {'range res.':>10s}"
+             + "".join(f"  {name + ' Pd (found/objects)':>24s} {'precision':>9s}" for name in names)]
+    for score in scores:
+        g = score.geometry
+        row = (f"{Path(score.bag).name[:24]:24s} {f'{g.altitude_m:.2f} m' if g else '-':>8s} "
+               f"{f'{g.slant_resolution_m * 100:.1f} cm' if g else '-':>10s}")
+        for name in names:
+            d = score.metrics.detections[name]
+            row += f"  {f'{d.pd:.2f} ({d.matched}/{d.objects})':>24s} {d.precision:9.2f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def evaluate_campaign(model_path: Path | str, bags: list[Path],
+                      opts: ReplayOptions) -> tuple[DetectionMetrics, list[BagScore]]:
+    """:func:`evaluate_detector` over ``bags`` together, and each bag scored on its own (every bag
+    classified once)."""
+    detector = load_detector(model_path, opts.detector)
+    by_bag = collect_scenes_by_bag(detector, bags, opts, need_truth=True)
+    gate = MatchGate(opts.match_distance_m, opts.match_pixels)
+
+    def scored(scenes: list[Scene]) -> DetectionMetrics:
+        return score_scenes(scenes, detector.thresholds, detector.class_names, detector.window, gate)
+
+    together = scored([scene for scenes in by_bag for scene in scenes])
+    per_bag = [BagScore(str(bag), scenes[0].geometry if scenes else None, scored(scenes))
+               for bag, scenes in zip(bags, by_bag)]
+    return together, per_bag
 
 
 def _scored_outputs(scenes: list[Scene], window: int, names: list[str],
