@@ -528,12 +528,12 @@ class Scorer:
         """Detection metrics at the thresholds in force (``thresholds``, only reported), the FROC
         curves and the window metrics."""
         ap = self.average_precision()
-        causes = self.error_causes()
+        false_alarm_causes, miss_causes = self.error_causes()
         per_class = {
             name: ClassDetections(s.pd, s.precision, f1(s.precision, s.pd), s.false_alarms, self._per_km2(s.false_alarms),
                                   float(np.mean(s.errors)) if s.errors else None, s.detections, s.objects, s.matched,
                                   ap[name], None if thresholds is None else thresholds[name],
-                                  causes[0][name], causes[1][name])
+                                  false_alarm_causes[name], miss_causes[name])
             for name, s in self._score(self.scenes).items()
         }
         cm = self.confusion
