@@ -273,7 +273,7 @@ def test_hard_negative_rounds_add_background_windows_the_model_calls_objects(sto
 
     pool = np.flatnonzero((store.labels == BACKGROUND_POOL) & (store.arrays["splits"] == 0))
     assert len(pool) > 0 and not set(pool) & set(store.indices("train", labelled=True))  # kept out of the balanced set
-    cfg = ProbeConfig(mode="linear", epochs=20, device="cpu", seed=1)
+    cfg = ProbeConfig(mode="linear", epochs=100, device="cpu", seed=1)  # fitted: 20 epochs leave it near its init
     plain = train_probe(store, cfg, progress=False)
     mined = train_probe(store, replace(cfg, hard_negative_rounds=2, hard_negatives_per_round=8), progress=False)
     rounds = mined.metadata.provenance["hard_negatives"]
@@ -289,6 +289,22 @@ def test_hard_negative_rounds_add_background_windows_the_model_calls_objects(sto
     without_pool = extract_simulator(tmp_path / "no_pool", TINY_SIM, unlabelled=False, progress=False)
     with pytest.raises(StoreError, match="no background pool"):
         train_probe(without_pool, replace(cfg, hard_negative_rounds=1), progress=False)
+
+
+def test_probe_patches_keep_the_order_of_their_indices(store: PatchStore) -> None:
+    """A hard-negative round trains on the labelled patches followed by the mined windows, an order
+    that is not the store's: each patch must stay beside its own label (it once came back sorted)."""
+    from mine_jepa_ros.training.patches import BACKGROUND_POOL
+    from mine_jepa_ros.training.probe import _to_tensor
+
+    labelled = np.sort(store.indices("train", labelled=True))
+    pool = np.flatnonzero(store.labels == BACKGROUND_POOL)
+    idx = np.concatenate([labelled[-3:], pool[:3][::-1], labelled[:1], labelled[:1]])
+    assert not np.all(np.diff(idx) >= 0)
+    x = _to_tensor(store, idx, mean=0.1, std=0.5)
+    expected = (torch.from_numpy(np.stack([np.asarray(store.patches[i]) for i in idx])).float() / 255.0 - 0.1) / 0.5
+    assert x.shape == (len(idx), 1, store.window, store.window)
+    torch.testing.assert_close(x[:, 0], expected)
 
 
 def test_a_heavier_background_weight_makes_background_more_likely(store: PatchStore) -> None:

@@ -79,7 +79,9 @@ class ProbeConfig:
 
 
 def _to_tensor(store: PatchStore, idx: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    x = torch.from_numpy(np.asarray(store.patches[np.sort(idx)])).float().div_(255.0)
+    """The normalised patches ``idx`` as (N, 1, W, W), in the order of ``idx`` (the store is read in index order)."""
+    unique, back = np.unique(np.asarray(idx), return_inverse=True)
+    x = torch.from_numpy(np.asarray(store.patches[unique])[back.reshape(-1)]).float().div_(255.0)
     return ((x - mean) / std).unsqueeze(1)
 
 
@@ -340,8 +342,7 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
         return [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
 
     def windows_of(idx: np.ndarray) -> torch.Tensor:
-        """The normalised windows ``idx``, in that order (the store is read in index order)."""
-        return _to_tensor(store, idx, mean, std)[torch.from_numpy(np.argsort(np.argsort(idx)))]
+        return _to_tensor(store, idx, mean, std)
 
     def targets_of(idx: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(store.tokens[np.asarray(idx)]).astype(np.int64)).to(device)  # type: ignore[index]
