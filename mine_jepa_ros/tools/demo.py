@@ -4,12 +4,14 @@ Every survey draws its own sonar setting and seabed (gain, time-varied gain, bea
 resolution, altitude, seabed composition, ripple scale: :class:`~mine_jepa_ros.sim.FleetVariation`);
 training, validation and test surveys come from that one distribution but are never the same.
 
-1. simulate the training surveys into a patch store, plus validation and test surveys as rosbag2
-   files with ground truth;
-2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (6
-   epochs, sonar augmentations: the longest pretraining the demo's time allows, since on the
-   development surveys it is what the detector gains most from);
-3. fine-tune it with a linear head on the labelled training patches (``--probe linear``: head
+1. simulate the training surveys into a patch store (72 surveys, three quarters of them for
+   training: about 190 MILCO and 195 NOMBO objects, three crops each; labelled objects are what
+   the detector gains most from, and simulating them is cheap), plus validation and test surveys
+   as rosbag2 files with ground truth;
+2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (2
+   epochs over the 54 training surveys, sonar augmentations: as many steps as the demo's time
+   allows);
+3. fine-tune it with a linear head on the labelled training patches (13 epochs; ``--probe linear``: head
    only; ``--head dense``: a per-token head on every training window with token targets, decoded
    by peak finding), once per candidate background loss weight (``--background-weights``: for the
    window head one, 1, so the time goes to pretraining; several are chosen among on validation), optionally with
@@ -71,14 +73,15 @@ BASE = SurveyConfig(pings=1536, samples_per_side=512, max_range_m=16.0, altitude
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (replaced)")
-    parser.add_argument("--surveys", type=int, default=24, help="training surveys to simulate")
+    parser.add_argument("--surveys", type=int, default=72,
+                        help="surveys simulated for training (a quarter held out for the patch metrics)")
     parser.add_argument("--validation-surveys", type=int, default=6,
                         help="validation surveys (operating point; 6 hold about 36 MILCO)")
     parser.add_argument("--test-surveys", type=int, default=28,
                         help="held-out test surveys (the report; 6 objects per class each)")
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
-    parser.add_argument("--epochs", type=int, default=6, help="SIGReg pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
     parser.add_argument("--head", choices=["window", "dense"], default="window",
                         help="window: one class per window; dense: one per 16-pixel token, decoded by peak finding")
@@ -88,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="range: every survey's pings divided by the running mean of their range bins before "
                         "windows are cut (training), and the same online in the pipeline (the model carries it)")
     parser.add_argument("--probe-epochs", type=int, default=0,
-                        help="probe epochs (0: fine-tuning 30 for the window head, 12 for the dense one; linear 200)")
+                        help="probe epochs (0: fine-tuning 13 for the window head, 4 for the dense one; linear 200)")
     parser.add_argument("--hard-negative-rounds", type=int, default=0, help="rounds of hard-negative mining (0: none)")
     parser.add_argument("--hard-negatives-per-round", type=int, default=0,
                         help="windows added per round (0: as many as the labelled training patches)")
@@ -163,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_path = out / "model.safetensors"
     # a dense epoch holds every window with an object token and as many background ones: about twice
     # the window head's labelled crops, so fewer epochs keep the demo within its time
-    epochs = args.probe_epochs or (200 if args.probe == "linear" else 30 if args.head == "window" else 12)
+    epochs = args.probe_epochs or (200 if args.probe == "linear" else 13 if args.head == "window" else 4)
     probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, arch=args.arch, epochs=epochs, device=args.device,
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round)
