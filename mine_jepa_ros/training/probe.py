@@ -341,9 +341,6 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
         order = _epoch_windows(objects, pool_background, rng)
         return [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
 
-    def windows_of(idx: np.ndarray) -> torch.Tensor:
-        return _to_tensor(store, idx, mean, std)
-
     def targets_of(idx: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(store.tokens[np.asarray(idx)]).astype(np.int64)).to(device)  # type: ignore[index]
 
@@ -382,7 +379,7 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
                 schedule.step()
                 if len(idx) < 2:
                     continue
-                xb, tb = _flip_pairs(windows_of(idx).to(device), targets_of(idx), flip_g)
+                xb, tb = _flip_pairs(_to_tensor(store, idx, mean, std).to(device), targets_of(idx), flip_g)
                 if cfg.intensity_augment:
                     xb = (intensity_augment(xb * std + mean, flip_g) - mean) / std
                 with training_autocast(device, dtype):
