@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
-from mine_jepa_ros.evaluate.calibrate import collect_scenes_by_bag
+from mine_jepa_ros.evaluate.calibrate import Target, collect_scenes_by_bag, pick_threshold
 from mine_jepa_ros.evaluate.replay import ReplayOptions
-from mine_jepa_ros.evaluate.scoring import FrocPoint, MatchGate, Scene, Scorer, f_beta
+from mine_jepa_ros.evaluate.scoring import FrocPoint, MatchGate, Scene, Scorer
 from mine_jepa_ros.sim.bag import SurveyBagOptions, write_survey_bag
 from mine_jepa_ros.sim.survey import FleetVariation, simulate_survey
 from mine_jepa_ros.tools.demo import BASE
@@ -73,7 +73,7 @@ def main() -> int:
             for _ in range(args.draws):
                 validation = rng.sample(range(len(bags)), size)
                 held_out = {p.threshold: p for p in milco_froc([i for i in range(len(bags)) if i not in validation])}
-                chosen = max(milco_froc(validation), key=lambda p: (f_beta(p.precision, p.pd, beta), p.threshold))
+                chosen = pick_threshold(milco_froc(validation), Target("fbeta", beta), "MILCO")  # the demo's rule
                 point = held_out[chosen.threshold]
                 rows.append((chosen.threshold, point.pd, point.precision))
             a = np.array(rows)
