@@ -291,6 +291,33 @@ def test_hard_negative_rounds_add_background_windows_the_model_calls_objects(sto
         train_probe(without_pool, replace(cfg, hard_negative_rounds=1), progress=False)
 
 
+def test_hard_negative_epochs_continue_the_last_rounds_model(store: PatchStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``hard_negative_epochs`` a mined round fine-tunes the previous round's model further, for
+    that many epochs and in its normalisation, instead of retraining from the init."""
+    from mine_jepa_ros.training import probe
+
+    calls: list[tuple[int, MineClassifier | None, MineClassifier]] = []
+    real_fit = probe._fit
+
+    def spy(*args: object, **kwargs: object) -> MineClassifier:
+        model = real_fit(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append((args[1].epochs, kwargs.get("continue_from"), model))  # type: ignore[attr-defined]
+        return model
+
+    monkeypatch.setattr(probe, "_fit", spy)
+    cfg = ProbeConfig(mode="finetune", epochs=2, batch_size=16, device="cpu", seed=1, hard_negative_rounds=2,
+                      hard_negatives_per_round=4, hard_negative_epochs=1)
+    model = train_probe(store, cfg, progress=False)
+    assert [(epochs, start is None) for epochs, start, _ in calls] == [(2, True), (1, False), (1, False)]
+    assert calls[1][1] is calls[0][2] and calls[2][1] is calls[1][2] and model is calls[2][2]
+    first = calls[0][2].metadata
+    assert (model.metadata.norm_mean, model.metadata.norm_std) == (first.norm_mean, first.norm_std)
+    added = sum(r["added"] for r in model.metadata.provenance["hard_negatives"])
+    assert model.metadata.provenance["train_patches"] == len(store.indices("train", labelled=True)) + added
+    with pytest.raises(UserError, match="continues fine-tuning"):
+        train_probe(store, replace(cfg, mode="linear"), progress=False)
+
+
 def test_probe_patches_keep_the_order_of_their_indices(store: PatchStore) -> None:
     """A hard-negative round trains on the labelled patches followed by the mined windows, an order
     that is not the store's: each patch must stay beside its own label (it once came back sorted)."""

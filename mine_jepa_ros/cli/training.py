@@ -113,6 +113,9 @@ def add_probe(sub: Subcommands) -> None:
                    help="rounds of adding the training surveys' background windows the model calls objects, then retraining")
     p.add_argument("--hard-negatives-per-round", type=int, default=0,
                    help="windows added per round (0: as many as the labelled training patches)")
+    p.add_argument("--hard-negative-epochs", type=int, default=0,
+                   help="fine-tuning: each round continues from the last round's model for this many epochs "
+                   "(0: each round retrains from --init for --epochs)")
     p.add_argument("--intensity-augment", action="store_true",
                    help="fine-tuning: random gain, TVG residual, gamma and speckle per window (surveys it has not seen)")
     p.add_argument("--background-weight", type=float, default=1.0,
@@ -139,6 +142,7 @@ def run_probe(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(mode=args.mode, head=args.head, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
                       hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round,
+                      hard_negative_epochs=args.hard_negative_epochs,
                       background_weight=args.background_weight, intensity_augment=args.intensity_augment)
     if args.background_weights is not None and not args.validation_bag:
         raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")
