@@ -286,6 +286,11 @@ def test_hard_negative_rounds_add_background_windows_the_model_calls_objects(sto
 
     if rounds[0]["added"]:  # the plain probe called some background windows objects: mining must reduce that
         assert called_objects(mined) < called_objects(plain)
+    # a lower threshold mines every window the default does and those the operating point's lower thresholds call
+    low = train_probe(store, replace(cfg, hard_negative_rounds=1, hard_negative_threshold=0.2), progress=False)
+    assert low.metadata.provenance["hard_negatives"][0]["called_objects"] >= rounds[0]["called_objects"]
+    with pytest.raises(UserError, match="hard_negative_threshold"):
+        train_probe(store, replace(cfg, hard_negative_threshold=1.0), progress=False)
     without_pool = extract_simulator(tmp_path / "no_pool", TINY_SIM, unlabelled=False, progress=False)
     with pytest.raises(StoreError, match="no background pool"):
         train_probe(without_pool, replace(cfg, hard_negative_rounds=1), progress=False)

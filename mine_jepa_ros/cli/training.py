@@ -116,6 +116,9 @@ def add_probe(sub: Subcommands) -> None:
     p.add_argument("--hard-negative-epochs", type=int, default=0,
                    help="fine-tuning: each round continues from the last round's model for this many epochs "
                    "(0: each round retrains from --init for --epochs)")
+    p.add_argument("--hard-negative-threshold", type=float, default=0.5,
+                   help="a background window is mined where the model gives it P(object) >= this (below 0.5: also "
+                   "windows the operating point's lower thresholds would call objects)")
     p.add_argument("--intensity-augment", action="store_true",
                    help="fine-tuning: random gain, TVG residual, gamma and speckle per window (surveys it has not seen)")
     p.add_argument("--background-weight", type=float, default=1.0,
@@ -142,7 +145,7 @@ def run_probe(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(mode=args.mode, head=args.head, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
                       hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round,
-                      hard_negative_epochs=args.hard_negative_epochs,
+                      hard_negative_epochs=args.hard_negative_epochs, hard_negative_threshold=args.hard_negative_threshold,
                       background_weight=args.background_weight, intensity_augment=args.intensity_augment)
     if args.background_weights is not None and not args.validation_bag:
         raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")

@@ -11,12 +11,14 @@ training, validation and test surveys come from that one distribution but are ne
 2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (2
    epochs over the 54 training surveys, sonar augmentations: as many steps as the demo's time
    allows);
-3. fine-tune it with a linear head on the labelled training patches (13 epochs; ``--probe linear``: head
+3. fine-tune it with a linear head on the labelled training patches (10 epochs; ``--probe linear``: head
    only; ``--head dense``: a per-token head on every training window with token targets, decoded
    by peak finding), once per candidate background loss weight (``--background-weights``: for the
-   window head one, 1, so the time goes to pretraining; several are chosen among on validation), optionally with
-   ``--hard-negative-rounds`` rounds of adding the training surveys' background windows it calls
-   objects and training again (hard-negative mining for the deployment prior);
+   window head one, 1, so the time goes to pretraining; several are chosen among on validation),
+   then one hard-negative round (``--hard-negative-rounds``, 1 for the fine-tuned window head): the
+   training surveys' background windows it calls objects are added to the labelled patches and
+   fine-tuning continues from its weights for ``--hard-negative-epochs`` (4) epochs (0: retrain
+   from the backbone), the deployment prior at the cost of 4 epochs;
 4. calibrate each candidate: fit a temperature and pick per-class thresholds on the validation
    surveys for the best F-beta (``--beta``, 2: Pd weighs above precision, as mine countermeasures
    weigh a missed mine above a false alarm; 1: best F1), detecting as the test will (windows at
@@ -91,10 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="range: every survey's pings divided by the running mean of their range bins before "
                         "windows are cut (training), and the same online in the pipeline (the model carries it)")
     parser.add_argument("--probe-epochs", type=int, default=0,
-                        help="probe epochs (0: fine-tuning 13 for the window head, 4 for the dense one; linear 200)")
-    parser.add_argument("--hard-negative-rounds", type=int, default=0, help="rounds of hard-negative mining (0: none)")
+                        help="probe epochs (0: fine-tuning 10 for the window head, 4 for the dense one; linear 200)")
+    parser.add_argument("--hard-negative-rounds", type=int, default=None,
+                        help="rounds of hard-negative mining (default: 1 for a fine-tuned window head, else 0)")
     parser.add_argument("--hard-negatives-per-round", type=int, default=0,
                         help="windows added per round (0: as many as the labelled training patches)")
+    parser.add_argument("--hard-negative-epochs", type=int, default=None,
+                        help="each hard-negative round continues fine-tuning the last model for this many epochs "
+                        "(0: retrains from the backbone for --probe-epochs; default: 4 when fine-tuning, else 0)")
+    parser.add_argument("--hard-negative-threshold", type=float, default=0.5,
+                        help="background windows with P(object) at least this are mined")
     parser.add_argument("--background-weights", default="",
                         help="candidate background loss weights, chosen on the validation surveys (default: 1 for "
                         "the window head; 10,100 for the dense head, whose 36 decisions a window want a stronger prior)")
@@ -132,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
     weights = [float(w) for w in (args.background_weights or ("1" if args.head == "window" else "10,100")).split(",")
                if w.strip()]
+    fine_tuned_window = args.head == "window" and args.probe == "finetune"
+    if args.hard_negative_rounds is None:
+        args.hard_negative_rounds = 1 if fine_tuned_window else 0
+    if args.hard_negative_epochs is None:
+        args.hard_negative_epochs = 4 if args.probe == "finetune" else 0
 
     from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics
     from mine_jepa_ros.training.weighting import choose_background_weight
@@ -166,19 +179,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_path = out / "model.safetensors"
     # a dense epoch holds every window with an object token and as many background ones: about twice
     # the window head's labelled crops, so fewer epochs keep the demo within its time
-    epochs = args.probe_epochs or (200 if args.probe == "linear" else 13 if args.head == "window" else 4)
+    epochs = args.probe_epochs or (200 if args.probe == "linear" else 10 if args.head == "window" else 4)
     probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, arch=args.arch, epochs=epochs, device=args.device,
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
-                            hard_negatives_per_round=args.hard_negatives_per_round)
+                            hard_negatives_per_round=args.hard_negatives_per_round,
+                            hard_negative_epochs=args.hard_negative_epochs,
+                            hard_negative_threshold=args.hard_negative_threshold)
     # calibration detects as the test will; the test runs the recipe the checkpoint then carries
     detector = DetectorOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
                                localisation=args.localisation)
     tested = DetectorOptions(device=args.device, localisation=args.localisation)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path,
                                       Target("fbeta", args.beta), ReplayOptions(detector=detector))
-    say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {args.hard_negative_rounds} hard-negative "
-        f"round(s), background weight chosen among {weights}) and its operating point, both chosen on the validation "
-        f"surveys -> {model_path}")
+    rounds = f"{args.hard_negative_rounds} hard-negative round(s)" + (
+        f" of {args.hard_negative_epochs} epochs each" if args.hard_negative_rounds and args.hard_negative_epochs else "")
+    say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {rounds}, background weight chosen among "
+        f"{weights}) and its operating point, both chosen on the validation surveys -> {model_path}")
     print(choice.summary())
     print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
@@ -192,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
     recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
               "pretrain_epochs": args.epochs if pretrained_here else None,
+              "hard_negative_rounds": args.hard_negative_rounds, "hard_negative_epochs": args.hard_negative_epochs,
+              "hard_negative_threshold": args.hard_negative_threshold,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight, "stride": args.stride,
               "flip_views": args.flip_views, "localisation": args.localisation, "beta": args.beta,

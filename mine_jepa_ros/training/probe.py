@@ -76,6 +76,7 @@ class ProbeConfig:
     hard_negative_rounds: int = 0  # rounds of mining background windows the model calls objects, then retraining
     hard_negatives_per_round: int = 0  # windows added per round (0: as many as the labelled training patches)
     hard_negative_epochs: int = 0  # > 0: each round continues fine-tuning the last model this many epochs (0: retrain)
+    hard_negative_threshold: float = 0.5  # a background window is a hard negative where P(object) is at least this
     intensity_augment: bool = False  # fine-tuning: random gain, TVG residual, gamma and speckle per window
 
 
@@ -157,6 +158,8 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
     if cfg.hard_negative_epochs and cfg.mode not in ("finetune", "ft_mlp"):
         raise UserError(f"hard_negative_epochs continues fine-tuning; a {cfg.mode} probe is retrained each round "
                         "(its features are computed once, so that is cheap)")
+    if not 0 < cfg.hard_negative_threshold < 1:
+        raise UserError(f"hard_negative_threshold must be in (0, 1), got {cfg.hard_negative_threshold}")
     if not cfg.background_weight > 0:
         raise UserError(f"background_weight must be > 0, got {cfg.background_weight}")
     if cfg.head not in OUTPUTS:
@@ -190,13 +193,13 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
         candidates = np.setdiff1d(pool, negatives)
         patches = np.asarray(store.patches[candidates]).astype(np.float32) / 255.0
         object_prob = 1.0 - PatchClassifier(model, device=cfg.device, batch_size=128, precision=cfg.precision).predict(patches)[:, 0]
-        called = np.flatnonzero(object_prob >= 0.5)  # windows the model calls an object: the hard ones
+        called = np.flatnonzero(object_prob >= cfg.hard_negative_threshold)  # the hard ones
         chosen = candidates[called[np.argsort(-object_prob[called], kind="stable")][:per_round]]
         mined.append({"round": round_ + 1, "called_objects": int(len(called)), "added": int(len(chosen)),
                       "pool": int(len(candidates))})
         if progress:
-            print(f"hard negatives, round {round_ + 1}: {len(called)} of {len(candidates)} background windows called "
-                  f"an object; {len(chosen)} added")
+            print(f"hard negatives, round {round_ + 1}: {len(called)} of {len(candidates)} background windows with "
+                  f"P(object) >= {cfg.hard_negative_threshold:g}; {len(chosen)} added")
         negatives = np.concatenate([negatives, chosen])
     model.metadata.provenance["hard_negatives"] = mined
     if out is not None:
