@@ -144,8 +144,9 @@ def _finished(model: MineClassifier, start: float) -> MineClassifier:
 
 def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = None, progress: bool = True) -> MineClassifier:
     """Train the probe on the store's labelled training patches; with ``hard_negative_rounds``, then
-    repeatedly add the training surveys' background windows (:data:`BACKGROUND_POOL`) that the model
-    calls objects most confidently, and train again on the larger set: from the same start for
+    repeatedly add the training surveys' background windows (:data:`BACKGROUND_POOL`) whose object
+    probability is at least ``hard_negative_threshold`` (0.5: those the model calls objects), most
+    confident first, and train again on the larger set: from the same start for
     ``epochs``, or, with ``hard_negative_epochs`` (fine-tuning only), continuing from the last
     round's model for that many epochs (its own warm-up and cosine decay; the normalisation stays
     the first round's), which costs a fraction of a second fine-tuning."""
