@@ -50,6 +50,19 @@ def test_every_subcommand_option_has_help() -> None:
                 assert action.help, f"{name} {action.option_strings} has no help text"
 
 
+def test_bag_lists_take_one_or_more_values_and_repeat() -> None:
+    """`--bag a b --bag c` (a shell glob or brace expansion after one flag) is the three bags, in order."""
+    parser = build_parser()
+    bags = [Path("a"), Path("b"), Path("c")]
+    assert parser.parse_args(["score", "--model", "m", "--bag", "a", "b", "--bag", "c"]).bag == bags
+    assert parser.parse_args(["calibrate", "--model", "m", "--out", "o", "--best-f1", "--bag", "a", "b", "c"]).bag == bags
+    assert parser.parse_args(["probe", "--store", "s", "--out", "o", "--validation-bag", "a", "b", "--validation-bag",
+                              "c"]).validation_bag == bags
+    peer = parser.parse_args(["peer", "--store", "s", "--out", "o", "--validation-bag", "a", "b", "--test-bag", "c",
+                              "--test-bag", "a"])
+    assert (peer.validation_bag, peer.test_bag) == (bags[:2], [Path("c"), Path("a")])
+
+
 def test_console_script_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "mine_jepa_ros.cli", "simulate", "--help"],
                             capture_output=True, text=True, timeout=60)

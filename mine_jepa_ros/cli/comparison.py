@@ -34,10 +34,10 @@ def add_peer(sub: Subcommands) -> None:
     )
     p.add_argument("--store", required=True, type=Path, action="append",
                    help="simulated patch store whose training surveys the peer learns from (as `probe --store`)")
-    p.add_argument("--validation-bag", type=Path, action="append", required=True,
-                   help="validation bag with ground truth (repeatable): the operating point")
-    p.add_argument("--test-bag", type=Path, action="append", required=True,
-                   help="test bag with ground truth (repeatable): the scores")
+    p.add_argument("--validation-bag", type=Path, nargs="+", action="extend", required=True,
+                   help="validation bags with ground truth (one or more; repeatable): the operating point")
+    p.add_argument("--test-bag", type=Path, nargs="+", action="extend", required=True,
+                   help="test bags with ground truth (one or more; repeatable): the scores")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--steps", type=positive_int, default=d.steps, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="crops per step")

@@ -42,7 +42,8 @@ def add_score(sub: Subcommands) -> None:
     )
     p.add_argument("--model", required=True, type=Path,
                    help="exported model (.onnx; ONNX Runtime) or checkpoint (.safetensors; torch)")
-    p.add_argument("--bag", type=Path, action="append", required=True, help="test bag with ground truth (repeatable)")
+    p.add_argument("--bag", type=Path, nargs="+", action="extend", required=True,
+                   help="test bags with ground truth (one or more; repeatable)")
     p.add_argument("--report", type=Path, default=None, help="write metrics.json, metrics.png and froc.png here")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--per-bag", action="store_true",
@@ -91,7 +92,8 @@ def add_calibrate(sub: Subcommands) -> None:
         "target, and write a copy of the checkpoint that carries them; the node and replay then use them by default.",
     )
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors) to calibrate")
-    p.add_argument("--bag", type=Path, action="append", default=[], help="validation bag with ground truth (repeatable)")
+    p.add_argument("--bag", type=Path, nargs="+", action="extend", default=[],
+                   help="validation bags with ground truth (one or more; repeatable)")
     p.add_argument("--images", type=Path, action="append", default=[],
                    help="validation image folder with labels (YOLO layout or images/ + masks/; repeatable)")
     p.add_argument("--years", default="", help="--images: comma-separated survey years to keep")

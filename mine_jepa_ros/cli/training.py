@@ -123,8 +123,8 @@ def add_probe(sub: Subcommands) -> None:
                    help="fine-tuning: random gain, TVG residual, gamma and speckle per window (surveys it has not seen)")
     p.add_argument("--background-weight", type=float, default=1.0,
                    help="background's loss weight relative to the inverse-class-frequency weights")
-    p.add_argument("--validation-bag", type=Path, action="append", default=[],
-                   help="validation bag with ground truth (repeatable; never a test survey): the probe is calibrated "
+    p.add_argument("--validation-bag", type=Path, nargs="+", action="extend", default=[],
+                   help="validation bags with ground truth (one or more; repeatable; never a test survey): the probe is calibrated "
                    "on them (its operating point goes into the checkpoint) and --background-weights is chosen on them")
     p.add_argument("--background-weights", type=numbers_arg, default=None,
                    help="candidate background weights, e.g. 1,2,4: one probe each, the best on the validation bags "
