@@ -149,14 +149,14 @@ def train_probe(store: PatchStore, cfg: ProbeConfig, out: Path | str | None = No
     confident first, and train again on the larger set: from the same start for
     ``epochs``, or, with ``hard_negative_epochs`` (fine-tuning only), continuing from the last
     round's model for that many epochs (its own warm-up and cosine decay; the normalisation stays
-    the first round's), which costs a fraction of a second fine-tuning."""
+    the first round's): a round then costs those epochs, not a second fine-tuning."""
     if cfg.mode not in PROBE_MODES:
         raise UserError(f"probe mode {cfg.mode!r}: expected one of {sorted(PROBE_MODES)}")
     if cfg.schedule not in SCHEDULES:
         raise UserError(f"probe schedule {cfg.schedule!r}: expected one of {list(SCHEDULES)}")
     if cfg.hard_negative_rounds < 0 or cfg.hard_negatives_per_round < 0 or cfg.hard_negative_epochs < 0:
         raise UserError("hard_negative_rounds, hard_negatives_per_round and hard_negative_epochs must be >= 0")
-    if cfg.hard_negative_epochs and cfg.mode not in ("finetune", "ft_mlp"):
+    if cfg.hard_negative_epochs and cfg.mode in ("linear", "mlp"):  # frozen, as in _fit and _fit_dense
         raise UserError(f"hard_negative_epochs continues fine-tuning; a {cfg.mode} probe is retrained each round "
                         "(its features are computed once, so that is cheap)")
     if not 0 < cfg.hard_negative_threshold < 1:
