@@ -198,8 +198,21 @@ class MissionDriver:
         self.pubs = {name: node.create_publisher(cls, f"/{prefix}/{name}", deep) for name, cls in
                      (("pings", Image), ("fix", NavSatFix), ("heading", QuaternionStamped), ("altitude", Range))}
 
-    def wait_for(self, timeout: float = 60.0) -> None:
-        assert spin_until(self.node, lambda: all(p.get_subscription_count() > 0 for p in self.pubs.values()), timeout)
+    def subscribers(self) -> set[bytes]:
+        """The endpoint GIDs of every subscription to the drivers' topics (from the ROS graph)."""
+        return {bytes(info.endpoint_gid) for pub in self.pubs.values()
+                for info in self.node.get_subscriptions_info_by_topic(pub.topic_name)}
+
+    def wait_for(self, timeout: float = 60.0, stale: frozenset[bytes] = frozenset()) -> None:
+        """Wait until every topic has a subscriber that is not one of ``stale``: a SIGKILLed
+        process's subscriptions stay in the graph (and matched) until its DDS lease expires,
+        about 20 s, and messages published meanwhile would reach only the dead process."""
+        def live(pub: Any) -> bool:
+            infos = self.node.get_subscriptions_info_by_topic(pub.topic_name)
+            return pub.get_subscription_count() > 0 and any(bytes(i.endpoint_gid) not in stale for i in infos)
+
+        assert spin_until(self.node, lambda: all(live(p) for p in self.pubs.values()), timeout), \
+            f"no live subscriber on {[p.topic_name for p in self.pubs.values() if not live(p)]}"
         spin_until(self.node, lambda: False, 0.5)
 
     def navigation(self) -> None:
@@ -247,14 +260,22 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
     subs = [ros_node.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 100)]
 
     def start(name: str, **extra: object) -> tuple[Any, Lifecycle]:
+        """Start the node ``name`` and wait until the drivers reach it, not an earlier process."""
+        stale = frozenset(driver.subscribers())  # a SIGKILLed process's stay until its lease expires
         if name not in maps:
             maps[name], geojson[name] = [], []
             subs.append(ros_node.create_subscription(GeographicMap, f"/{name}/contacts", maps[name].append, LATCHED))
             subs.append(ros_node.create_subscription(GeoJSON, f"/{name}/contacts_geojson", geojson[name].append, LATCHED))
         proc = start_node(tmp_path, name, busy_checkpoint, **params, **extra)
         lc = Lifecycle(ros_node, name)
-        driver.wait_for()
+        driver.wait_for(stale=stale)
         return proc, lc
+
+    def navigate(name: str) -> None:
+        """Publish the mission's navigation and wait until the node ``name`` has counted all of it."""
+        driver.navigation()
+        assert spin_until(ros_node, lambda: diag_of(diag, name)[1].get("navigation messages") == str(len(driver.nav)), 30), \
+            f"{name} counted {diag_of(diag, name)[1].get('navigation messages')} of {len(driver.nav)} navigation messages"
 
     def survey_line(name: str, lc: Lifecycle, pings: list[Any], received: int) -> list[tuple[str, float, float, int, str]]:
         """Play a line's pings, wait until the node has received them all (its count since start is
@@ -270,10 +291,11 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
         # uninterrupted
         proc, lc = start("sss_whole")
         procs.append(proc)
-        driver.navigation()
+        navigate("sss_whole")
         survey_line("sss_whole", lc, line1, len(line1))
+        stale = frozenset(driver.subscribers())  # line 1's subscriptions, destroyed at deactivate
         assert lc.set("activate")
-        driver.wait_for()
+        driver.wait_for(stale=stale)
         whole = survey_line("sss_whole", lc, line2, len(driver.pings))
         code, out = stop(proc)
         assert code == 0 and "Traceback" not in out, out
@@ -283,7 +305,7 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
         journal = tmp_path / "contacts.json"
         proc, lc = start("sss_killed", contacts_file=str(journal))
         procs.append(proc)
-        driver.navigation()
+        navigate("sss_killed")
         before_kill = survey_line("sss_killed", lc, line1, len(line1))
         assert before_kill and set(before_kill) != set(whole), "line 2 changes nothing: the restart would not be tested"
         proc.send_signal(signal.SIGKILL)
@@ -297,7 +319,7 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
         assert _contacts(maps["sss_killed"][-1]) == before_kill
         assert spin_until(ros_node, lambda: "contacts restored" in diag_of(diag, "sss_killed")[1], 20)
         values = diag_of(diag, "sss_killed")[1]
-        driver.navigation()
+        navigate("sss_killed")
         resumed = survey_line("sss_killed", lc, line2, len(line2))  # the restarted process counts from 0
         text = geojson["sss_killed"][-1].geojson
         code, out = stop(proc)
