@@ -35,7 +35,8 @@ training, validation and test surveys come from that one distribution but are ne
 
 ``--reuse DIR`` takes steps 1 and 2 from an earlier demo's folder (its surveys, store and backbone),
 so heads and recipes (``--head``, ``--intensity-augment``, ``--random-init``) are compared on the
-same held-out surveys at the cost of the probe alone. ``--normalise range`` normalises every
+same held-out surveys at the cost of the probe alone, and ``--probe-seed`` repeats the
+fine-tuning over seeds on one backbone. ``--normalise range`` normalises every
 survey per range bin before windows are cut, and the model does the same online to what it
 replays (:mod:`mine_jepa_ros.detect.normalise`); its test surveys are the same as without.
 ``mine-jepa peer --store DIR/patches --validation-bag DIR/validation_bag_K ... --test-bag
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(0: retrains from the backbone for --probe-epochs; default: 4 when fine-tuning, else 0)")
     parser.add_argument("--hard-negative-threshold", type=float, default=0.5,
                         help="background windows with P(object) at least this are mined")
+    parser.add_argument("--probe-seed", type=int, default=0,
+                        help="the fine-tuning's seed (batch order, flips, the head's init): repeat a recipe over "
+                        "seeds on one backbone")
     parser.add_argument("--background-weights", default="",
                         help="candidate background loss weights, chosen on the validation surveys (default: 1 for "
                         "the window head; 10,100 for the dense head, whose 36 decisions a window want a stronger prior)")
@@ -184,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round,
                             hard_negative_epochs=args.hard_negative_epochs,
-                            hard_negative_threshold=args.hard_negative_threshold)
+                            hard_negative_threshold=args.hard_negative_threshold, seed=args.probe_seed)
     # calibration detects as the test will; the test runs the recipe the checkpoint then carries
     detector = DetectorOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
                                localisation=args.localisation)
@@ -206,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(model_path, test_bags[args.overlay_surveys :],
                                 ReplayOptions(detector=tested, progress=False), scenes=replayed)
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
-    recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "init": init,
+    recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed,
+              "init": init,
               "pretrain_epochs": args.epochs if pretrained_here else None,
               "hard_negative_rounds": args.hard_negative_rounds, "hard_negative_epochs": args.hard_negative_epochs,
               "hard_negative_threshold": args.hard_negative_threshold,
