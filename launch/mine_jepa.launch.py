@@ -43,6 +43,7 @@ LAUNCH_ARGUMENTS = (
     "heading_topic",
     "heading_type",
     "altitude_topic",
+    "navigation_reliability",
     "layback_m",
     "contacts_file",
 )

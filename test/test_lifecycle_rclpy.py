@@ -217,8 +217,9 @@ class MissionDriver:
 
     def navigation(self, burst: int = 20) -> None:
         """Publish the mission's navigation, ``burst`` messages at a time with a pause between, as
-        drivers at their rates would: the node subscribes to navigation best effort (sensor data),
-        and hundreds of messages at once overflow its transport's queue (2 of 804 were lost once)."""
+        drivers at their rates would: by default the node subscribes to navigation best effort
+        (sensor data), and hundreds of messages at once overflow its transport's queue (2 of 804
+        were lost once); with ``navigation_reliability: reliable`` a whole burst arrives."""
         for i, (kind, msg) in enumerate(self.nav):
             self.pubs[kind].publish(msg)
             if i % burst == burst - 1:
@@ -248,7 +249,8 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
     the ping stream is flushed). Uninterrupted: one node process. Interrupted: SIGKILL during the
     turn and a restart with the same contacts_file. The final contacts are the same: count, UUIDs,
     positions (to 1e-7 deg), looks and classes; the restarted node republishes the journaled
-    contacts at once, and the Foxglove GeoJSON carries them with their style and the track."""
+    contacts at once, and the Foxglove GeoJSON carries them with their style and the track. The
+    uninterrupted node takes navigation reliable (``navigation_reliability``): all of it in one burst."""
     from geographic_msgs.msg import GeographicMap
 
     bag, cfg, sonar, lines = _mission(tmp_path)
@@ -276,9 +278,9 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
         driver.wait_for(stale=stale)
         return proc, lc
 
-    def navigate(name: str) -> None:
+    def navigate(name: str, burst: int = 20) -> None:
         """Publish the mission's navigation and wait until the node ``name`` has counted all of it."""
-        driver.navigation()
+        driver.navigation(burst)
         assert spin_until(ros_node, lambda: diag_of(diag, name)[1].get("navigation messages") == str(len(driver.nav)), 30), \
             f"{name} counted {diag_of(diag, name)[1].get('navigation messages')} of {len(driver.nav)} navigation messages"
 
@@ -293,10 +295,10 @@ def test_contacts_survive_a_sigkill_and_restart(tmp_path: Path, busy_checkpoint:
 
     procs = []
     try:
-        # uninterrupted
-        proc, lc = start("sss_whole")
+        # uninterrupted; navigation subscribed reliable, so all of it arrives in one burst
+        proc, lc = start("sss_whole", navigation_reliability="reliable")
         procs.append(proc)
-        navigate("sss_whole")
+        navigate("sss_whole", burst=len(driver.nav))
         survey_line("sss_whole", lc, line1, len(line1))
         stale = frozenset(driver.subscribers())  # line 1's subscriptions, destroyed at deactivate
         assert lc.set("activate")

@@ -23,7 +23,8 @@ channels, or ``smarc_msgs/Sidescan``; driver messages become waterfall rows in
 (``vision_msgs/Detection2DArray``, reliable), ``~/label_info`` (``vision_msgs/LabelInfo``,
 transient local), ``~/overlay`` (``sensor_msgs/Image``, when ``publish_overlay``), ``~/annotations``
 (``foxglove_msgs/ImageAnnotations``) and ``/diagnostics``. With a ``fix_topic`` (and optionally
-heading and altitude topics), detections are georeferenced and fused into contacts, published on
+heading and altitude topics; best effort, or reliable with ``navigation_reliability``, with a deep
+history, :data:`NAVIGATION_DEPTH`), detections are georeferenced and fused into contacts, published on
 ``~/contacts`` (``geographic_msgs/GeographicMap``) and ``~/contacts_geojson``
 (``foxglove_msgs/GeoJSON``, with the track), both transient local, whenever one changes.
 
@@ -100,6 +101,9 @@ def _message_class(factory: MessageFactory, msgtype: str, parameter: str) -> Any
 
 
 ACK_TIMEOUT_S = 5.0
+NAVIGATION_DEPTH = 1000
+"""History depth of the navigation subscriptions: the messages are small, and a deep history rides out a
+burst (a bag played fast, a driver catching up) while the executor is busy with sonar data."""
 """How long the shutdown waits for subscribers to acknowledge the last detections (Fast DDS sends
 its heartbeats, which readers acknowledge, every 3 s by default)."""
 
@@ -219,15 +223,19 @@ class MineJepaNode(LifecycleNode):
         self._publish_label_info()
         if self.fusion is not None and self.fusion.contacts():
             self._publish_contacts(self.factory.header(self.get_clock().now().nanoseconds, ""))
-        sensor_qos = QoSProfile(depth=max(s.effective_queue_depth, qos_profile_sensor_data.depth),
-                                reliability=ReliabilityPolicy.BEST_EFFORT)
-        input_qos = QoSProfile(depth=sensor_qos.depth, reliability=ReliabilityPolicy.RELIABLE
-                               if s.input_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        depth = max(s.effective_queue_depth, qos_profile_sensor_data.depth)
+
+        def qos(reliability: str, depth: int) -> QoSProfile:
+            return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                              else ReliabilityPolicy.BEST_EFFORT)
+
+        input_qos = qos(s.input_reliability, depth)
+        nav_qos = qos(s.navigation_reliability, max(depth, NAVIGATION_DEPTH))
         self.assembler = DriverAssembler(s.pair_tolerance_s)
         try:
             self.subs = self._subscribe_inputs(s, input_qos)
             if self.fusion is not None:
-                self.subs += self._subscribe_navigation(s, sensor_qos)
+                self.subs += self._subscribe_navigation(s, nav_qos)
         except MineJepaError as exc:  # a driver or navigation interface that is not installed
             self.get_logger().error(f"activate failed: {exc}")
             self._stop_input(flush=False)

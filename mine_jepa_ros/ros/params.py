@@ -125,6 +125,11 @@ class NodeSettings:
     heading_type: str = _param("quaternion_stamped", "Message type of heading_topic.",
                                choices=("quaternion_stamped", "imu", "odometry"))
     altitude_topic: str = _param("", "sensor_msgs/Range altitude above the seabed; empty = altitude_m.")
+    navigation_reliability: str = _param("best_effort", "QoS reliability of the navigation subscriptions (fix, heading, "
+                                         "altitude): best_effort (sensor data; matches any publisher) or reliable "
+                                         "(none lost to a burst, e.g. a bag played at a high rate; needs a reliable "
+                                         "publisher).",
+                                         choices=("best_effort", "reliable"))
     nav_max_gap_s: float = _param(2.0, "Longest gap between navigation samples to interpolate across (s); a ping in a "
                                   "longer gap is not located (counted).", min_value=0.0, max_value=3600.0)
     layback_m: float = _param(0.0, "Towed sonar: distance behind the navigation reference along track (m).",
