@@ -497,6 +497,39 @@ def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, ca
     assert load_checkpoint(tmp_path / "model.safetensors").metadata.provenance["pretrain"]["pretrain"]["method"] == "sigreg"
 
 
+def test_a_store_of_another_window_size_pretrains_and_probes_at_that_size(
+        store: PatchStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``extract --window``: the backbone and the probe are built for the store's windows, and the
+    checkpoint says so (the node tiles at it); mixing window sizes is refused in one line."""
+    tiny = ["--epochs", "1", "--batch-size", "8", "--views", "2", "--proj-hidden", "32", "--num-slices", "16",
+            "--steps-per-epoch", "1", "--device", "cpu"]
+    small = tmp_path / "w64"
+    assert main(["extract", "--sim", "2", "--window", "64", "--pings", "256", "--samples-per-side", "128",
+                 "--out", str(small)]) == 0
+    assert PatchStore(small).window == 64 and PatchStore(small).patches.shape[1:] == (64, 64)
+    assert main(["pretrain", "--store", str(small), "--out", str(tmp_path / "pre"), *tiny]) == 0
+    backbone = load_checkpoint(tmp_path / "pre" / "backbone.safetensors")
+    assert (backbone.metadata.window, backbone.metadata.img_size, backbone.metadata.tokens) == (64, 64, 4)
+    assert main(["probe", "--store", str(small), "--init", str(tmp_path / "pre" / "backbone.safetensors"), "--epochs", "1",
+                 "--out", str(tmp_path / "model.safetensors"), "--device", "cpu"]) == 0
+    model = load_checkpoint(tmp_path / "model.safetensors")
+    assert model.metadata.window == 64
+    assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["extract", "--sim", "1", "--window", "100", "--out", str(tmp_path / "odd")])
+    assert "--window: must be a multiple of 16" in capsys.readouterr().err
+    refused = [
+        (["pretrain", "--store", str(store.path), "--store", str(small), "--out", str(tmp_path / "mixed"), *tiny],
+         "hold windows of [64, 96] px"),
+        (["probe", "--store", str(store.path), "--init", str(tmp_path / "pre" / "backbone.safetensors"), "--epochs", "1",
+          "--out", str(tmp_path / "p.safetensors"), "--device", "cpu"], "a backbone for 64-pixel windows"),
+    ]
+    for args, message in refused:
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_pretraining_continues_from_a_backbone_on_a_new_surveys_unlabelled_windows(
         store: PatchStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def token_multiple(text: str) -> int:
+    """A window side: a positive multiple of the ViT's 16-pixel patch (so every window is whole tokens)."""
+    value = positive_int(text)
+    if value % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16 (the ViT's patch), got {value}")
+    return value
+
+
 def numbers_arg(text: str) -> list[float]:
     """``0.5`` or ``0.4,0.7``: comma-separated numbers (thresholds, candidate weights)."""
     try:

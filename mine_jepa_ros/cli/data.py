@@ -11,6 +11,7 @@ from mine_jepa_ros.cli.args import (
     add_recording_args,
     positive_int,
     recording_options_from_args,
+    token_multiple,
 )
 from mine_jepa_ros.errors import UserError
 
@@ -50,7 +51,7 @@ def add_extract(sub: Subcommands) -> None:
         sub,
         "extract",
         help="make a patch store from bags, a YOLO image folder or the simulator",
-        description="Cut 96x96 patches (stride 64) into a patch store (uint8 memmaps + JSON index, per-source "
+        description="Cut 96x96 patches (--window, stride 64) into a patch store (uint8 memmaps + JSON index, per-source "
         "normalisation statistics). Splits are drawn per source image / survey, never per patch.",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -76,6 +77,9 @@ def add_extract(sub: Subcommands) -> None:
                    help="simulator: every survey its own sonar setting and seabed (gain, TVG, beam, range, altitude, ...)")
     p.add_argument("--offset-crops", type=int, default=0,
                    help="simulator: extra labelled crops per object, off-centre as a sliding window sees it")
+    p.add_argument("--window", type=token_multiple, default=96,
+                   help="window side in pixels, a multiple of the ViT's 16-pixel patch (pretrain and probe take it "
+                   "from the store; the node tiles at the model's window)")
     p.add_argument("--stride", type=positive_int, default=64, help="sliding-window stride")
     p.add_argument("--normalise", choices=["none", "range"], default="none",
                    help="input normalisation of each recording / image before cutting windows: range = divide every "
@@ -113,22 +117,23 @@ def run_extract(args: argparse.Namespace) -> int:
         store = extract_simulator(args.out, SimExtractConfig(surveys=args.sim, pings=args.pings, vary=args.vary,
                                                               offset_crops=args.offset_crops, normalise=args.normalise,
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
-                                  stride=args.stride, test_fraction=args.test_fraction)
+                                  window=args.window, stride=args.stride, test_fraction=args.test_fraction)
     elif args.xtf:
-        store = extract_recordings(args.out, args.xtf, stride=args.stride, source=args.source or "xtf",
+        store = extract_recordings(args.out, args.xtf, window=args.window, stride=args.stride, source=args.source or "xtf",
                                    test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
                                    normalisation=norm, use_truth=not args.no_labels)
     elif args.masks:
-        store = extract_mask_folders(args.out, args.masks, stride=args.stride, test_fraction=args.test_fraction,
+        store = extract_mask_folders(args.out, args.masks, window=args.window, stride=args.stride, test_fraction=args.test_fraction,
                                      source=args.source or "real", seed=args.seed, workers=args.workers,
                                      normalisation=norm)
     elif args.yolo:
         years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
-        store = extract_yolo_folder(args.out, args.yolo, stride=args.stride, test_years=years,
+        store = extract_yolo_folder(args.out, args.yolo, window=args.window, stride=args.stride, test_years=years,
                                     test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed,
                                     workers=args.workers, normalisation=norm)
     else:
-        store = extract_recordings(args.out, args.bag, recording_options_from_args(args), stride=args.stride,
+        store = extract_recordings(args.out, args.bag, recording_options_from_args(args), window=args.window,
+                                   stride=args.stride,
                                    source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,
                                    workers=args.workers, normalisation=norm, use_truth=not args.no_labels)
     print(store.summary())

@@ -53,6 +53,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mine_jepa_ros.cli.args import token_multiple
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.detect.localise import LOCALISATIONS
 from mine_jepa_ros.detect.metadata import FLIP_VIEWS, read_metadata
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-surveys", type=int, default=28,
                         help="held-out test surveys (the report; 6 objects per class each)")
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
+    parser.add_argument("--window", type=token_multiple, default=96,
+                        help="window side in pixels the store is cut at and the ViT sees (more context, slower)")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
     parser.add_argument("--epochs", type=int, default=2, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
@@ -167,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.normalise != (store.normalisation.get("kind") or "none"):
             raise UserError(f"--normalise {args.normalise}: the reused store {store.path} was extracted with "
                             f"{store.normalisation.get('kind') or 'none'} (pretraining saw those windows)")
+        if args.window != store.window:
+            raise UserError(f"--window {args.window}: the reused store {store.path} holds {store.window}-pixel windows")
         if backbone is not None and not args.random_init and (arch := read_metadata(backbone).arch) != args.arch:
             raise UserError(f"--arch {args.arch}: the reused backbone {backbone} is a {arch}")
         say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
@@ -210,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(model_path, test_bags[args.overlay_surveys :],
                                 ReplayOptions(detector=tested, progress=False), scenes=replayed)
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
-    recipe = {"arch": args.arch, "head": args.head, "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed,
+    recipe = {"arch": args.arch, "window": args.window, "head": args.head, "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed,
               "init": init,
               "pretrain_epochs": args.epochs if pretrained_here else None,
               "hard_negative_rounds": args.hard_negative_rounds, "hard_negative_epochs": args.hard_negative_epochs,
@@ -260,7 +265,7 @@ def _simulate(args: argparse.Namespace, out: Path, say: Callable[[str], None]) -
     sim = SimExtractConfig(surveys=args.surveys, pings=1024, samples_per_side=512, max_range_m=16.0, altitude_m=2.5,
                            objects_per_class=5, seed=1, vary=True, offset_crops=args.offset_crops,
                            normalise=args.normalise)
-    store = extract_simulator(out / "patches", sim)
+    store = extract_simulator(out / "patches", sim, window=args.window)
     say(store.summary())
     return test_bags, validation_bags, store
 

@@ -30,7 +30,6 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    window: int = 96
 
     def validate(self) -> None:
         if self.method not in METHODS:

@@ -183,9 +183,14 @@ class Pretrainer:
             raise UserError(f"stores {[str(s.path) for s in stores]} were extracted with different input normalisations "
                             f"({sorted(normalisations)}): one backbone sees one kind of window")
         self.normalisation = stores[0].normalisation
+        windows = {store.window for store in stores}
+        if len(windows) > 1:
+            raise UserError(f"stores {[str(s.path) for s in stores]} hold windows of {sorted(windows)} px: one backbone "
+                            "sees one window size")
+        self.window = stores[0].window  # the backbone is built for the stores' windows
         torch.manual_seed(_seed(cfg.seed, "init"))
         # a checkpoint: SSL continues from its backbone (pretrained on windows normalised as these)
-        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, cfg.window, self.normalisation)
+        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, self.window, self.normalisation)
         if self.init_provenance["arch"] != cfg.arch:
             raise UserError(f"--init {cfg.init}: a {self.init_provenance['arch']} backbone, but --arch is {cfg.arch}")
         self.backbone = backbone.to(self.device)
@@ -262,7 +267,7 @@ class Pretrainer:
         self.metrics = list(meta["metrics"])
 
     def export_backbone(self) -> Path:
-        meta = ModelMetadata(arch=self.cfg.arch, img_size=self.cfg.window, window=self.cfg.window, norm_mean=self.norm[0],
+        meta = ModelMetadata(arch=self.cfg.arch, img_size=self.window, window=self.window, norm_mean=self.norm[0],
                              norm_std=self.norm[1], class_names=list(self.classes), input_normalisation=self.normalisation,
                              provenance={"pretrain": asdict(self.cfg), "epochs_done": self.epoch,
                                          "init": self.init_provenance,
