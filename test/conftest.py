@@ -38,7 +38,7 @@ def narrow_survey() -> Survey:
                                         milco_count=2, nombo_count=1, object_ground_range_m=(3.0, 8.0), seed=5))
 
 
-def busy_window_checkpoint(arch: str, path: Path, seed: int = 2) -> Path:
+def busy_window_checkpoint(arch: str, path: Path, seed: int = 2, patch_size: int = 16) -> Path:
     """An untrained window-head checkpoint of ``arch`` whose head is scaled up so windows land in
     every class (on the small survey).
 
@@ -50,7 +50,7 @@ def busy_window_checkpoint(arch: str, path: Path, seed: int = 2) -> Path:
     from mine_jepa_ros.detect.model import new_classifier, save_checkpoint
     from mine_jepa_ros.detect.tiling import WaterfallTiler
 
-    model = new_classifier(arch, seed=seed).eval()
+    model = new_classifier(arch, seed=seed, patch_size=patch_size).eval()
     survey = simulate_survey(SMALL)
     patches = torch.from_numpy(WaterfallTiler().tile(survey.to_uint8().astype("float32") / 255).patches)
     with torch.no_grad():
@@ -72,6 +72,12 @@ def busy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def busy_resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """:func:`busy_window_checkpoint` of the ResNet-18 (a convolutional backbone, window head)."""
     return busy_window_checkpoint("resnet18", tmp_path_factory.mktemp("model") / "busy_resnet18.safetensors")
+
+
+@pytest.fixture(scope="session")
+def busy_p8_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`busy_window_checkpoint` of the ViT-Tiny with 8-pixel patches (12 x 12 tokens a window)."""
+    return busy_window_checkpoint("vit_tiny", tmp_path_factory.mktemp("model") / "busy_p8.safetensors", patch_size=8)
 
 
 @pytest.fixture(scope="session")

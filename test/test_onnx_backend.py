@@ -12,6 +12,7 @@ import pytest
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.backends import DetectorOptions, backend_for, load_classifier
 from mine_jepa_ros.detect.merging import Thresholds, window_labels
+from mine_jepa_ros.detect.model import load_checkpoint
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.evaluate.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
@@ -83,6 +84,18 @@ def test_a_resnet18_window_model_exports_and_detects_as_on_torch(busy_resnet_che
     _same_detections_as_on_torch(exported.path, busy_resnet_checkpoint, narrow_survey, tmp_path)
 
 
+def test_a_vit_of_8_pixel_patches_exports_and_detects_as_on_torch(busy_p8_checkpoint: Path, narrow_survey: Survey,
+                                                                   tmp_path: Path) -> None:
+    """``pretrain --patch-size 8``: 12 x 12 tokens a window; the checkpoint, its ONNX graph and the
+    detections carry it."""
+    checkpoint = busy_p8_checkpoint
+    assert load_checkpoint(checkpoint).backbone.patch_embed.patch_size == (8, 8)
+    exported = export_onnx(checkpoint, tmp_path / "p8.onnx")
+    assert exported.verified and exported.output_shape == (3,)
+    assert OnnxClassifier(exported.path, providers=["cpu"]).metadata.patch_size == 8
+    _same_detections_as_on_torch(exported.path, checkpoint, narrow_survey, tmp_path)
+
+
 def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Path, narrow_survey: Survey,
                                                       tmp_path: Path) -> None:
     dense = export_onnx(busy_dense_checkpoint, tmp_path / "dense.onnx")
@@ -114,7 +127,7 @@ def test_a_dense_head_with_flip_views_detects_alike_on_onnx_and_torch(busy_dense
     torch detect alike with it, and differently from the model without it."""
     from dataclasses import replace
 
-    from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
+    from mine_jepa_ros.detect.model import save_checkpoint
 
     model = load_checkpoint(busy_dense_checkpoint)
     model.metadata = replace(model.metadata, stride=48, flip_views=4)

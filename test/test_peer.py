@@ -129,7 +129,7 @@ def test_peer_learns_saves_loads_and_refuses_foreign_files(sim_store, checkpoint
 @pytest.mark.slow
 def test_the_projects_vit_under_the_same_detector_from_a_pretrained_backbone(sim_store, checkpoint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """SSL against supervised under one detector: the ViT in FCOS, started from a checkpoint's backbone."""
-    from mine_jepa_ros.detect.model import load_checkpoint
+    from mine_jepa_ros.detect.model import load_checkpoint, new_classifier, save_checkpoint
     from mine_jepa_ros.training.config import PeerConfig
     from mine_jepa_ros.training.peer import load_peer, peer_name, simulator_training_images, train_peer
 
@@ -149,6 +149,9 @@ def test_the_projects_vit_under_the_same_detector_from_a_pretrained_backbone(sim
         train_peer(images, NAMES, replace(cfg, backbone="resnet18"), tmp_path / "r18.safetensors", progress=False)
     with pytest.raises(UserError, match="a vit_tiny backbone, but the peer's is vit_small"):
         train_peer(images, NAMES, replace(cfg, backbone="vit_small"), tmp_path / "small.safetensors", progress=False)
+    fine = save_checkpoint(tmp_path / "p8.safetensors", new_classifier("vit_tiny", patch_size=8))
+    with pytest.raises(UserError, match="a backbone of 8-pixel patches; the peer's feature pyramid takes 16-pixel"):
+        train_peer(images, NAMES, replace(cfg, init=str(fine)), tmp_path / "p8_peer.safetensors", progress=False)
 
 
 @pytest.mark.slow

@@ -500,7 +500,8 @@ def test_cli_chain_pretrain_probe_evaluate(store: PatchStore, tmp_path: Path, ca
 def test_a_store_of_another_window_size_pretrains_and_probes_at_that_size(
         store: PatchStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``extract --window``: the backbone and the probe are built for the store's windows, and the
-    checkpoint says so (the node tiles at it); mixing window sizes is refused in one line."""
+    checkpoint says so (the node tiles at it); mixing window sizes is refused in one line. The same
+    for ``--patch-size 8``: the backbone's tokens, carried from pretraining into the probe."""
     tiny = ["--epochs", "1", "--batch-size", "8", "--views", "2", "--proj-hidden", "32", "--num-slices", "16",
             "--steps-per-epoch", "1", "--device", "cpu"]
     small = tmp_path / "w64"
@@ -519,9 +520,23 @@ def test_a_store_of_another_window_size_pretrains_and_probes_at_that_size(
     with pytest.raises(SystemExit):
         main(["extract", "--sim", "1", "--window", "100", "--out", str(tmp_path / "odd")])
     assert "--window: must be a multiple of 16" in capsys.readouterr().err
+    assert main(["pretrain", "--store", str(small), "--patch-size", "8", "--out", str(tmp_path / "pre8"), *tiny]) == 0
+    fine = tmp_path / "pre8" / "backbone.safetensors"
+    assert (load_checkpoint(fine).metadata.patch_size, load_checkpoint(fine).metadata.tokens) == (8, 8)
+    assert main(["probe", "--store", str(small), "--init", str(fine), "--mode", "finetune", "--epochs", "1",
+                 "--out", str(tmp_path / "model8.safetensors"), "--device", "cpu"]) == 0
+    model8 = load_checkpoint(tmp_path / "model8.safetensors")
+    assert model8.metadata.patch_size == 8 and model8.backbone.patch_embed.patch_size == (8, 8)
+    capsys.readouterr()
     refused = [
         (["pretrain", "--store", str(store.path), "--store", str(small), "--out", str(tmp_path / "mixed"), *tiny],
          "hold windows of [64, 96] px"),
+        (["pretrain", "--store", str(small), "--init", str(fine), "--out", str(tmp_path / "p16"), *tiny],
+         "a backbone of 8-pixel patches, but --patch-size is 16"),
+        (["pretrain", "--store", str(small), "--arch", "resnet18", "--patch-size", "8", "--out", str(tmp_path / "r8"),
+          *tiny], "patch size 8: resnet18 is not a ViT"),
+        (["probe", "--store", str(small), "--init", str(fine), "--head", "dense", "--mode", "finetune", "--epochs", "1",
+          "--out", str(tmp_path / "d8.safetensors"), "--device", "cpu"], "has 8-pixel patches (use --head window)"),
         (["probe", "--store", str(store.path), "--init", str(tmp_path / "pre" / "backbone.safetensors"), "--epochs", "1",
           "--out", str(tmp_path / "p.safetensors"), "--device", "cpu"], "a backbone for 64-pixel windows"),
     ]

@@ -39,6 +39,9 @@ def add_pretrain(sub: Subcommands) -> None:
     p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
     p.add_argument("--arch", choices=list(ARCHS), default=d.arch,
                    help="backbone: a ViT, or resnet18 (a CNN, e.g. for `peer --backbone resnet18 --init`)")
+    p.add_argument("--patch-size", type=int, choices=[8, 16], default=d.patch_size,
+                   help="ViT token side in pixels: 16 (6 x 6 tokens in a 96-pixel window) or 8 (12 x 12: finer detail, "
+                   "four to six times the compute); --init with a checkpoint must have the same")
     p.add_argument("--init", default=d.init,
                    help="random, timm (ImageNet via timm's hub), a local timm weights file, or a mine_jepa checkpoint "
                    "(an earlier backbone.safetensors or model): SSL continues from its backbone, e.g. on a new "
@@ -67,7 +70,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.patches import open_store
     from mine_jepa_ros.training.pretrain import Pretrainer
 
-    cfg = PretrainConfig(method=args.method, arch=args.arch, init=args.init, augment=args.augment, epochs=args.epochs,
+    cfg = PretrainConfig(method=args.method, arch=args.arch, patch_size=args.patch_size, init=args.init, augment=args.augment, epochs=args.epochs,
                          batch_size=args.batch_size, views=args.views, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_epochs=args.warmup_epochs, lam=args.lam, proj_dim=args.proj_dim, proj_hidden=args.proj_hidden,
                          num_slices=args.num_slices, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
@@ -100,6 +103,8 @@ def add_probe(sub: Subcommands) -> None:
     p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
     p.add_argument("--arch", choices=list(ARCHS), default="vit_tiny",
                    help="backbone when --init is not a checkpoint (the dense head needs a ViT)")
+    p.add_argument("--patch-size", type=int, choices=[8, 16], default=16,
+                   help="ViT token side in pixels when --init is not a checkpoint (a checkpoint brings its own)")
     p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
     p.add_argument("--head", choices=list(OUTPUTS), default="window",
                    help="window: one class per window (CLS token); dense: one per 16-pixel patch token, trained on the "
@@ -142,7 +147,8 @@ def run_probe(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.probe import ProbeConfig, evaluate, format_metrics, train_probe
 
     store = open_store(args.store)
-    cfg = ProbeConfig(mode=args.mode, head=args.head, init=args.init, arch=args.arch, epochs=args.epochs, lr=args.lr,
+    cfg = ProbeConfig(mode=args.mode, head=args.head, init=args.init, arch=args.arch, patch_size=args.patch_size,
+                      epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device, schedule=args.schedule,
                       hard_negative_rounds=args.hard_negative_rounds, hard_negatives_per_round=args.hard_negatives_per_round,
                       hard_negative_epochs=args.hard_negative_epochs, hard_negative_threshold=args.hard_negative_threshold,

@@ -35,7 +35,8 @@ ARCHS: dict[str, str] = {
     "vit_small": "vit_small_patch16_224",
     "resnet18": "resnet18",
 }
-"""Short names -> timm model names. The ViTs are built at ``img_size`` (96 by default), patch 16;
+"""Short names -> timm model names. The ViTs are built at ``img_size`` (96 by default) and
+``patch_size`` (16 by default, the timm name's; 8 for finer tokens);
 ``resnet18`` is timm's ResNet-18 (its pooled 512-d feature is the embedding), a convolutional
 backbone for SIGReg and for the detector under FCOS (``peer --backbone resnet18 --init``)."""
 VIT_ARCHS = ("vit_tiny", "vit_small")

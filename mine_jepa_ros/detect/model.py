@@ -36,15 +36,19 @@ from mine_jepa_ros.detect.metadata import (
     ModelMetadata,
     read_metadata,
 )
-from mine_jepa_ros.errors import CheckpointError
+from mine_jepa_ros.errors import CheckpointError, UserError
 
 __all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "OUTPUTS", "PROBE_MODES", "VIT_ARCHS", "MineClassifier", "ModelMetadata",
            "ProbeHead", "build_backbone", "load_checkpoint", "new_classifier", "read_metadata", "save_checkpoint"]
 
 
-def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans: int = 1) -> nn.Module:
+def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans: int = 1,
+                   patch_size: int = 16) -> nn.Module:
     """A timm backbone without classifier: a ViT (``forward`` returns the CLS embedding) or the
     ResNet-18 (its globally pooled feature).
+
+    ``patch_size``: the ViT's token side in pixels (16: 6 x 6 tokens in a 96-pixel window; 8: 12 x 12,
+    finer detail at four to six times the compute); a CNN has none and takes 16 only.
 
     ``init``: ``"random"``; ``"timm"`` (ImageNet weights from timm's hub, needs internet); or the
     path of a local ``.safetensors``/``.pth`` timm state dict (RGB, any image size): timm adapts the
@@ -56,7 +60,9 @@ def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     kwargs: dict[str, Any] = dict(in_chans=in_chans, num_classes=0)
     if arch in VIT_ARCHS:  # a CNN takes any size as it is
-        kwargs["img_size"] = img_size
+        kwargs.update(img_size=img_size, patch_size=patch_size)
+    elif patch_size != 16:
+        raise UserError(f"patch size {patch_size}: {arch} is not a ViT (it has no patch tokens)")
     if init == "random":
         return timm.create_model(ARCHS[arch], pretrained=False, **kwargs)
     if init == "timm":
@@ -96,7 +102,8 @@ class MineClassifier(nn.Module):
     def __init__(self, metadata: ModelMetadata, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.metadata = metadata
-        self.backbone = backbone if backbone is not None else build_backbone(metadata.arch, metadata.img_size, in_chans=metadata.in_chans)
+        self.backbone = backbone if backbone is not None else build_backbone(
+            metadata.arch, metadata.img_size, in_chans=metadata.in_chans, patch_size=metadata.patch_size)
         embed_dim = int(getattr(self.backbone, "num_features"))
         head = ProbeHead(metadata.head, embed_dim, len(metadata.class_names))
         self.dense = metadata.output == "dense"
@@ -199,12 +206,14 @@ def new_classifier(
     probe_mode: str | None = None,
     provenance: dict[str, Any] | None = None,
     seed: int = 0,
+    patch_size: int = 16,
 ) -> MineClassifier:
     """A fresh classifier (backbone from ``init``, untrained head)."""
     torch.manual_seed(seed)
     meta = ModelMetadata(
         arch=arch,
         img_size=window,
+        patch_size=patch_size,
         head=head,
         probe_mode=probe_mode or head,
         output=output,
@@ -216,7 +225,7 @@ def new_classifier(
         provenance={"init": init, **(provenance or {})},
     )
     meta.validate("new model")
-    return MineClassifier(meta, build_backbone(arch, window, init, meta.in_chans))
+    return MineClassifier(meta, build_backbone(arch, window, init, meta.in_chans, patch_size))
 
 
 def is_mine_jepa_checkpoint(path: Path) -> bool:
@@ -228,13 +237,14 @@ def is_mine_jepa_checkpoint(path: Path) -> bool:
         return False
 
 
-def backbone_from(init: str, arch: str, window: int,
-                  normalisation: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def backbone_from(init: str, arch: str, window: int, normalisation: dict[str, Any] | None = None,
+                  patch_size: int = 16) -> tuple[nn.Module, dict[str, Any]]:
     """The backbone a training run starts from: a mine_jepa checkpoint's (pretrain's
-    backbone.safetensors, or a trained model's: its own arch; its window must be ``window`` and,
-    where ``normalisation`` is given, its windows' input normalisation that one), or a timm init of
-    ``arch`` (``random``, ``timm``, a timm weights file). Returns it with its provenance (``arch``:
-    the one it has; for a checkpoint also its ``input_normalisation``)."""
+    backbone.safetensors, or a trained model's: its own arch and patch size; its window must be
+    ``window`` and, where ``normalisation`` is given, its windows' input normalisation that one), or
+    a timm init of ``arch`` at ``patch_size`` (``random``, ``timm``, a timm weights file). Returns it
+    with its provenance (``arch`` and ``patch_size``: the ones it has; for a checkpoint also its
+    ``input_normalisation``)."""
     path = Path(init)
     if init not in ("random", "timm") and path.is_file() and is_mine_jepa_checkpoint(path):
         model = load_checkpoint(path)
@@ -245,6 +255,7 @@ def backbone_from(init: str, arch: str, window: int,
         if normalisation is not None and seen != normalisation:
             raise CheckpointError(f"{path}: pretrained on windows with input normalisation {seen or 'none'}, these "
                                   f"stores have {normalisation or 'none'}: train on stores extracted the same way")
-        return model.backbone, {"init": str(path), "arch": model.metadata.arch, "pretrain": model.metadata.provenance,
+        return model.backbone, {"init": str(path), "arch": model.metadata.arch, "patch_size": model.metadata.patch_size,
+                                "pretrain": model.metadata.provenance,
                                 "input_normalisation": model.metadata.input_normalisation}
-    return build_backbone(arch, window, init), {"init": init, "arch": arch}
+    return build_backbone(arch, window, init, patch_size=patch_size), {"init": init, "arch": arch, "patch_size": patch_size}

@@ -33,6 +33,10 @@ training, validation and test surveys come from that one distribution but are ne
    (Pd >= 0.8 with precision >= 0.5). The default 28 test surveys hold over 150 objects of each
    class, so a Pd is known to about +-0.07: a test set that can steer.
 
+``--window`` (the store's window side, 96) and ``--patch-size`` (the ViT's token side, 16; 8 for
+12 x 12 tokens a window) change the model the demo trains; both cost time (a 128-pixel window more
+than twice the demo's, 8-pixel patches four to six times).
+
 ``--reuse DIR`` takes steps 1 and 2 from an earlier demo's folder (its surveys, store and backbone),
 so heads and recipes (``--head``, ``--intensity-augment``, ``--random-init``) are compared on the
 same held-out surveys at the cost of the probe alone, and ``--probe-seed`` repeats the
@@ -86,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
     parser.add_argument("--window", type=token_multiple, default=96,
                         help="window side in pixels the store is cut at and the ViT sees (more context, slower)")
+    parser.add_argument("--patch-size", type=int, choices=[8, 16], default=16,
+                        help="the ViT's token side in pixels (8: 12 x 12 tokens in a 96-pixel window, four to six times "
+                        "the compute)")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
     parser.add_argument("--epochs", type=int, default=2, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
@@ -145,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--beta must be > 0, got {args.beta}")
     if args.arch == "resnet18" and args.head == "dense":
         parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
+    if args.patch_size != 16 and (args.arch == "resnet18" or args.head == "dense"):
+        parser.error("--patch-size 8 is a ViT's with the window head (the dense head's targets are 16-pixel cells)")
     weights = [float(w) for w in (args.background_weights or ("1" if args.head == "window" else "10,100")).split(",")
                if w.strip()]
     fine_tuned_window = args.head == "window" and args.probe == "finetune"
@@ -174,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--window {args.window}: the reused store {store.path} holds {store.window}-pixel windows")
         if backbone is not None and not args.random_init and (arch := read_metadata(backbone).arch) != args.arch:
             raise UserError(f"--arch {args.arch}: the reused backbone {backbone} is a {arch}")
+        if backbone is not None and not args.random_init and (patch := read_metadata(backbone).patch_size) != args.patch_size:
+            raise UserError(f"--patch-size {args.patch_size}: the reused backbone {backbone} has {patch}-pixel patches")
         say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
             f"{store.summary()}, backbone {backbone}")
     else:
@@ -189,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a dense epoch holds every window with an object token and as many background ones: about twice
     # the window head's labelled crops, so fewer epochs keep the demo within its time
     epochs = args.probe_epochs or (200 if args.probe == "linear" else 10 if args.head == "window" else 4)
-    probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, arch=args.arch, epochs=epochs, device=args.device,
+    probe_cfg = ProbeConfig(mode=args.probe, head=args.head, init=init, arch=args.arch, patch_size=args.patch_size,
+                            epochs=epochs, device=args.device,
                             hard_negative_rounds=args.hard_negative_rounds, intensity_augment=args.intensity_augment,
                             hard_negatives_per_round=args.hard_negatives_per_round,
                             hard_negative_epochs=args.hard_negative_epochs,
@@ -215,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(model_path, test_bags[args.overlay_surveys :],
                                 ReplayOptions(detector=tested, progress=False), scenes=replayed)
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
-    recipe = {"arch": args.arch, "window": args.window, "head": args.head, "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed,
+    recipe = {"arch": args.arch, "patch_size": args.patch_size, "window": args.window, "head": args.head, "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed,
               "init": init,
               "pretrain_epochs": args.epochs if pretrained_here else None,
               "hard_negative_rounds": args.hard_negative_rounds, "hard_negative_epochs": args.hard_negative_epochs,
@@ -274,8 +286,8 @@ def _pretrain(args: argparse.Namespace, store: PatchStore, out: Path, say: Calla
     from mine_jepa_ros.training.config import PretrainConfig
     from mine_jepa_ros.training.pretrain import Pretrainer
 
-    cfg = PretrainConfig(method="sigreg", arch=args.arch, augment="sonar", epochs=args.epochs, batch_size=64, views=2,
-                         proj_hidden=512, lr=1e-3, warmup_epochs=0.5, device=args.device)
+    cfg = PretrainConfig(method="sigreg", arch=args.arch, patch_size=args.patch_size, augment="sonar", epochs=args.epochs,
+                         batch_size=64, views=2, proj_hidden=512, lr=1e-3, warmup_epochs=0.5, device=args.device)
     pre = Pretrainer(cfg, [store], out / "pretrain").run()
     last = pre.metrics[-1]
     say(f"SIGReg pretraining: loss {last['loss']:.3f}, online probe accuracy {last['probe_acc']:.2f} "
@@ -294,8 +306,9 @@ def _adapt(args: argparse.Namespace, store: PatchStore, backbone: Path, test_bag
     windows = extract_recordings(out / "adapt_windows", test_bags, source="syn", kind="syn", test_fraction=0.0,
                                  progress=False, normalisation=NormalisationConfig.from_dict(store.normalisation),
                                  use_truth=False)
-    cfg = PretrainConfig(method="sigreg", arch=args.arch, augment="sonar", init=str(backbone), epochs=args.adapt_epochs,
-                         batch_size=64, views=2, proj_hidden=512, lr=5e-4, warmup_epochs=0.5, device=args.device)
+    cfg = PretrainConfig(method="sigreg", arch=args.arch, patch_size=args.patch_size, augment="sonar", init=str(backbone),
+                         epochs=args.adapt_epochs, batch_size=64, views=2, proj_hidden=512, lr=5e-4, warmup_epochs=0.5,
+                         device=args.device)
     pre = Pretrainer(cfg, [store, windows], out / "adapt").run()
     say(f"adapted: SIGReg continued {args.adapt_epochs} epoch(s) from {backbone} on {len(store)} training and "
         f"{len(windows)} unlabelled test-survey windows (loss {pre.metrics[-1]['loss']:.3f}) -> {pre.backbone}")

@@ -14,6 +14,7 @@ AUGMENTATION_NAMES = ("sonar", "natural", "flips")
 class PretrainConfig:
     method: str = "sigreg"
     arch: str = "vit_tiny"
+    patch_size: int = 16  # the ViT's token side (a checkpoint --init brings its own, which must match)
     init: str = "random"
     augment: str = "sonar"
     epochs: int = 10

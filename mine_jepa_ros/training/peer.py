@@ -146,6 +146,9 @@ def _start(cfg: PeerConfig) -> MineClassifier | None:
     start = load_checkpoint(cfg.init)
     if start.metadata.arch != cfg.backbone:
         raise UserError(f"peer --init {cfg.init}: a {start.metadata.arch} backbone, but the peer's is {cfg.backbone}")
+    if start.metadata.patch_size != 16:
+        raise UserError(f"peer --init {cfg.init}: a backbone of {start.metadata.patch_size}-pixel patches; the peer's "
+                        "feature pyramid takes 16-pixel tokens")
     return start
 
 

@@ -190,9 +190,13 @@ class Pretrainer:
         self.window = stores[0].window  # the backbone is built for the stores' windows
         torch.manual_seed(_seed(cfg.seed, "init"))
         # a checkpoint: SSL continues from its backbone (pretrained on windows normalised as these)
-        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, self.window, self.normalisation)
+        backbone, self.init_provenance = backbone_from(cfg.init, cfg.arch, self.window, self.normalisation,
+                                                       cfg.patch_size)
         if self.init_provenance["arch"] != cfg.arch:
             raise UserError(f"--init {cfg.init}: a {self.init_provenance['arch']} backbone, but --arch is {cfg.arch}")
+        if self.init_provenance["patch_size"] != cfg.patch_size:
+            raise UserError(f"--init {cfg.init}: a backbone of {self.init_provenance['patch_size']}-pixel patches, but "
+                            f"--patch-size is {cfg.patch_size}")
         self.backbone = backbone.to(self.device)
         embed_dim = int(getattr(self.backbone, "num_features"))
         self.method = build_method(cfg.method, embed_dim, self.backbone, cfg.proj_dim, cfg.proj_hidden, cfg.lam,
@@ -267,7 +271,7 @@ class Pretrainer:
         self.metrics = list(meta["metrics"])
 
     def export_backbone(self) -> Path:
-        meta = ModelMetadata(arch=self.cfg.arch, img_size=self.window, window=self.window, norm_mean=self.norm[0],
+        meta = ModelMetadata(arch=self.cfg.arch, img_size=self.window, patch_size=self.cfg.patch_size, window=self.window, norm_mean=self.norm[0],
                              norm_std=self.norm[1], class_names=list(self.classes), input_normalisation=self.normalisation,
                              provenance={"pretrain": asdict(self.cfg), "epochs_done": self.epoch,
                                          "init": self.init_provenance,

@@ -50,7 +50,7 @@ from mine_jepa_ros.evaluate.scoring import ClassificationMetrics, classification
 from mine_jepa_ros.errors import StoreError, UserError
 from mine_jepa_ros.io.plots import draw_confusion, pyplot, save_figure
 from mine_jepa_ros.training.augment import AUGMENTATIONS, augment, intensity_augment
-from mine_jepa_ros.training.patches import BACKGROUND_POOL, SPLITS, UNKNOWN_TOKEN, PatchStore
+from mine_jepa_ros.training.patches import BACKGROUND_POOL, SPLITS, TOKEN_SIZE, UNKNOWN_TOKEN, PatchStore
 from mine_jepa_ros.training.schedule import warmup_cosine_lr
 
 SCHEDULES = ("cosine", "constant")
@@ -62,6 +62,7 @@ class ProbeConfig:
     head: str = "window"  # window: one class per window (CLS token); dense: one per patch token (OUTPUTS)
     init: str = "random"  # a checkpoint (e.g. pretrain's backbone.safetensors), 'random', 'timm' or timm weights
     arch: str = "vit_tiny"  # used when init is not a mine_jepa checkpoint
+    patch_size: int = 16  # the ViT's token side, used when init is not a mine_jepa checkpoint
     epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -222,9 +223,10 @@ def _fit(store: PatchStore, cfg: ProbeConfig, train_idx: np.ndarray, progress: b
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     if continue_from is None:
-        backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation)
+        backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation, cfg.patch_size)
         mean, std = store.mean_std(train_idx)
-        meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window,
+        meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, patch_size=provenance["patch_size"],
+                             window=store.window,
                              head=PROBE_MODES[cfg.mode], probe_mode=cfg.mode, class_names=store.classes,
                              norm_mean=mean, norm_std=std, input_normalisation=store.normalisation,
                              provenance={**provenance, "probe": asdict(cfg), "store": str(store.path),
@@ -329,12 +331,16 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
     torch.manual_seed(cfg.seed)
     objects, background = _dense_split(store)
     train_idx = np.sort(np.concatenate([objects, background]))
-    backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation)
+    backbone, provenance = backbone_from(cfg.init, cfg.arch, store.window, store.normalisation, cfg.patch_size)
     if provenance["arch"] not in VIT_ARCHS:
         raise UserError(f"probe --head dense: the dense head needs a ViT's patch tokens, and {cfg.init} is a "
                         f"{provenance['arch']} (use --head window)")
+    if provenance["patch_size"] != TOKEN_SIZE:
+        raise UserError(f"probe --head dense: the store's token targets are {TOKEN_SIZE}-pixel cells, and {cfg.init} "
+                        f"has {provenance['patch_size']}-pixel patches (use --head window)")
     mean, std = store.mean_std(train_idx)
-    meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, window=store.window, head=PROBE_MODES[cfg.mode],
+    meta = ModelMetadata(arch=provenance["arch"], img_size=store.window, patch_size=provenance["patch_size"],
+                         window=store.window, head=PROBE_MODES[cfg.mode],
                          probe_mode=cfg.mode, output="dense", class_names=store.classes, norm_mean=mean, norm_std=std,
                          input_normalisation=store.normalisation,
                          provenance={**provenance, "probe": asdict(cfg), "store": str(store.path),
