@@ -119,12 +119,12 @@ def run_extract(args: argparse.Namespace) -> int:
                                                               samples_per_side=args.samples_per_side, seed=args.seed),
                                   window=args.window, stride=args.stride, test_fraction=args.test_fraction)
     elif args.xtf:
-        store = extract_recordings(args.out, args.xtf, window=args.window, stride=args.stride, source=args.source or "xtf",
-                                   test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
+        store = extract_recordings(args.out, args.xtf, window=args.window, stride=args.stride,
+                                   source=args.source or "xtf", test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
                                    normalisation=norm, use_truth=not args.no_labels)
     elif args.masks:
-        store = extract_mask_folders(args.out, args.masks, window=args.window, stride=args.stride, test_fraction=args.test_fraction,
-                                     source=args.source or "real", seed=args.seed, workers=args.workers,
+        store = extract_mask_folders(args.out, args.masks, window=args.window, stride=args.stride,
+                                     test_fraction=args.test_fraction, source=args.source or "real", seed=args.seed, workers=args.workers,
                                      normalisation=norm)
     elif args.yolo:
         years = tuple(y.strip() for y in args.test_years.split(",") if y.strip())
@@ -133,9 +133,8 @@ def run_extract(args: argparse.Namespace) -> int:
                                     workers=args.workers, normalisation=norm)
     else:
         store = extract_recordings(args.out, args.bag, recording_options_from_args(args), window=args.window,
-                                   stride=args.stride,
-                                   source=args.source or "real", test_fraction=args.test_fraction, seed=args.seed,
-                                   workers=args.workers, normalisation=norm, use_truth=not args.no_labels)
+                                   stride=args.stride, source=args.source or "real", test_fraction=args.test_fraction,
+                                   seed=args.seed, workers=args.workers, normalisation=norm, use_truth=not args.no_labels)
     print(store.summary())
     return 0
 

@@ -70,8 +70,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mine_jepa_ros.training.patches import open_store
     from mine_jepa_ros.training.pretrain import Pretrainer
 
-    cfg = PretrainConfig(method=args.method, arch=args.arch, patch_size=args.patch_size, init=args.init, augment=args.augment, epochs=args.epochs,
-                         batch_size=args.batch_size, views=args.views, lr=args.lr, weight_decay=args.weight_decay,
+    cfg = PretrainConfig(method=args.method, arch=args.arch, patch_size=args.patch_size, init=args.init,
+                         augment=args.augment, epochs=args.epochs, batch_size=args.batch_size, views=args.views, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_epochs=args.warmup_epochs, lam=args.lam, proj_dim=args.proj_dim, proj_hidden=args.proj_hidden,
                          num_slices=args.num_slices, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                          device=args.device, precision=args.precision)

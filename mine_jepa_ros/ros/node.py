@@ -101,11 +101,11 @@ def _message_class(factory: MessageFactory, msgtype: str, parameter: str) -> Any
 
 
 ACK_TIMEOUT_S = 5.0
+"""How long the shutdown waits for subscribers to acknowledge the last detections (Fast DDS sends
+its heartbeats, which readers acknowledge, every 3 s by default)."""
 NAVIGATION_DEPTH = 1000
 """History depth of the navigation subscriptions: the messages are small, and a deep history rides out a
 burst (a bag played fast, a driver catching up) while the executor is busy with sonar data."""
-"""How long the shutdown waits for subscribers to acknowledge the last detections (Fast DDS sends
-its heartbeats, which readers acknowledge, every 3 s by default)."""
 
 
 class MineJepaNode(LifecycleNode):
@@ -225,8 +225,8 @@ class MineJepaNode(LifecycleNode):
             self._publish_contacts(self.factory.header(self.get_clock().now().nanoseconds, ""))
         depth = max(s.effective_queue_depth, qos_profile_sensor_data.depth)
 
-        def qos(reliability: str, depth: int) -> QoSProfile:
-            return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
+        def qos(reliability: str, history: int) -> QoSProfile:
+            return QoSProfile(depth=history, reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                               else ReliabilityPolicy.BEST_EFFORT)
 
         input_qos = qos(s.input_reliability, depth)

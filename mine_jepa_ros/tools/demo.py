@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--window {args.window}: the reused store {store.path} holds {store.window}-pixel windows")
         if backbone is not None and not args.random_init and (arch := read_metadata(backbone).arch) != args.arch:
             raise UserError(f"--arch {args.arch}: the reused backbone {backbone} is a {arch}")
-        if backbone is not None and not args.random_init and (patch := read_metadata(backbone).patch_size) != args.patch_size:
+        if backbone is not None and not args.random_init and (patch := read_metadata(backbone).patch_size) != \
+                args.patch_size:
             raise UserError(f"--patch-size {args.patch_size}: the reused backbone {backbone} has {patch}-pixel patches")
         say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
             f"{store.summary()}, backbone {backbone}")
@@ -227,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_detector(model_path, test_bags[args.overlay_surveys :],
                                 ReplayOptions(detector=tested, progress=False), scenes=replayed)
     pretrained_here = args.reuse is None and not args.random_init  # a reused backbone's epochs are its folder's
-    recipe = {"arch": args.arch, "patch_size": args.patch_size, "window": args.window, "head": args.head, "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed,
-              "init": init,
+    recipe = {"arch": args.arch, "patch_size": args.patch_size, "window": args.window, "head": args.head,
+              "probe": args.probe, "epochs": epochs, "probe_seed": args.probe_seed, "init": init,
               "pretrain_epochs": args.epochs if pretrained_here else None,
               "hard_negative_rounds": args.hard_negative_rounds, "hard_negative_epochs": args.hard_negative_epochs,
               "hard_negative_threshold": args.hard_negative_threshold,

@@ -271,8 +271,9 @@ class Pretrainer:
         self.metrics = list(meta["metrics"])
 
     def export_backbone(self) -> Path:
-        meta = ModelMetadata(arch=self.cfg.arch, img_size=self.window, patch_size=self.cfg.patch_size, window=self.window, norm_mean=self.norm[0],
-                             norm_std=self.norm[1], class_names=list(self.classes), input_normalisation=self.normalisation,
+        meta = ModelMetadata(arch=self.cfg.arch, img_size=self.window, patch_size=self.cfg.patch_size, window=self.window,
+                             norm_mean=self.norm[0], norm_std=self.norm[1], class_names=list(self.classes),
+                             input_normalisation=self.normalisation,
                              provenance={"pretrain": asdict(self.cfg), "epochs_done": self.epoch,
                                          "init": self.init_provenance,
                                          "note": "pretrained backbone; the head is the online probe"})
