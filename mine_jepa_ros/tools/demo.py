@@ -57,7 +57,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mine_jepa_ros.cli.args import token_multiple
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.detect.localise import LOCALISATIONS
 from mine_jepa_ros.detect.metadata import FLIP_VIEWS, read_metadata
@@ -88,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-surveys", type=int, default=28,
                         help="held-out test surveys (the report; 6 objects per class each)")
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
-    parser.add_argument("--window", type=token_multiple, default=96,
+    parser.add_argument("--window", type=int, default=96,
                         help="window side in pixels the store is cut at and the ViT sees (more context, slower)")
     parser.add_argument("--patch-size", type=int, choices=[8, 16], default=16,
                         help="the ViT's token side in pixels (8: 12 x 12 tokens in a 96-pixel window, four to six times "
@@ -148,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--reuse must name another folder than --out (--out is replaced)")
     if args.stride < 1:  # 0 would silently mean the checkpoint's stride (64) while the report says 0
         parser.error(f"--stride must be >= 1, got {args.stride}")
+    if args.window < 16 or args.window % 16:  # every window whole 16-pixel tokens, as extract --window takes it
+        parser.error(f"--window must be a multiple of 16, got {args.window}")
     if not args.beta > 0:
         parser.error(f"--beta must be > 0, got {args.beta}")
     if args.arch == "resnet18" and args.head == "dense":
