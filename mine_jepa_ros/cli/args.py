@@ -25,9 +25,11 @@ def positive_int(text: str) -> int:
 
 def token_multiple(text: str) -> int:
     """A window side: a positive multiple of the ViT's 16-pixel patch (so every window is whole tokens)."""
+    from mine_jepa_ros.detect.metadata import window_problem
+
     value = positive_int(text)
-    if value % 16:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 16 (the ViT's patch), got {value}")
+    if (problem := window_problem(value)) is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

@@ -17,7 +17,7 @@ from mine_jepa_ros.cli.args import (
     print_json,
     target_from_args,
 )
-from mine_jepa_ros.detect.metadata import ARCHS, OUTPUTS
+from mine_jepa_ros.detect.metadata import ARCHS, OUTPUTS, PATCH_SIZES
 from mine_jepa_ros.errors import UserError
 
 
@@ -39,7 +39,7 @@ def add_pretrain(sub: Subcommands) -> None:
     p.add_argument("--method", choices=["sigreg", "vicreg", "simclr", "byol"], default=d.method, help="SSL objective")
     p.add_argument("--arch", choices=list(ARCHS), default=d.arch,
                    help="backbone: a ViT, or resnet18 (a CNN, e.g. for `peer --backbone resnet18 --init`)")
-    p.add_argument("--patch-size", type=int, choices=[8, 16], default=d.patch_size,
+    p.add_argument("--patch-size", type=int, choices=PATCH_SIZES, default=d.patch_size,
                    help="ViT token side in pixels: 16 (6 x 6 tokens in a 96-pixel window) or 8 (12 x 12: finer detail, "
                    "four to six times the compute); --init with a checkpoint must have the same")
     p.add_argument("--init", default=d.init,
@@ -103,7 +103,7 @@ def add_probe(sub: Subcommands) -> None:
     p.add_argument("--init", default="random", help="pretrain's backbone.safetensors, random, timm or timm weights")
     p.add_argument("--arch", choices=list(ARCHS), default="vit_tiny",
                    help="backbone when --init is not a checkpoint (the dense head needs a ViT)")
-    p.add_argument("--patch-size", type=int, choices=[8, 16], default=16,
+    p.add_argument("--patch-size", type=int, choices=PATCH_SIZES, default=16,
                    help="ViT token side in pixels when --init is not a checkpoint (a checkpoint brings its own)")
     p.add_argument("--mode", choices=["linear", "mlp", "finetune", "ft_mlp"], default="linear", help="probe mode")
     p.add_argument("--head", choices=list(OUTPUTS), default="window",

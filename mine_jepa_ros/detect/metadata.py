@@ -52,6 +52,17 @@ and ``ft_mlp`` train the backbone too."""
 
 DEFAULT_CLASS_NAMES = ("background", "MILCO", "NOMBO")
 
+PATCH_SIZES = (8, 16)
+"""The ViT token sides (pixels) the training tools build: 16, the timm models' own (the default), or 8."""
+
+
+def window_problem(window: int) -> str | None:
+    """Why ``window`` cannot be a window side (None: it can): a window is whole 16-pixel tokens."""
+    if window < 16 or window % 16:
+        return f"must be a multiple of 16 (the ViT's patch), got {window}"
+    return None
+
+
 FLIP_VIEWS = (1, 2, 4)
 """How many mirrored views of each window the detector classifies and averages
 (:mod:`mine_jepa_ros.detect.views`): 1, the window as it is; 2, also mirrored along track; 4, also

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING
 
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.detect.localise import LOCALISATIONS
-from mine_jepa_ros.detect.metadata import FLIP_VIEWS, read_metadata
+from mine_jepa_ros.detect.metadata import FLIP_VIEWS, PATCH_SIZES, read_metadata, window_problem
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay, write_metrics_report
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overlay-surveys", type=int, default=3, help="test surveys replayed with overlay PNGs")
     parser.add_argument("--window", type=int, default=96,
                         help="window side in pixels the store is cut at and the ViT sees (more context, slower)")
-    parser.add_argument("--patch-size", type=int, choices=[8, 16], default=16,
+    parser.add_argument("--patch-size", type=int, choices=PATCH_SIZES, default=16,
                         help="the ViT's token side in pixels (8: 12 x 12 tokens in a 96-pixel window, four to six times "
                         "the compute)")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
@@ -147,8 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--reuse must name another folder than --out (--out is replaced)")
     if args.stride < 1:  # 0 would silently mean the checkpoint's stride (64) while the report says 0
         parser.error(f"--stride must be >= 1, got {args.stride}")
-    if args.window < 16 or args.window % 16:  # every window whole 16-pixel tokens, as extract --window takes it
-        parser.error(f"--window must be a multiple of 16, got {args.window}")
+    if (problem := window_problem(args.window)) is not None:  # as extract --window takes it
+        parser.error(f"--window {problem}")
     if not args.beta > 0:
         parser.error(f"--beta must be > 0, got {args.beta}")
     if args.arch == "resnet18" and args.head == "dense":
@@ -182,11 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"{store.normalisation.get('kind') or 'none'} (pretraining saw those windows)")
         if args.window != store.window:
             raise UserError(f"--window {args.window}: the reused store {store.path} holds {store.window}-pixel windows")
-        if backbone is not None and not args.random_init and (arch := read_metadata(backbone).arch) != args.arch:
-            raise UserError(f"--arch {args.arch}: the reused backbone {backbone} is a {arch}")
-        if backbone is not None and not args.random_init and (patch := read_metadata(backbone).patch_size) != \
-                args.patch_size:
-            raise UserError(f"--patch-size {args.patch_size}: the reused backbone {backbone} has {patch}-pixel patches")
+        if backbone is not None and not args.random_init:
+            reused = read_metadata(backbone)
+            if reused.arch != args.arch:
+                raise UserError(f"--arch {args.arch}: the reused backbone {backbone} is a {reused.arch}")
+            if reused.patch_size != args.patch_size:
+                raise UserError(f"--patch-size {args.patch_size}: the reused backbone {backbone} has "
+                                f"{reused.patch_size}-pixel patches")
         say(f"reusing {args.reuse}: {len(test_bags)} test surveys, {len(validation_bags)} validation surveys, "
             f"{store.summary()}, backbone {backbone}")
     else:
