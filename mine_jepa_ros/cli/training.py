@@ -41,7 +41,7 @@ def add_pretrain(sub: Subcommands) -> None:
                    help="backbone: a ViT, or resnet18 (a CNN, e.g. for `peer --backbone resnet18 --init`)")
     p.add_argument("--patch-size", type=int, choices=PATCH_SIZES, default=d.patch_size,
                    help="ViT token side in pixels: 16 (6 x 6 tokens in a 96-pixel window) or 8 (12 x 12: finer detail, "
-                   "four to six times the compute); --init with a checkpoint must have the same")
+                   "about six times the training time); --init with a checkpoint must have the same")
     p.add_argument("--init", default=d.init,
                    help="random, timm (ImageNet via timm's hub), a local timm weights file, or a mine_jepa checkpoint "
                    "(an earlier backbone.safetensors or model): SSL continues from its backbone, e.g. on a new "

@@ -48,7 +48,7 @@ def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans
     ResNet-18 (its globally pooled feature).
 
     ``patch_size``: the ViT's token side in pixels (16: 6 x 6 tokens in a 96-pixel window; 8: 12 x 12,
-    finer detail at four to six times the compute); a CNN has none and takes 16 only.
+    finer detail at about six times the training time); a CNN has none and takes 16 only.
 
     ``init``: ``"random"``; ``"timm"`` (ImageNet weights from timm's hub, needs internet); or the
     path of a local ``.safetensors``/``.pth`` timm state dict (RGB, any image size): timm adapts the

@@ -35,7 +35,7 @@ training, validation and test surveys come from that one distribution but are ne
 
 ``--window`` (the store's window side, 96) and ``--patch-size`` (the ViT's token side, 16; 8 for
 12 x 12 tokens a window) change the model the demo trains; both cost time (a 128-pixel window more
-than twice the demo's, 8-pixel patches four to six times).
+than twice the demo's, 8-pixel patches about six times).
 
 ``--reuse DIR`` takes steps 1 and 2 from an earlier demo's folder (its surveys, store and backbone),
 so heads and recipes (``--head``, ``--intensity-augment``, ``--random-init``) are compared on the
@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=96,
                         help="window side in pixels the store is cut at and the ViT sees (more context, slower)")
     parser.add_argument("--patch-size", type=int, choices=PATCH_SIZES, default=16,
-                        help="the ViT's token side in pixels (8: 12 x 12 tokens in a 96-pixel window, four to six times "
-                        "the compute)")
+                        help="the ViT's token side in pixels (8: 12 x 12 tokens in a 96-pixel window, about six times "
+                        "the time)")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
     parser.add_argument("--epochs", type=int, default=2, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
