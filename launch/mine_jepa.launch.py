@@ -33,6 +33,7 @@ LAUNCH_ARGUMENTS = (
     "input_reliability",
     "batch_size",
     "flip_views",
+    "rescoring",
     "localisation",
     "thresholds",
     "publish_overlay",

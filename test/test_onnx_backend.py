@@ -4,6 +4,7 @@ model files refused with one line naming the file."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from mine_jepa_ros.cli import main
 from mine_jepa_ros.detect.backends import DetectorOptions, backend_for, load_classifier
 from mine_jepa_ros.detect.merging import Thresholds, window_labels
-from mine_jepa_ros.detect.model import load_checkpoint
+from mine_jepa_ros.detect.model import load_checkpoint, save_checkpoint
 from mine_jepa_ros.evaluate.replay import DETECTIONS_TOPIC, ReplayOptions, replay
 from mine_jepa_ros.evaluate.scoring import window_truth
 from mine_jepa_ros.detect.tiling import WaterfallTiler
@@ -54,9 +55,9 @@ def _detections(bag: Path) -> list[tuple[int, list[tuple[str, tuple[float, ...],
     return [(t, [(d.class_name, d.box, d.score) for d in dets]) for t, dets in read_detections(bag, DETECTIONS_TOPIC)]
 
 
-def _same_detections_as_on_torch(onnx_model: Path, checkpoint: Path, survey: Survey, tmp_path: Path) -> None:
+def _same_detections_as_on_torch(onnx_model: Path, checkpoint: Path, survey: Survey, tmp_path: Path,
+                                 threshold: float = 0.4) -> None:
     bag = write_survey_bag(survey, tmp_path / "frames", SurveyBagOptions(frame_height=100))
-    threshold = 0.4
     by_torch = replay(bag, checkpoint, tmp_path / "torch", cpu_options(threshold, "fp32"))
     by_onnx = replay(bag, onnx_model, tmp_path / "onnx", cpu_options(threshold))
     want, got = _detections(tmp_path / "torch"), _detections(tmp_path / "onnx")
@@ -96,6 +97,18 @@ def test_a_vit_of_8_pixel_patches_exports_and_detects_as_on_torch(busy_p8_checkp
     _same_detections_as_on_torch(exported.path, checkpoint, narrow_survey, tmp_path)
 
 
+def test_a_centred_rescoring_model_exports_and_detects_as_on_torch(busy_checkpoint: Path, narrow_survey: Survey,
+                                                                   tmp_path: Path) -> None:
+    """The rescoring recipe travels in the ONNX metadata, and the runtime scores each detection from
+    the window centred on it as torch does."""
+    model = load_checkpoint(busy_checkpoint)
+    model.metadata = replace(model.metadata, rescoring="centred")
+    checkpoint = save_checkpoint(tmp_path / "centred.safetensors", model)
+    exported = export_onnx(checkpoint, tmp_path / "centred.onnx")
+    assert exported.verified and OnnxClassifier(exported.path, providers=["cpu"]).metadata.rescoring == "centred"
+    _same_detections_as_on_torch(exported.path, checkpoint, narrow_survey, tmp_path, threshold=0.25)
+
+
 def test_a_dense_head_exports_and_detects_as_on_torch(busy_dense_checkpoint: Path, narrow_survey: Survey,
                                                       tmp_path: Path) -> None:
     dense = export_onnx(busy_dense_checkpoint, tmp_path / "dense.onnx")
@@ -125,10 +138,6 @@ def test_a_dense_head_with_flip_views_detects_alike_on_onnx_and_torch(busy_dense
                                                                      tmp_path: Path) -> None:
     """The recipe (stride 48, 4 flip views) travels in the exported model's metadata; ONNX Runtime and
     torch detect alike with it, and differently from the model without it."""
-    from dataclasses import replace
-
-    from mine_jepa_ros.detect.model import save_checkpoint
-
     model = load_checkpoint(busy_dense_checkpoint)
     model.metadata = replace(model.metadata, stride=48, flip_views=4)
     viewed = save_checkpoint(tmp_path / "views.safetensors", model)

@@ -47,14 +47,17 @@ def add_command(sub: Subcommands, name: str, help: str, description: str) -> arg
 
 
 def add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
-    """The detection recipe an operating point belongs to: window stride and flip views
-    (:mod:`mine_jepa_ros.detect.views`); None when not given."""
-    from mine_jepa_ros.detect.metadata import FLIP_VIEWS
+    """The detection recipe an operating point belongs to: window stride, flip views
+    (:mod:`mine_jepa_ros.detect.views`) and rescoring (:mod:`mine_jepa_ros.detect.rescore`); None when not given."""
+    from mine_jepa_ros.detect.metadata import FLIP_VIEWS, RESCORINGS
 
     p.add_argument("--stride", type=positive_int, default=None, help=f"window stride in pixels ({default})")
     p.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, default=None,
                    help="mirrored views of each window classified and averaged: 1 (as it is), 2 (also mirrored along "
                    f"track), 4 (also across track, and both); costs that many forward passes ({default})")
+    p.add_argument("--rescoring", choices=RESCORINGS, default=None,
+                   help="a detection's score: windows (its windows' highest probability) or centred (the probability "
+                   f"of the window centred on it, one more window per detection; window head only) ({default})")
 
 
 def add_localisation_arg(p: argparse.ArgumentParser) -> None:

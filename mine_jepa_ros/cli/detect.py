@@ -68,7 +68,7 @@ def detector_options_from_args(args: argparse.Namespace) -> DetectorOptions:
     from mine_jepa_ros.detect.onnx_backend import split_providers
 
     return DetectorOptions(args.backend, split_providers(args.providers), args.device, args.precision, args.batch_size,
-                           args.thresholds, stride=args.stride, flip_views=args.flip_views,
+                           args.thresholds, stride=args.stride, flip_views=args.flip_views, rescoring=args.rescoring,
                            localisation=args.localisation)
 
 

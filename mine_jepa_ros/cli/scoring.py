@@ -118,7 +118,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     target = target_from_args(args)
     geometry = SonarGeometry.from_values(args.slant_resolution, args.altitude, args.ping_spacing)
     detector = DetectorOptions(device=args.device, precision=args.precision, batch_size=args.batch_size,
-                               stride=args.stride, flip_views=args.flip_views, localisation=args.localisation)
+                               stride=args.stride, flip_views=args.flip_views, rescoring=args.rescoring,
+                               localisation=args.localisation)
     opts = ReplayOptions(recording=recording_options_from_args(args, geometry, args.ping_spacing), detector=detector,
                          match_distance_m=args.match_distance, match_pixels=args.match_pixels)
     folders = [(folder, years_arg(args.years)) for folder in args.images]

@@ -155,8 +155,8 @@ def run_probe(args: argparse.Namespace) -> int:
                       background_weight=args.background_weight, intensity_augment=args.intensity_augment)
     if args.background_weights is not None and not args.validation_bag:
         raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")
-    if (args.stride is not None or args.flip_views is not None) and not args.validation_bag:
-        raise UserError("--stride and --flip-views are the recipe an operating point is chosen at: give validation "
+    if (args.stride is not None or args.flip_views is not None or args.rescoring is not None) and not args.validation_bag:
+        raise UserError("--stride, --flip-views and --rescoring are the recipe an operating point is chosen at: give validation "
                         "surveys with --validation-bag (or set them later with `mine-jepa calibrate`)")
     if args.validation_bag:
         from mine_jepa_ros.detect.backends import DetectorOptions
@@ -165,7 +165,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
         weights = args.background_weights or [args.background_weight]
         opts = ReplayOptions(detector=DetectorOptions(device=args.device, stride=args.stride,
-                                                      flip_views=args.flip_views))
+                                                      flip_views=args.flip_views, rescoring=args.rescoring))
         print(choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args),
                                        opts).summary())
         model = args.out

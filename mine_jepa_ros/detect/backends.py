@@ -84,7 +84,7 @@ def load_classifier(model_path: Path | str, backend: str = "auto", device: str =
 @dataclass(frozen=True)
 class DetectorOptions:
     """How a model file runs as a detector: its backend and device, the thresholds, and the window,
-    stride and flip views (None: the model's own, the recipe its operating point was chosen with)."""
+    stride, flip views and rescoring (None: the model's own, the recipe its operating point was chosen with)."""
 
     backend: str = "auto"  # auto (by the model file) | torch | onnxruntime
     providers: tuple[str, ...] = ()  # onnxruntime: cpu, cuda, tensorrt (empty: CUDA where available, else CPU)
@@ -96,6 +96,7 @@ class DetectorOptions:
     window: int | None = None  # must be the model's; None: the model's
     stride: int | None = None
     flip_views: int | None = None  # 1, 2 or 4 (detect.views)
+    rescoring: str | None = None  # windows | centred (detect.rescore)
     localisation: str | None = None  # echo | windows (detect.localise); None: the pipeline configuration's (echo)
 
 
@@ -119,7 +120,10 @@ def load_detector(model_path: Path | str, options: DetectorOptions, config: Pipe
     config = replace(config or PipelineConfig(), thresholds=thresholds)
     if options.localisation is not None:
         config = replace(config, localisation=check_localisation(options.localisation))
-    return DetectionPipeline(classifier, config, options.window, options.stride, options.flip_views)
+    try:
+        return DetectionPipeline(classifier, config, options.window, options.stride, options.flip_views, options.rescoring)
+    except UserError as exc:  # a recipe the model cannot run (window, stride, flip views, rescoring)
+        raise UserError(f"{model_path}: {exc}") from exc
 
 
 def _raw_classifier(model_path: Path | str, options: DetectorOptions) -> WindowClassifier:

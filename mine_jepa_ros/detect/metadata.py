@@ -68,6 +68,10 @@ FLIP_VIEWS = (1, 2, 4)
 (:mod:`mine_jepa_ros.detect.views`): 1, the window as it is; 2, also mirrored along track; 4, also
 mirrored across track, and both."""
 
+RESCORINGS = ("windows", "centred")
+"""How a window-head detection is scored (:mod:`mine_jepa_ros.detect.rescore`): ``windows``, its
+group's highest window probability; ``centred``, the probability of the window centred on it."""
+
 
 @dataclass
 class ModelMetadata:
@@ -86,6 +90,7 @@ class ModelMetadata:
     window: int = 96
     stride: int = 64
     flip_views: int = 1  # one of FLIP_VIEWS; `mine-jepa calibrate --flip-views` sets it with the operating point
+    rescoring: str = "windows"  # one of RESCORINGS; `mine-jepa calibrate --rescoring` sets it with the operating point
     provenance: dict[str, Any] = field(default_factory=dict)
     operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict(), from `mine-jepa calibrate`
     # what the pipeline does to a recording before tiling ({}: nothing; see detect.normalise), as in training
@@ -119,6 +124,10 @@ class ModelMetadata:
             problems.append(f"stride {self.stride} must be >= 1")
         if self.flip_views not in FLIP_VIEWS:
             problems.append(f"flip_views {self.flip_views!r} is not one of {FLIP_VIEWS}")
+        if self.rescoring not in RESCORINGS:
+            problems.append(f"rescoring {self.rescoring!r} is not one of {RESCORINGS}")
+        elif self.rescoring == "centred" and self.output == "dense":
+            problems.append("rescoring 'centred' is for a window head; this model has a dense head")
         if not self.norm_std > 0:
             problems.append(f"norm_std {self.norm_std} must be > 0")
         try:

@@ -8,7 +8,9 @@ batches (each window as it is or, with ``flip_views`` > 1, averaged with its mir
 :mod:`~mine_jepa_ros.detect.views`; the checkpoint's stride and flip views unless the caller gives
 others), merges them into detections, moves each detection's centre onto the object's echo
 (``localisation`` ``echo``, the default: :mod:`~mine_jepa_ros.detect.localise`; ``windows`` keeps
-the merger's centre) and returns the detections for that message. Input modes:
+the merger's centre), scores each again from the window centred on it where the model's recipe
+says so (``rescoring`` ``centred``: :mod:`~mine_jepa_ros.detect.rescore`; the checkpoint's unless
+the caller gives another) and returns the detections for that message. Input modes:
 
 * ``frames``: each message is a waterfall frame; detections are in that frame's pixels.
 * ``pings``: each message adds one or more pings (rows) to a running waterfall; a window is
@@ -45,6 +47,7 @@ from mine_jepa_ros.detect.localise import EchoLocaliser, check_localisation
 from mine_jepa_ros.detect.merging import Thresholds, make_merger
 from mine_jepa_ros.detect.metadata import ModelMetadata
 from mine_jepa_ros.detect.normalise import RangeNormaliser
+from mine_jepa_ros.detect.rescore import CentredRescorer, check_rescoring
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
 from mine_jepa_ros.detect.views import check_flip_views, flip_averaged
 from mine_jepa_ros.errors import InputError, UserError
@@ -57,8 +60,11 @@ from mine_jepa_ros.io.sonar_drivers import PingRows
 
 INPUT_MODES = ("frames", "pings")
 HELD_WINDOWS = 6
-"""A ping stream's last ``HELD_WINDOWS x window`` pings are held for localisation: a detection's
-echo square (a window either side of its centre) is complete when the merger publishes it."""
+"""A ping stream's last ``HELD_WINDOWS x window`` pings are held for localisation and rescoring: a
+detection's echo square (a window either side of its centre) and the window centred on where the
+echo put it are complete when the merger publishes it (its windows' centres lie half a window
+above the last row no later window can touch, the echo moves it less than a window, and the
+centred window reaches half a window further)."""
 
 
 class PingHistory:
@@ -183,7 +189,8 @@ class DetectionPipeline:
     """decode -> tile -> batched classify -> merge -> detections, for frames or ping streams."""
 
     def __init__(self, classifier: WindowClassifier, config: PipelineConfig | None = None,
-                 window: int | None = None, stride: int | None = None, flip_views: int | None = None) -> None:
+                 window: int | None = None, stride: int | None = None, flip_views: int | None = None,
+                 rescoring: str | None = None) -> None:
         self.classifier = classifier
         self.config = config or PipelineConfig()
         self.window = window or classifier.window
@@ -203,7 +210,12 @@ class DetectionPipeline:
         self._normaliser = RangeNormaliser(normalisation) if normalisation.active else None
         self._merger = make_merger(self.output, self.window, self.class_names)
         self.localiser = EchoLocaliser(background=self.window) if self.config.localisation == "echo" else None
-        self._held = PingHistory(HELD_WINDOWS * self.window)  # a ping stream's last pings, for localisation
+        self.rescoring = check_rescoring(rescoring or classifier.metadata.rescoring)
+        if self.rescoring == "centred" and self.output != "window":
+            raise UserError("rescoring 'centred' is for a window head; this model has a dense head (use 'windows')")
+        self.rescorer = (CentredRescorer(self._classify_windows, self.window, self.class_names)
+                         if self.rescoring == "centred" else None)
+        self._held = PingHistory(HELD_WINDOWS * self.window)  # a ping stream's last pings, for localisation and rescoring
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
         self._overlay_rows = PingHistory(self.config.overlay_rows, np.uint8)  # the overlay's recent pings (pings mode)
         self._recent: list[Detection] = []
@@ -214,14 +226,17 @@ class DetectionPipeline:
         """A fresh pipeline (no stream state, no statistics) with this one's classifier, window,
         stride, flip views and configuration, for another recording in ``input_mode``."""
         return DetectionPipeline(self.classifier, replace(self.config, input_mode=input_mode), self.window, self.stride,
-                                 self.flip_views)
+                                 self.flip_views, self.rescoring)
 
     def located(self, detections: list[Detection], pixels: np.ndarray, first_row: int = 0) -> list[Detection]:
         """``detections`` made from windows of ``pixels`` (first row ``first_row``), localised as
-        this pipeline localises (``config.localisation``)."""
-        if self.localiser is None:
-            return detections
-        return self.localiser.relocate(detections, pixels, first_row)
+        this pipeline localises (``config.localisation``) and scored again as it rescores
+        (``rescoring``: those that fall below their threshold dropped)."""
+        if self.localiser is not None:
+            detections = self.localiser.relocate(detections, pixels, first_row)
+        if self.rescorer is not None:
+            detections = self.rescorer.rescore(detections, pixels, self.thresholds, first_row)
+        return detections
 
     # -- settings -------------------------------------------------------------------------------
     @property
@@ -242,9 +257,13 @@ class DetectionPipeline:
     def _classify(self, tiles: Tiles) -> np.ndarray:
         if len(tiles) == 0:
             return np.zeros((0, *self.classifier.metadata.output_shape), np.float32)
-        probs = flip_averaged(self.classifier.predict, tiles.patches, self.flip_views)
+        probs = self._classify_windows(tiles.patches)
         self.stats.windows += len(tiles)
         return probs
+
+    def _classify_windows(self, patches: np.ndarray) -> np.ndarray:
+        """(N, W, W) windows -> their outputs, averaged over this pipeline's flip views."""
+        return flip_averaged(self.classifier.predict, patches, self.flip_views)
 
     def _with_positions(self, detections: list[Detection], stream: bool, width: int) -> list[Detection]:
         geo = self.config.geometry
@@ -322,7 +341,7 @@ class DetectionPipeline:
         self._last_header = header
         if self.config.overlay:
             self._overlay_rows.push((np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8), first_row)
-        if self.localiser is not None:
+        if self.localiser is not None or self.rescorer is not None:
             self._held.push(pixels, first_row)
         return self._stream_output(header, tiles, flushing=False, shape=pixels.shape, pixels=pixels)
 
@@ -334,7 +353,7 @@ class DetectionPipeline:
             done = self._merger.flush()
         else:
             done = self._merger.finalize(self._stream_tiler.rows_seen - self.window)
-        if done and self.localiser is not None:
+        if done and (self.localiser is not None or self.rescorer is not None):
             done = self.located(done, *self._held.pixels())
         detections = self._with_positions(done, stream=True, width=self._stream_width)
         overlay: np.ndarray | None = None

@@ -7,14 +7,16 @@
    which the softmax ignores); the expected calibration error (15 bins of confidence) is
    reported before and after.
 3. **Thresholds**, per class, on the calibrated probabilities: detections are re-made at every
-   threshold of a fine grid exactly as the pipeline makes them and scored with the replay's
-   matching; the threshold is the one that meets the target: at most ``fa_per_km2`` false alarms
+   threshold of a fine grid exactly as the pipeline makes them (localised, and with ``rescoring``
+   ``centred`` scored again from the windows centred on them, at the same temperature) and scored
+   with the replay's matching; the threshold is the one that meets the target: at most ``fa_per_km2`` false alarms
    per km² with the highest Pd; at least ``pd`` with the fewest false alarms; the best F1; or the
    best F-beta (``fbeta``, beta > 1 weighing Pd above precision: a missed mine costs more than a
    false alarm; the demo's choice is beta 2).
    A target no threshold reaches is an error that says what was reachable.
 4. The temperature, thresholds, target and the validation numbers go into the checkpoint's
-   metadata (``operating_point``), written atomically to ``out``.
+   metadata (``operating_point``), with the recipe they were chosen at (stride, flip views,
+   rescoring), written atomically to ``out``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from mine_jepa_ros.detect.backends import load_detector
 from mine_jepa_ros.detect.model import save_checkpoint
 from mine_jepa_ros.detect.operating_point import TARGETS, OperatingPoint
 from mine_jepa_ros.detect.pipeline import DetectionPipeline
+from mine_jepa_ros.detect.rescore import CentredRescorer
 from mine_jepa_ros.evaluate.replay import ReplayOptions, SceneCollector
 from mine_jepa_ros.evaluate.scoring import (
     DetectionMetrics,
@@ -87,6 +90,13 @@ def softmax_with_temperature(probs: np.ndarray, temperature: float) -> np.ndarra
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def tempered(rescorer: CentredRescorer, temperature: float) -> CentredRescorer:
+    """``rescorer`` whose centred windows' probabilities are raised to ``temperature`` as the windows' are:
+    calibration classifies with the raw model, and the detector meets both at the fitted temperature."""
+    raw = rescorer.predict
+    return replace(rescorer, predict=lambda windows: softmax_with_temperature(raw(windows), temperature))
+
+
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     p = softmax_with_temperature(probs, temperature)[np.arange(len(labels)), labels]
     return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
@@ -131,6 +141,7 @@ class CalibrationReport:
     area_km2: float | None
     stride: int = 64  # the recipe the operating point was chosen at (stored with it)
     flip_views: int = 1
+    rescoring: str = "windows"
 
     def summary(self) -> str:
         op = self.operating_point
@@ -138,7 +149,8 @@ class CalibrationReport:
         lines = [f"{self.out}: operating point for {Target(**op.target).describe()} on {len(v['bags'])} validation "
                  f"survey(s) ({self.windows} scored {v.get('scored', 'windows')}"
                  + (f", {self.area_km2:.4f} km2 of seabed)" if self.area_km2 else ")")
-                 + f", windows at stride {self.stride}, {self.flip_views} flip view(s)",
+                 + f", windows at stride {self.stride}, {self.flip_views} flip view(s)"
+                 + (", detections scored from the windows centred on them" if self.rescoring == "centred" else ""),
                  f"temperature {op.temperature:.3f}: expected calibration error {v['ece_before']:.3f} -> {v['ece_after']:.3f}"]
         for name, t in op.thresholds.items():
             c = v["classes"][name]
@@ -214,7 +226,7 @@ def collect_scenes_by_bag(detector: DetectionPipeline, bags: list[Path], opts: R
     by_bag: list[list[Scene]] = []
     for bag, inputs in recordings:
         pipeline = detector.for_input_mode(inputs.mode)
-        collector = SceneCollector(inputs, pipeline.localiser)
+        collector = SceneCollector(inputs, pipeline.localiser, pipeline.rescorer)
         stats = ReadStats()
         for _t, msg in tqdm(inputs.messages(stats), desc=f"classify {Path(bag).name}", unit="img",
                             disable=not opts.progress):
@@ -236,7 +248,7 @@ def score_scenes(scenes: list[Scene], thresholds: Thresholds, class_names: list[
     for scene in scenes:
         merger = merger_for(scene.probabilities, window, class_names)
         labels = merger.add(scene.positions, scene.probabilities, thresholds)  # labels each window once
-        scorer.add(scene, scene.located(merger.flush()), labels)
+        scorer.add(scene, scene.located(merger.flush(), thresholds), labels)
     return scorer.metrics(thresholds)
 
 
@@ -343,7 +355,8 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     ece_before = expected_calibration_error(raw, labels)
     ece_after = expected_calibration_error(softmax_with_temperature(raw, temperature), labels)
 
-    calibrated = [replace(s, probabilities=softmax_with_temperature(s.probabilities, temperature)) for s in scenes]
+    calibrated = [replace(s, probabilities=softmax_with_temperature(s.probabilities, temperature),
+                          rescorer=None if s.rescorer is None else tempered(s.rescorer, temperature)) for s in scenes]
     scorer = Scorer(names, detector.window, MatchGate(opts.match_distance_m, opts.match_pixels),
                     froc_thresholds=THRESHOLD_GRID)
     for s in calibrated:
@@ -365,8 +378,8 @@ def calibrate(model_path: Path | str, bags: list[Path], out: Path | str, target:
     model = torch_classifier.model
     # the recipe the thresholds were chosen with travels with them
     model.metadata = replace(model.metadata, operating_point=op.to_dict(), stride=detector.stride,
-                             flip_views=detector.flip_views)
+                             flip_views=detector.flip_views, rescoring=detector.rescoring)
     save_checkpoint(out, model, {"calibrated_from": str(model_path)})
     return CalibrationReport(Path(out), op, int(len(labels)), objects, scorer.area_km2, detector.stride,
-                             detector.flip_views)
+                             detector.flip_views, detector.rescoring)
 

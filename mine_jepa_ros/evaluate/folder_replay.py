@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from mine_jepa_ros.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
-from mine_jepa_ros.detect.localise import EchoLocaliser
 from mine_jepa_ros.detect.pipeline import DecodedFrame, DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.replay import plot_froc, plot_metrics
 from mine_jepa_ros.evaluate.scoring import DetectionMetrics, MatchGate, Scene, Scorer
@@ -104,11 +103,11 @@ def classify_images(pipeline: DetectionPipeline, images: Sequence[LabelledImage]
         yield ClassifiedImage(image, pixels, output, truth)
 
 
-def scene_of(item: ClassifiedImage, localiser: EchoLocaliser | None) -> Scene:
-    """A labelled image as a scene to score (pixels: no sonar geometry); ``localiser``: the pipeline's."""
+def scene_of(item: ClassifiedImage, pipeline: DetectionPipeline) -> Scene:
+    """A labelled image as a scene to score (pixels: no sonar geometry), localised and rescored as ``pipeline`` does."""
     rows, width = item.output.shape
     return Scene(item.output.tiles_positions, item.output.probabilities, item.truth or [], width, rows,
-                 pixels=item.output.pixels, localiser=localiser)
+                 pixels=item.output.pixels, localiser=pipeline.localiser, rescorer=pipeline.rescorer)
 
 
 def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str] = (),
@@ -119,7 +118,7 @@ def image_scenes(detector: DetectionPipeline, folder: Path, years: Sequence[str]
     skipped: Counter[str] = Counter()
     errors: list[str] = []
     classified = classify_images(pipeline, folder_images(folder, years), skipped, errors, progress)
-    scenes = [scene_of(item, pipeline.localiser) for item in classified if item.truth is not None]
+    scenes = [scene_of(item, pipeline) for item in classified if item.truth is not None]
     for error in errors[:5]:
         print(f"skipped {error}")
     if sum(skipped.values()) > 5:
@@ -157,7 +156,7 @@ def replay_images(folder: Path | str, model_path: Path | str, out: Path | str,
                 write_png(tmp / "overlays" / f"{item.image.name}.png", draw_detections(canvas, dets))
             if item.truth is not None:
                 labelled += 1
-                scorer.add(scene_of(item, pipeline.localiser), dets, item.output.labels)
+                scorer.add(scene_of(item, pipeline), dets, item.output.labels)
         seconds = time.perf_counter() - start
         metrics = scorer.metrics(pipeline.thresholds) if labelled else None
         result = FolderReplayResult(out, processed, labelled, sum(skipped.values()), pipeline.stats.windows,

@@ -22,6 +22,7 @@ from mine_jepa_ros.atomic import write_json_atomic
 from mine_jepa_ros.detect.backends import DetectorOptions, load_detector
 from mine_jepa_ros.geo.tracking import ContactOptions, ContactsResult, ContactTracker, navigation_from_bag, restore_state
 from mine_jepa_ros.detect.localise import EchoLocaliser
+from mine_jepa_ros.detect.rescore import CentredRescorer
 from mine_jepa_ros.detect.pipeline import DetectionPipeline, PipelineConfig, PipelineOutput
 from mine_jepa_ros.evaluate.scoring import ClassDetections, DetectionMetrics, MatchGate, Scene, Scorer, interval_text
 from mine_jepa_ros.errors import BagError
@@ -92,9 +93,11 @@ class ReplayResult:
 class SceneCollector:
     """Scenes to score, from the pipeline's outputs: one per frame, or one for a whole ping stream."""
 
-    def __init__(self, recording: Recording, localiser: EchoLocaliser | None = None) -> None:
+    def __init__(self, recording: Recording, localiser: EchoLocaliser | None = None,
+                 rescorer: CentredRescorer | None = None) -> None:
         self.recording = recording
         self.localiser = localiser  # the pipeline's: the detections re-made at other thresholds are localised alike
+        self.rescorer = rescorer  # and scored again alike
         self.scored: list[tuple[Scene, list[Detection], np.ndarray]] = []  # scene, its detections, window labels
         self._stream: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[Detection]]] = []  # no overlay images kept
         self._stream_pixels: list[np.ndarray] = []  # the stream's pings, where they are localised
@@ -106,12 +109,12 @@ class SceneCollector:
             truth = self.recording.frame_truth(output.header)
             rows, width = output.shape
             scene = Scene(output.tiles_positions, output.probabilities, truth, width, rows, self._frame_row,
-                          self.recording.geometry, output.pixels, self.localiser)
+                          self.recording.geometry, output.pixels, self.localiser, self.rescorer)
             self.scored.append((scene, output.detections, output.labels))
             self._frame_row += rows
         else:
             self._stream.append((output.tiles_positions, output.probabilities, output.labels, output.detections))
-            if self.localiser is not None and output.pixels is not None:
+            if (self.localiser is not None or self.rescorer is not None) and output.pixels is not None:
                 self._stream_pixels.append(output.pixels)
 
     def finish(self, pipeline: DetectionPipeline) -> list[tuple[Scene, list[Detection], np.ndarray]]:
@@ -121,7 +124,7 @@ class SceneCollector:
             positions, probs, labels = (np.concatenate([part[k] for part in self._stream]) for k in range(3))
             pixels = _one_waterfall(self._stream_pixels, pipeline.stream_rows)
             scene = Scene(positions, probs, truth, pipeline.stream_width, pipeline.stream_rows, 0, self.recording.geometry,
-                          pixels, self.localiser)
+                          pixels, self.localiser, self.rescorer)
             self.scored.append((scene, [d for part in self._stream for d in part[3]], labels))
             self._stream, self._stream_pixels = [], []
         return self.scored
@@ -153,7 +156,7 @@ def replay(bag: Path | str, model_path: Path | str, out: Path | str, options: Re
     store = factory.typestore
     assert store is not None
 
-    scenes = SceneCollector(inputs, pipeline.localiser)
+    scenes = SceneCollector(inputs, pipeline.localiser, pipeline.rescorer)
     stream_dets: list[Detection] = []
     report_frames: list[tuple[np.ndarray, list[Detection], list[Detection]]] = []
     report_rows: list[np.ndarray] = []

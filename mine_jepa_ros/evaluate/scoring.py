@@ -52,6 +52,7 @@ import numpy as np
 
 from mine_jepa_ros.detect.localise import EchoLocaliser
 from mine_jepa_ros.detect.merging import Thresholds, detections_from_windows
+from mine_jepa_ros.detect.rescore import CentredAnswers, CentredRescorer
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.geometry import SonarGeometry, ground_range_m
 from mine_jepa_ros.io.detections import Detection
@@ -114,19 +115,26 @@ class Scene:
     geometry: SonarGeometry | None = None  # this survey's: metres and seabed area where known
     pixels: np.ndarray | None = None  # its pixels as classified, for localising detections re-made from its windows
     localiser: EchoLocaliser | None = None  # how the pipeline localised them (None: at the windows' centre)
+    rescorer: CentredRescorer | None = None  # how the pipeline scored them again (None: the windows' score)
     _echo_centres: dict[tuple[int, int], tuple[float, float] | None] = field(default_factory=dict, init=False,
                                                                             repr=False, compare=False)
+    _centred: CentredAnswers = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.localiser is None:
-            self.pixels = None  # kept only to localise: a scene of a windows-localised pipeline holds none
+        if self.localiser is None and self.rescorer is None:
+            self.pixels = None  # kept only to localise and rescore: a scene of a pipeline that does neither holds none
 
-    def located(self, detections: list[Detection]) -> list[Detection]:
-        """Detections made from this scene's windows, localised as the pipeline localised its own
-        (each start pixel localised once: the threshold sweep starts from the same pixels again)."""
-        if self.localiser is None or self.pixels is None:
+    def located(self, detections: list[Detection], thresholds: Thresholds) -> list[Detection]:
+        """Detections made from this scene's windows at ``thresholds``, localised and scored again as
+        the pipeline did its own (each start pixel localised once, each centre classified once: the
+        threshold sweep makes the same detections again)."""
+        if self.pixels is None:
             return detections
-        return self.localiser.relocate(detections, self.pixels, found=self._echo_centres)
+        if self.localiser is not None:
+            detections = self.localiser.relocate(detections, self.pixels, found=self._echo_centres)
+        if self.rescorer is not None:
+            detections = self.rescorer.rescore(detections, self.pixels, thresholds, answers=self._centred)
+        return detections
 
 
 def swath_area_km2(rows: int, width: int, geometry: SonarGeometry) -> float:
@@ -480,7 +488,7 @@ class Scorer:
         exactly as the pipeline makes them."""
         scene = self.scenes[index][0]
         return scene.located(detections_from_windows(scene.positions, scene.probabilities, thresholds, self.window,
-                                                     self.class_names))
+                                                     self.class_names), thresholds)
 
     def froc(self) -> dict[str, list[FrocPoint]]:
         """Per class, one point per swept threshold: threshold, Pd, precision, F1, false alarms (per km²)."""

@@ -185,7 +185,8 @@ class MineJepaNode(LifecycleNode):
             f"configured: model {s.model_path} ({pipeline.classifier.metadata.arch}, classes {pipeline.class_names}) on "
             f"{pipeline.classifier.device_name} ({pipeline.classifier.precision_name}), windows at stride "
             f"{pipeline.stride}, {pipeline.flip_views} flip view(s), localised on the "
-            f"{pipeline.config.localisation}")
+            f"{pipeline.config.localisation}, each scored from "
+            f"{'the window centred on it' if pipeline.rescoring == 'centred' else 'its windows'}")
         return super().on_configure(state)
 
     def _value(self, name: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 from mine_jepa_ros.detect.backends import BACKENDS, DetectorOptions, backend_for
 from mine_jepa_ros.detect.localise import LOCALISATIONS
-from mine_jepa_ros.detect.metadata import FLIP_VIEWS
+from mine_jepa_ros.detect.metadata import FLIP_VIEWS, RESCORINGS
 from mine_jepa_ros.detect.onnx_backend import provider_names, split_providers
 from mine_jepa_ros.detect.pipeline import INPUT_MODES, PipelineConfig
 from mine_jepa_ros.errors import ParameterError, UserError
@@ -89,6 +89,10 @@ class NodeSettings:
                              "along track) or 4 (also across track, and both); 0 = the checkpoint's (`mine-jepa "
                              "calibrate --flip-views`). Costs that many forward passes per window.", min_value=0,
                              max_value=4)
+    rescoring: str = _param("", "A detection's score: windows (its windows' highest probability) or centred (the "
+                            "probability of the window centred on it, one more window per detection; window head "
+                            "only); empty = the checkpoint's (`mine-jepa calibrate --rescoring`: its thresholds were "
+                            "chosen with it).", choices=("", *RESCORINGS))
     localisation: str = _param("echo", "Where a detection's centre is put: echo (moved onto the object's highlight and "
                                "shadow in the pixels) or windows (the weighted mean of its windows' centres).",
                                choices=LOCALISATIONS)
@@ -222,7 +226,7 @@ class NodeSettings:
         """How the model runs; empty thresholds mean the checkpoint's operating point."""
         return DetectorOptions(self.backend, tuple(self.provider_list), self.device, self.precision, self.batch_size,
                                self.thresholds or None, window=self.window or None, stride=self.stride or None,
-                               flip_views=self.flip_views or None)
+                               flip_views=self.flip_views or None, rescoring=self.rescoring or None)
 
 
 PARAMS: tuple[ParamSpec, ...] = tuple(

@@ -23,8 +23,10 @@ training, validation and test surveys come from that one distribution but are ne
    surveys for the best F-beta (``--beta``, 2: Pd weighs above precision, as mine countermeasures
    weigh a missed mine above a false alarm; 1: best F1), detecting as the test will (windows at
    stride ``--stride``, 48, each averaged over ``--flip-views`` mirrored views, 4:
-   :mod:`mine_jepa_ros.detect.views`, and centred on the object's echo:
-   :mod:`mine_jepa_ros.detect.localise`); the candidate with the best validation F-beta is kept,
+   :mod:`mine_jepa_ros.detect.views`, centred on the object's echo:
+   :mod:`mine_jepa_ros.detect.localise`, and for the window head each detection scored from the
+   window centred there, ``--rescoring centred``: :mod:`mine_jepa_ros.detect.rescore`); the
+   candidate with the best validation F-beta is kept,
    its operating point and that recipe in the checkpoint;
 5. replay the held-out test surveys at that operating point (the first ``--overlay-surveys`` with
    their overlays in ``report/survey_K/``) and score them together: Pd and precision with their
@@ -59,7 +61,7 @@ from typing import TYPE_CHECKING
 
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.detect.localise import LOCALISATIONS
-from mine_jepa_ros.detect.metadata import FLIP_VIEWS, PATCH_SIZES, read_metadata, window_problem
+from mine_jepa_ros.detect.metadata import FLIP_VIEWS, PATCH_SIZES, RESCORINGS, read_metadata, window_problem
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay, write_metrics_report
@@ -135,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="window stride the detector runs at (calibration, test); stored with the operating point")
     parser.add_argument("--flip-views", type=int, choices=FLIP_VIEWS, default=4,
                         help="mirrored views of each window averaged (1, 2: also along track, 4: also across track)")
+    parser.add_argument("--rescoring", choices=RESCORINGS, default=None,
+                        help="a detection's score (calibration, test): centred (the probability of the window centred "
+                        "on it; the window head's default) or windows (its windows' highest; the dense head's)")
     parser.add_argument("--localisation", choices=LOCALISATIONS, default="echo",
                         help="where detections are centred (calibration, test): echo (on the object's contrast) or "
                         "windows (the mean of its windows' centres)")
@@ -145,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reuse is not None and args.reuse.resolve() == args.out.resolve():
         parser.error("--reuse must name another folder than --out (--out is replaced)")
+    if args.rescoring is None:
+        args.rescoring = "centred" if args.head == "window" else "windows"
+    elif args.rescoring == "centred" and args.head != "window":
+        parser.error("--rescoring centred is for the window head")
     if args.stride < 1:  # 0 would silently mean the checkpoint's stride (64) while the report says 0
         parser.error(f"--stride must be >= 1, got {args.stride}")
     if (problem := window_problem(args.window)) is not None:  # as extract --window takes it
@@ -212,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             hard_negative_threshold=args.hard_negative_threshold, seed=args.probe_seed)
     # calibration detects as the test will; the test runs the recipe the checkpoint then carries
     detector = DetectorOptions(device=args.device, stride=args.stride, flip_views=args.flip_views,
-                               localisation=args.localisation)
+                               rescoring=args.rescoring, localisation=args.localisation)
     tested = DetectorOptions(device=args.device, localisation=args.localisation)
     choice = choose_background_weight(store, probe_cfg, weights, validation_bags, model_path,
                                       Target("fbeta", args.beta), ReplayOptions(detector=detector))
@@ -238,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "hard_negative_threshold": args.hard_negative_threshold,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
               "background_weight": choice.chosen.background_weight, "stride": args.stride,
-              "flip_views": args.flip_views, "localisation": args.localisation, "beta": args.beta,
+              "flip_views": args.flip_views, "rescoring": args.rescoring, "localisation": args.localisation,
+              "beta": args.beta,
               "reused": None if args.reuse is None else str(args.reuse)}
     write_metrics_report(out / "report", {"model": str(model_path), "recipe": recipe,
                                           "test_surveys": [str(b) for b in test_bags], "metrics": metrics.to_dict()},
