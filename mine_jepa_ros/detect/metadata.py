@@ -73,6 +73,16 @@ RESCORINGS = ("windows", "centred")
 group's highest window probability; ``centred``, the probability of the window centred on it."""
 
 
+def rescoring_problem(rescoring: str, output: str) -> str | None:
+    """Why a model whose output is ``output`` cannot be scored by ``rescoring`` (None: it can): the
+    centred window's class is a window head's answer."""
+    if rescoring not in RESCORINGS:
+        return f"rescoring {rescoring!r} is not one of {RESCORINGS}"
+    if rescoring == "centred" and output == "dense":
+        return "rescoring 'centred' is for a window head; this model has a dense head"
+    return None
+
+
 @dataclass
 class ModelMetadata:
     """Everything a checkpoint says about itself (stored as JSON inside the safetensors file)."""
@@ -124,10 +134,8 @@ class ModelMetadata:
             problems.append(f"stride {self.stride} must be >= 1")
         if self.flip_views not in FLIP_VIEWS:
             problems.append(f"flip_views {self.flip_views!r} is not one of {FLIP_VIEWS}")
-        if self.rescoring not in RESCORINGS:
-            problems.append(f"rescoring {self.rescoring!r} is not one of {RESCORINGS}")
-        elif self.rescoring == "centred" and self.output == "dense":
-            problems.append("rescoring 'centred' is for a window head; this model has a dense head")
+        if (problem := rescoring_problem(self.rescoring, self.output)) is not None:
+            problems.append(problem)
         if not self.norm_std > 0:
             problems.append(f"norm_std {self.norm_std} must be > 0")
         try:

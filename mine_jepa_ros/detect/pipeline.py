@@ -45,7 +45,7 @@ import numpy as np
 
 from mine_jepa_ros.detect.localise import EchoLocaliser, check_localisation
 from mine_jepa_ros.detect.merging import Thresholds, make_merger
-from mine_jepa_ros.detect.metadata import ModelMetadata
+from mine_jepa_ros.detect.metadata import ModelMetadata, rescoring_problem
 from mine_jepa_ros.detect.normalise import RangeNormaliser
 from mine_jepa_ros.detect.rescore import CentredRescorer, check_rescoring
 from mine_jepa_ros.detect.tiling import StreamingTiler, Tiles, WaterfallTiler
@@ -211,8 +211,8 @@ class DetectionPipeline:
         self._merger = make_merger(self.output, self.window, self.class_names)
         self.localiser = EchoLocaliser(background=self.window) if self.config.localisation == "echo" else None
         self.rescoring = check_rescoring(rescoring or classifier.metadata.rescoring)
-        if self.rescoring == "centred" and self.output != "window":
-            raise UserError("rescoring 'centred' is for a window head; this model has a dense head (use 'windows')")
+        if (problem := rescoring_problem(self.rescoring, self.output)) is not None:
+            raise UserError(f"{problem} (use 'windows')")
         self.rescorer = (CentredRescorer(self._classify_windows, self.window, self.class_names)
                          if self.rescoring == "centred" else None)
         self._held = PingHistory(HELD_WINDOWS * self.window)  # a ping stream's last pings, for localisation and rescoring
