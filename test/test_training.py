@@ -404,6 +404,30 @@ def test_probe_chooses_the_background_weight_on_validation_surveys(
     assert "--validation-bag" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_probe_trains_an_ensemble_of_seeds_and_calibrates_it(
+        store: PatchStore, validation_bags: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mine_jepa_ros.detect.model import EnsembleClassifier, read_metadata
+
+    out = tmp_path / "ensemble.safetensors"
+    args = ["probe", "--store", str(store.path), "--mode", "linear", "--epochs", "5", "--device", "cpu", "--out", str(out),
+            "--seed", "4", "--ensemble", "2", "--best-f1"]
+    assert main([*args, "--validation-bag", str(validation_bags[0]), "--validation-bag", str(validation_bags[1])]) == 0
+    text = capsys.readouterr().out
+    assert "ensemble: fine-tuning seed 5 (2 of 2)" in text and "temperature" in text
+    meta = read_metadata(out)
+    assert meta.members == 2 and meta.op() is not None  # calibrated as the averaged model
+    assert meta.provenance["ensemble_of"][1] == "probe seed 5"
+    assert [m["probe"]["seed"] for m in meta.provenance["members"]] == [4, 5]
+    model = load_checkpoint(out)
+    assert isinstance(model, EnsembleClassifier)
+    heads = [m.head.net.weight for m in model.members]
+    assert not torch.equal(heads[0], heads[1])  # another seed, another network
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ensemble.safetensors"]  # no scratch left
+    assert main(["probe", "--store", str(store.path), "--out", str(out), "--ensemble", "2"]) == 2
+    assert "--validation-bag" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", ["linear", "mlp", "finetune", "ft_mlp"])
 def test_each_probe_mode_trains_and_saves_a_loadable_checkpoint(store: PatchStore, tmp_path: Path, mode: str) -> None:
     out = tmp_path / f"{mode}.safetensors"

@@ -1,4 +1,5 @@
-"""Model commands: ``init-model`` (a checkpoint) and ``export`` (ONNX, fp32 or INT8, for the vehicle)."""
+"""Model commands: ``init-model`` (a checkpoint), ``ensemble`` (trained checkpoints averaged into one)
+and ``export`` (ONNX, fp32 or INT8, for the vehicle)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,36 @@ def run_init_model(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, model)
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out}: {args.arch} ({params / 1e6:.1f}M parameters), head {args.head}, init {args.init}")
+    return 0
+
+
+def add_ensemble(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "ensemble",
+        help="average trained checkpoints of one recipe into one model (then calibrate it)",
+        description="Write one checkpoint holding the networks of the given checkpoints (fine-tunings of one recipe: "
+        "the same arch, window, head, classes and input normalisation; e.g. `probe --seed 0`, `--seed 1`, ...), whose "
+        "logits are averaged: every window costs one forward pass per member. The result has no operating point: "
+        "run `mine-jepa calibrate` on it before detecting with it.",
+    )
+    p.add_argument("--model", required=True, type=Path, action="append",
+                   help="a trained checkpoint (.safetensors), one network; repeat for each member (2 to 8)")
+    p.add_argument("--out", required=True, type=Path, help="output checkpoint (.safetensors)")
+    p.set_defaults(func=run_ensemble)
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    from mine_jepa_ros.detect.model import ensemble, save_checkpoint
+
+    if args.out.resolve() in {m.resolve() for m in args.model}:
+        raise UserError(f"--out {args.out} is one of the members: write the ensemble to another file")
+    model = ensemble(args.model)
+    save_checkpoint(args.out, model, {"created_by": "mine-jepa ensemble"})
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: {model.metadata.members} {model.metadata.arch} networks ({params / 1e6:.1f}M parameters), "
+          f"{model.metadata.output} head, logits averaged; no operating point yet: `mine-jepa calibrate --model "
+          f"{args.out} --bag VALIDATION_BAG ... --out CALIBRATED.safetensors`")
     return 0
 
 
@@ -109,4 +140,5 @@ def run_export(args: argparse.Namespace) -> int:
 def register(sub: Subcommands) -> None:
     """Add this module's subcommands."""
     add_init_model(sub)
+    add_ensemble(sub)
     add_export(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from mine_jepa_ros.cli.args import (
@@ -17,7 +18,7 @@ from mine_jepa_ros.cli.args import (
     print_json,
     target_from_args,
 )
-from mine_jepa_ros.detect.metadata import ARCHS, OUTPUTS, PATCH_SIZES
+from mine_jepa_ros.detect.metadata import ARCHS, MAX_MEMBERS, OUTPUTS, PATCH_SIZES
 from mine_jepa_ros.errors import UserError
 
 
@@ -134,6 +135,10 @@ def add_probe(sub: Subcommands) -> None:
     p.add_argument("--background-weights", type=numbers_arg, default=None,
                    help="candidate background weights, e.g. 1,2,4: one probe each, the best on the validation bags "
                    "for the target is kept (needs --validation-bag)")
+    p.add_argument("--ensemble", type=positive_int, default=1,
+                   help="train the recipe this many times (--seed, --seed + 1, ...) and average the networks' logits in "
+                   "one checkpoint, calibrated on the validation bags (needs --validation-bag; each member costs a "
+                   "training run and a forward pass per window)")
     add_target_args(p, required=False)
     add_recipe_args(p, "with --validation-bag, the operating point is chosen at it and stored; default: 64 and 1")
     add_device(p)
@@ -155,6 +160,11 @@ def run_probe(args: argparse.Namespace) -> int:
                       background_weight=args.background_weight, intensity_augment=args.intensity_augment)
     if args.background_weights is not None and not args.validation_bag:
         raise UserError("--background-weights is chosen on validation surveys: give them with --validation-bag")
+    if args.ensemble > 1 and not args.validation_bag:
+        raise UserError("--ensemble is calibrated on validation surveys (its averaged logits are a new model's): give "
+                        "them with --validation-bag")
+    if args.ensemble > MAX_MEMBERS:
+        raise UserError(f"--ensemble {args.ensemble}: at most {MAX_MEMBERS} members")
     if (args.stride is not None or args.flip_views is not None or args.rescoring is not None) and not args.validation_bag:
         raise UserError("--stride, --flip-views and --rescoring are the recipe an operating point is chosen at: give validation "
                         "surveys with --validation-bag (or set them later with `mine-jepa calibrate`)")
@@ -166,8 +176,13 @@ def run_probe(args: argparse.Namespace) -> int:
         weights = args.background_weights or [args.background_weight]
         opts = ReplayOptions(detector=DetectorOptions(device=args.device, stride=args.stride,
                                                       flip_views=args.flip_views, rescoring=args.rescoring))
-        print(choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args),
-                                       opts).summary())
+        choice = choose_background_weight(store, cfg, weights, args.validation_bag, args.out, target_from_args(args), opts)
+        print(choice.summary())
+        if args.ensemble > 1:
+            from mine_jepa_ros.training.ensembling import extend_to_ensemble
+
+            print(extend_to_ensemble(store, replace(cfg, background_weight=choice.chosen.background_weight), args.out,
+                                     args.ensemble, args.validation_bag, args.out, target_from_args(args), opts).summary())
         model = args.out
     else:
         model = train_probe(store, cfg, args.out)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mine_jepa_ros.atomic import atomic_file
-from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint
+from mine_jepa_ros.detect.model import Classifier, load_checkpoint
 from mine_jepa_ros.detect.onnx_backend import INPUT_NAME, OUTPUT_NAME, model_properties, onnx_properties_for
 from mine_jepa_ros.deploy.quantise import (
     DEFAULT_MAX_F1_DROP,
@@ -48,7 +48,7 @@ class ProbabilityModel(torch.nn.Module):
     """(N, H, W) 0..1 intensities -> (N, classes) probabilities, or (N, classes, tokens, tokens) for a
     dense head: normalisation + model + the calibrated softmax (logits / temperature) over classes."""
 
-    def __init__(self, model: MineClassifier) -> None:
+    def __init__(self, model: Classifier) -> None:
         super().__init__()
         self.model = model
         self.temperature = model.temperature

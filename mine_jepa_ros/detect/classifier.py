@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mine_jepa_ros.detect.device import autocast_for, is_out_of_memory, resolve_device, resolve_precision
-from mine_jepa_ros.detect.model import MineClassifier
+from mine_jepa_ros.detect.model import Classifier
 from mine_jepa_ros.errors import UserError
 
 LOG = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ LOG = logging.getLogger(__name__)
 class PatchClassifier:
     """Batched, device-aware class probabilities for 0..1 intensity patches."""
 
-    def __init__(self, model: MineClassifier, device: str = "auto", batch_size: int = 64, precision: str = "auto") -> None:
+    def __init__(self, model: Classifier, device: str = "auto", batch_size: int = 64, precision: str = "auto") -> None:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.device, warning = resolve_device(device)

@@ -6,7 +6,8 @@ normalisation statistics, window, stride and flip views (the detection recipe th
 was chosen with: :mod:`mine_jepa_ros.detect.views`), probe mode, which output the head gives (``window``:
 one class vector per window; ``dense``: one per 16-pixel patch token), the input normalisation of
 recordings before tiling (``input_normalisation``: :mod:`mine_jepa_ros.detect.normalise`),
-operating point and training provenance.
+operating point, training provenance, and how many networks the model averages (``members``: an
+ensemble of fine-tunings of one recipe, :class:`~mine_jepa_ros.detect.model.EnsembleClassifier`).
 An exported ONNX model carries the same document (:mod:`mine_jepa_ros.detect.onnx_backend`), so
 both kinds of model describe themselves alike. Reading it needs ``safetensors`` and numpy only
 (the vehicle install has no torch); every field is validated and a problem is a
@@ -72,6 +73,9 @@ RESCORINGS = ("windows", "centred")
 """How a window-head detection is scored (:mod:`mine_jepa_ros.detect.rescore`): ``windows``, its
 group's highest window probability; ``centred``, the probability of the window centred on it."""
 
+MAX_MEMBERS = 8
+"""The most networks one checkpoint averages (``members``): each costs a forward pass per window."""
+
 
 def rescoring_problem(rescoring: str, output: str) -> str | None:
     """Why a model whose output is ``output`` cannot be scored by ``rescoring`` (None: it can): the
@@ -101,6 +105,7 @@ class ModelMetadata:
     stride: int = 64
     flip_views: int = 1  # one of FLIP_VIEWS; `mine-jepa calibrate --flip-views` sets it with the operating point
     rescoring: str = "windows"  # one of RESCORINGS; `mine-jepa calibrate --rescoring` sets it with the operating point
+    members: int = 1  # networks whose logits are averaged (`mine-jepa ensemble`); 1: one network
     provenance: dict[str, Any] = field(default_factory=dict)
     operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict(), from `mine-jepa calibrate`
     # what the pipeline does to a recording before tiling ({}: nothing; see detect.normalise), as in training
@@ -136,6 +141,8 @@ class ModelMetadata:
             problems.append(f"flip_views {self.flip_views!r} is not one of {FLIP_VIEWS}")
         if (problem := rescoring_problem(self.rescoring, self.output)) is not None:
             problems.append(problem)
+        if type(self.members) is not int or not 1 <= self.members <= MAX_MEMBERS:
+            problems.append(f"members {self.members!r} must be an integer from 1 to {MAX_MEMBERS}")
         if not self.norm_std > 0:
             problems.append(f"norm_std {self.norm_std} must be > 0")
         try:

@@ -1,5 +1,10 @@
 """The Mine-JEPA classifier (timm ViT backbone + probe head) and its checkpoint's tensors (torch).
 
+A model is one network (:class:`MineClassifier`) or, where ``ModelMetadata.members`` is above 1,
+an ensemble (:class:`EnsembleClassifier`): several fine-tunings of one recipe, tensors
+``members.K.*``, whose logits are averaged; both are a :class:`Classifier` (input normalisation,
+temperature, forward). :func:`ensemble` combines trained checkpoints into one.
+
 Two outputs (``ModelMetadata.output``): the ``window`` head classifies the CLS embedding, one class
 vector per window (tensors ``head.*``); the ``dense`` head classifies every patch token, a
 (classes, 6, 6) map per 96-pixel window (tensors ``dense_head.*``, so a checkpoint whose metadata
@@ -15,7 +20,7 @@ temporary file and renames it into place (atomic).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from mine_jepa_ros.detect.metadata import (
     ARCHS,
     DEFAULT_CLASS_NAMES,
     HEADS,
+    MAX_MEMBERS,
     METADATA_KEY,
     OUTPUTS,
     PROBE_MODES,
@@ -38,8 +44,9 @@ from mine_jepa_ros.detect.metadata import (
 )
 from mine_jepa_ros.errors import CheckpointError, UserError
 
-__all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "OUTPUTS", "PROBE_MODES", "VIT_ARCHS", "MineClassifier", "ModelMetadata",
-           "ProbeHead", "build_backbone", "load_checkpoint", "new_classifier", "read_metadata", "save_checkpoint"]
+__all__ = ["ARCHS", "DEFAULT_CLASS_NAMES", "HEADS", "OUTPUTS", "PROBE_MODES", "VIT_ARCHS", "Classifier", "EnsembleClassifier",
+           "MineClassifier", "ModelMetadata", "ProbeHead", "build_backbone", "ensemble", "load_checkpoint", "load_network",
+           "new_classifier", "read_metadata", "save_checkpoint"]
 
 
 def build_backbone(arch: str, img_size: int = 96, init: str = "random", in_chans: int = 1,
@@ -95,13 +102,30 @@ class ProbeHead(nn.Module):
         return self.net(x)
 
 
-class MineClassifier(nn.Module):
-    """ViT backbone + probe head: (N, 1, H, W) normalised patches -> logits, (N, classes) for the
-    window head, (N, classes, tokens, tokens) for the dense head."""
+class Classifier(nn.Module):
+    """What a checkpoint loads as: (N, 1, H, W) normalised patches -> logits, (N, classes) for the
+    window head, (N, classes, tokens, tokens) for the dense head; ``metadata`` describes it."""
 
-    def __init__(self, metadata: ModelMetadata, backbone: nn.Module | None = None) -> None:
+    def __init__(self, metadata: ModelMetadata) -> None:
         super().__init__()
         self.metadata = metadata
+
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this before the softmax (1 until `mine-jepa calibrate` fits one)."""
+        op = self.metadata.op()
+        return op.temperature if op is not None else 1.0
+
+    def normalise(self, patches: torch.Tensor) -> torch.Tensor:
+        """0..1 intensity patches (N, H, W) -> normalised (N, 1, H, W)."""
+        return ((patches - self.metadata.norm_mean) / self.metadata.norm_std).unsqueeze(1)
+
+
+class MineClassifier(Classifier):
+    """One network: ViT backbone + probe head."""
+
+    def __init__(self, metadata: ModelMetadata, backbone: nn.Module | None = None) -> None:
+        super().__init__(metadata)
         self.backbone = backbone if backbone is not None else build_backbone(
             metadata.arch, metadata.img_size, in_chans=metadata.in_chans, patch_size=metadata.patch_size)
         embed_dim = int(getattr(self.backbone, "num_features"))
@@ -137,18 +161,31 @@ class MineClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_logits(self.features(x))
 
-    @property
-    def temperature(self) -> float:
-        """Logits are divided by this before the softmax (1 until `mine-jepa calibrate` fits one)."""
-        op = self.metadata.op()
-        return op.temperature if op is not None else 1.0
 
-    def normalise(self, patches: torch.Tensor) -> torch.Tensor:
-        """0..1 intensity patches (N, H, W) -> normalised (N, 1, H, W)."""
-        return ((patches - self.metadata.norm_mean) / self.metadata.norm_std).unsqueeze(1)
+def member_metadata(metadata: ModelMetadata) -> ModelMetadata:
+    """What one network of an ensemble is: the ensemble's description, one member, no operating point
+    (the ensemble's is fitted to the averaged logits)."""
+    return replace(metadata, members=1, operating_point=None)
 
 
-def save_checkpoint(path: Path | str, model: MineClassifier, extra_provenance: dict[str, Any] | None = None) -> Path:
+class EnsembleClassifier(Classifier):
+    """Networks of one recipe (the same arch, window, head and classes; other fine-tuning seeds) whose
+    logits are averaged: one forward pass per member, one answer."""
+
+    def __init__(self, metadata: ModelMetadata, members: list[MineClassifier] | None = None) -> None:
+        super().__init__(metadata)
+        if members is None:
+            members = [MineClassifier(member_metadata(metadata)) for _ in range(metadata.members)]
+        if len(members) != metadata.members or len(members) < 2:
+            raise ValueError(f"an ensemble of {len(members)} network(s) with metadata naming {metadata.members}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [member(x) for member in self.members]
+        return torch.stack(logits).mean(dim=0)
+
+
+def save_checkpoint(path: Path | str, model: Classifier, extra_provenance: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as one safetensors file with its metadata, atomically."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -162,8 +199,9 @@ def save_checkpoint(path: Path | str, model: MineClassifier, extra_provenance: d
     return final
 
 
-def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> MineClassifier:
-    """Load and validate a checkpoint; the model is returned in eval mode on ``device``."""
+def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Classifier:
+    """Load and validate a checkpoint (one network, or an ensemble where its metadata names more than
+    one member); the model is returned in eval mode on ``device``."""
     p = Path(path)
     meta = read_metadata(p)
     try:
@@ -173,7 +211,7 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Min
                 tensors[key] = f.get_tensor(key)
     except Exception as exc:
         raise CheckpointError(f"{p}: tensors unreadable ({exc})") from exc
-    model = MineClassifier(meta)
+    model: Classifier = MineClassifier(meta) if meta.members == 1 else EnsembleClassifier(meta)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -187,10 +225,48 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Min
         if wrong:
             k = wrong[0]
             detail.append(f"shape of {k} is {tuple(tensors[k].shape)}, {meta.arch} at {meta.img_size}px needs {tuple(expected[k].shape)}")
-        raise CheckpointError(f"{p}: tensors do not fit {meta.arch}/{meta.head} with the {meta.output} head its metadata "
-                              "names: " + "; ".join(detail))
+        networks = "" if meta.members == 1 else f" ({meta.members} members)"
+        raise CheckpointError(f"{p}: tensors do not fit {meta.arch}/{meta.head} with the {meta.output} head{networks} its "
+                              "metadata names: " + "; ".join(detail))
     model.load_state_dict(tensors)
     return model.to(device).eval()
+
+
+def load_network(path: Path | str, device: str | torch.device = "cpu") -> MineClassifier:
+    """:func:`load_checkpoint` for what needs one network's backbone (training from it); an ensemble
+    is refused, naming the file."""
+    model = load_checkpoint(path, device)
+    if not isinstance(model, MineClassifier):
+        raise CheckpointError(f"{path}: an ensemble of {model.metadata.members} networks has no single backbone to "
+                              "start from; use one of the checkpoints it was made of")
+    return model
+
+
+ENSEMBLE_RECIPE = ("arch", "img_size", "patch_size", "in_chans", "head", "output", "class_names", "norm_mean", "norm_std",
+                   "window", "input_normalisation")
+"""What the networks of an ensemble must share: they see the same windows, normalised alike, and
+answer the same classes in the same shape."""
+
+
+def ensemble(paths: list[Path] | list[str], device: str | torch.device = "cpu") -> EnsembleClassifier:
+    """One model averaging the logits of the trained checkpoints at ``paths`` (each one network, all of
+    one recipe: :data:`ENSEMBLE_RECIPE`). It has no operating point: calibrate it (`mine-jepa
+    calibrate`), as the averaged logits are a new model's. Stride, flip views and rescoring are the
+    first member's, until calibration sets them."""
+    if not 2 <= len(paths) <= MAX_MEMBERS:
+        raise UserError(f"an ensemble takes 2 to {MAX_MEMBERS} checkpoints, got {len(paths)}")
+    members = [load_network(p, device) for p in paths]
+    first = members[0].metadata
+    for path, member in zip(paths[1:], members[1:]):
+        differ = [f"{key} {getattr(member.metadata, key)!r} (the first has {getattr(first, key)!r})"
+                  for key in ENSEMBLE_RECIPE if getattr(member.metadata, key) != getattr(first, key)]
+        if differ:
+            raise UserError(f"{path}: not the recipe of {paths[0]}: " + "; ".join(differ))
+    provenance = {"ensemble_of": [str(p) for p in paths],
+                  "members": [m.metadata.provenance for m in members]}
+    meta = replace(first, members=len(members), operating_point=None, provenance=provenance)
+    meta.validate("ensemble")
+    return EnsembleClassifier(meta, [m.float() for m in members]).eval()
 
 
 def new_classifier(
@@ -247,7 +323,7 @@ def backbone_from(init: str, arch: str, window: int, normalisation: dict[str, An
     ``input_normalisation``)."""
     path = Path(init)
     if init not in ("random", "timm") and path.is_file() and is_mine_jepa_checkpoint(path):
-        model = load_checkpoint(path)
+        model = load_network(path)
         if model.metadata.window != window:
             raise CheckpointError(f"{path}: a backbone for {model.metadata.window}-pixel windows; this run trains on "
                                   f"{window}-pixel windows")

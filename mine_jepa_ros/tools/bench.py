@@ -27,7 +27,7 @@ import torch
 
 from mine_jepa_ros.detect.classifier import PatchClassifier
 from mine_jepa_ros.detect.device import autocast_for
-from mine_jepa_ros.detect.model import MineClassifier, new_classifier, save_checkpoint
+from mine_jepa_ros.detect.model import Classifier, new_classifier, save_checkpoint
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay
 from mine_jepa_ros.detect.tiling import WaterfallTiler
@@ -57,7 +57,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_forward_rate(model: MineClassifier, patches: np.ndarray, batch_size: int, device: torch.device,
+def bare_forward_rate(model: Classifier, patches: np.ndarray, batch_size: int, device: torch.device,
                       dtype: torch.dtype | None) -> float:
     """Windows/s of normalise + forward + softmax on in-memory windows, batched like the pipeline."""
     data = torch.from_numpy(patches)
@@ -72,7 +72,7 @@ def bare_forward_rate(model: MineClassifier, patches: np.ndarray, batch_size: in
     return len(data) / (time.perf_counter() - start)
 
 
-def naive_rate(model: MineClassifier, image: np.ndarray, n: int, device: torch.device, dtype: torch.dtype | None) -> float:
+def naive_rate(model: Classifier, image: np.ndarray, n: int, device: torch.device, dtype: torch.dtype | None) -> float:
     """Windows/s of a per-window Python loop: slice, convert, forward at batch 1."""
     positions = WaterfallTiler(model.metadata.window, model.metadata.stride).positions(*image.shape)[:n]
     w = model.metadata.window

@@ -42,7 +42,10 @@ than twice the demo's, 8-pixel patches about six times).
 ``--reuse DIR`` takes steps 1 and 2 from an earlier demo's folder (its surveys, store and backbone),
 so heads and recipes (``--head``, ``--intensity-augment``, ``--random-init``) are compared on the
 same held-out surveys at the cost of the probe alone, and ``--probe-seed`` repeats the
-fine-tuning over seeds on one backbone. ``--normalise range`` normalises every
+fine-tuning over seeds on one backbone. ``--ensemble N`` fine-tunes the chosen recipe again at the
+next N - 1 seeds and averages the networks' logits in one checkpoint, calibrated on the validation
+surveys as one model (:mod:`mine_jepa_ros.training.ensembling`; N fine-tunings, N forward passes
+per window). ``--normalise range`` normalises every
 survey per range bin before windows are cut, and the model does the same online to what it
 replays (:mod:`mine_jepa_ros.detect.normalise`); its test surveys are the same as without.
 ``mine-jepa peer --store DIR/patches --validation-bag DIR/validation_bag_K ... --test-bag
@@ -56,12 +59,20 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mine_jepa_ros.detect.backends import DetectorOptions
 from mine_jepa_ros.detect.localise import LOCALISATIONS
-from mine_jepa_ros.detect.metadata import FLIP_VIEWS, PATCH_SIZES, RESCORINGS, read_metadata, window_problem
+from mine_jepa_ros.detect.metadata import (
+    FLIP_VIEWS,
+    MAX_MEMBERS,
+    PATCH_SIZES,
+    RESCORINGS,
+    read_metadata,
+    window_problem,
+)
 from mine_jepa_ros.errors import UserError
 from mine_jepa_ros.evaluate.calibrate import Target, evaluate_detector
 from mine_jepa_ros.evaluate.replay import ReplayOptions, replay, write_metrics_report
@@ -118,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probe-seed", type=int, default=0,
                         help="the fine-tuning's seed (batch order, flips, the head's init): repeat a recipe over "
                         "seeds on one backbone")
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="fine-tunings averaged into the model (mine-jepa ensemble): the chosen one and this many "
+                        "minus one more with the next probe seeds, calibrated together on validation (1: one network; "
+                        "each member costs a fine-tuning and a forward pass per window)")
     parser.add_argument("--background-weights", default="",
                         help="candidate background loss weights, chosen on the validation surveys (default: 1 for "
                         "the window head; 10,100 for the dense head, whose 36 decisions a window want a stronger prior)")
@@ -160,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--window {problem}")
     if not args.beta > 0:
         parser.error(f"--beta must be > 0, got {args.beta}")
+    if not 1 <= args.ensemble <= MAX_MEMBERS:
+        parser.error(f"--ensemble must be 1 to {MAX_MEMBERS}, got {args.ensemble}")
     if args.arch == "resnet18" and args.head == "dense":
         parser.error("--head dense needs a ViT's patch tokens: not with --arch resnet18")
     if args.patch_size != 16 and (args.arch == "resnet18" or args.head == "dense"):
@@ -230,6 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"probe ({args.probe}, {args.head} head from {init}, {epochs} epochs, {rounds}, background weight chosen among "
         f"{weights}) and its operating point, both chosen on the validation surveys -> {model_path}")
     print(choice.summary())
+    if args.ensemble > 1:
+        from mine_jepa_ros.training.ensembling import extend_to_ensemble
+
+        report = extend_to_ensemble(store, replace(probe_cfg, background_weight=choice.chosen.background_weight),
+                                    model_path, args.ensemble, validation_bags, model_path, Target("fbeta", args.beta),
+                                    ReplayOptions(detector=detector))
+        say(f"ensemble of {args.ensemble} fine-tunings (probe seeds {args.probe_seed}..{args.probe_seed + args.ensemble - 1}),"
+            f" calibrated on the validation surveys -> {model_path}")
+        print(report.summary())
     print(format_metrics(evaluate(model_path, store, "test", device=args.device)))
 
     replayed: list[Scene] = []  # scored with the others: each test survey is classified once
@@ -246,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "hard_negative_rounds": args.hard_negative_rounds, "hard_negative_epochs": args.hard_negative_epochs,
               "hard_negative_threshold": args.hard_negative_threshold,
               "intensity_augment": args.intensity_augment, "normalise": args.normalise, "adapt_epochs": args.adapt_epochs,
-              "background_weight": choice.chosen.background_weight, "stride": args.stride,
+              "background_weight": choice.chosen.background_weight, "ensemble": args.ensemble, "stride": args.stride,
               "flip_views": args.flip_views, "rescoring": args.rescoring, "localisation": args.localisation,
               "beta": args.beta,
               "reused": None if args.reuse is None else str(args.reuse)}

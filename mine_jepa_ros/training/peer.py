@@ -52,7 +52,7 @@ from tqdm import tqdm
 from mine_jepa_ros.atomic import atomic_file, write_json_atomic
 from mine_jepa_ros.detect.device import resolve_device
 from mine_jepa_ros.detect.merging import Thresholds
-from mine_jepa_ros.detect.model import MineClassifier, load_checkpoint
+from mine_jepa_ros.detect.model import MineClassifier, load_network
 from mine_jepa_ros.detect.normalise import NormalisationConfig, RangeNormaliser
 from mine_jepa_ros.errors import CheckpointError, StoreError, UserError
 from mine_jepa_ros.evaluate.calibrate import Target, choose_operating_points, require_truth
@@ -143,7 +143,7 @@ def _start(cfg: PeerConfig) -> MineClassifier | None:
     """The mine_jepa checkpoint the backbone starts from (None: random init); its arch must be the peer's."""
     if cfg.init == "random":
         return None
-    start = load_checkpoint(cfg.init)
+    start = load_network(cfg.init)
     if start.metadata.arch != cfg.backbone:
         raise UserError(f"peer --init {cfg.init}: a {start.metadata.arch} backbone, but the peer's is {cfg.backbone}")
     if start.metadata.patch_size != 16:

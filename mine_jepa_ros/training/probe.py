@@ -40,6 +40,7 @@ from mine_jepa_ros.detect.model import (
     OUTPUTS,
     PROBE_MODES,
     VIT_ARCHS,
+    Classifier,
     MineClassifier,
     ModelMetadata,
     backbone_from,
@@ -418,9 +419,9 @@ def _fit_dense(store: PatchStore, cfg: ProbeConfig, progress: bool) -> MineClass
 # -- evaluation -----------------------------------------------------------------------------------
 
 
-def evaluate(model: MineClassifier | Path | str, store: PatchStore, split: str = "test", device: str = "auto",
+def evaluate(model: Classifier | Path | str, store: PatchStore, split: str = "test", device: str = "auto",
              precision: str = "auto") -> ClassificationMetrics:
-    clf_model = load_checkpoint(model) if not isinstance(model, MineClassifier) else model
+    clf_model = model if isinstance(model, Classifier) else load_checkpoint(model)
     if list(clf_model.metadata.class_names) != store.classes:
         raise UserError(f"model classes {clf_model.metadata.class_names} differ from the store's {store.classes}")
     idx = np.sort(store.indices(split, labelled=True))
