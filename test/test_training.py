@@ -31,7 +31,7 @@ from mine_jepa_ros.training.losses import (
     sigreg_loss,
 )
 from mine_jepa_ros.training.patches import PatchBatch, PatchStore, PatchStoreWriter
-from mine_jepa_ros.training.pretrain import Pretrainer
+from mine_jepa_ros.training.pretrain import Pretrainer, running_probe_accuracy
 from mine_jepa_ros.training.probe import (
     ClassificationMetrics,
     ProbeConfig,
@@ -229,6 +229,15 @@ def test_extract_from_a_bag_with_ground_truth(tmp_path: Path, narrow_survey) -> 
 
 SMALL_PRETRAIN = PretrainConfig(epochs=2, batch_size=8, views=2, proj_hidden=32, num_slices=32, steps_per_epoch=2,
                                 warmup_epochs=0.5, device="cpu", precision="fp32")
+
+
+def test_the_running_probe_accuracy_weighs_steps_by_their_labelled_patches() -> None:
+    steps = [{"probe_acc": "nan", "labelled": "0"}, {"probe_acc": "1.0", "labelled": "3"},
+             {"probe_acc": "0.0", "labelled": "1"}, {"probe_acc": "0.5", "labelled": "4"}]
+    acc = running_probe_accuracy(steps, window=2)
+    assert math.isnan(acc[0])  # nothing labelled seen yet
+    assert acc[1:] == [1.0, 0.75, 2 / 5]  # (3 + 0) / 4, then (0 + 2) / 5: the last two steps only
+    assert running_probe_accuracy([{"probe_acc": "0.5"}, {"probe_acc": "1.0"}], window=5) == [0.5, 0.75]  # no counts
 
 
 @pytest.mark.slow
