@@ -4,13 +4,13 @@ Every survey draws its own sonar setting and seabed (gain, time-varied gain, bea
 resolution, altitude, seabed composition, ripple scale: :class:`~mine_jepa_ros.sim.FleetVariation`);
 training, validation and test surveys come from that one distribution but are never the same.
 
-1. simulate the training surveys into a patch store (72 surveys, three quarters of them for
-   training: about 190 MILCO and 195 NOMBO objects, three crops each; labelled objects are what
+1. simulate the training surveys into a patch store (144 surveys, three quarters of them for
+   training: about 390 MILCO and 385 NOMBO objects, three crops each; labelled objects are what
    the detector gains most from, and simulating them is cheap), plus validation and test surveys
    as rosbag2 files with ground truth;
-2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (2
-   epochs over the 54 training surveys, sonar augmentations: as many steps as the demo's time
-   allows);
+2. SIGReg-pretrain a ViT-Tiny (``--arch resnet18``: a ResNet-18) on the training windows (1
+   epoch over the 108 training surveys, sonar augmentations: as many steps as the demo's time
+   allows, those of 2 epochs over half the surveys);
 3. fine-tune it with a linear head on the labelled training patches (10 epochs; ``--probe linear``: head
    only; ``--head dense``: a per-token head on every training window with token targets, decoded
    by peak finding), once per candidate background loss weight (``--background-weights``: for the
@@ -93,7 +93,7 @@ BASE = SurveyConfig(pings=1536, samples_per_side=512, max_range_m=16.0, altitude
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (replaced)")
-    parser.add_argument("--surveys", type=int, default=72,
+    parser.add_argument("--surveys", type=int, default=144,
                         help="surveys simulated for training (a quarter held out for the patch metrics)")
     parser.add_argument("--validation-surveys", type=int, default=6,
                         help="validation surveys (operating point; 6 hold about 36 MILCO)")
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the ViT's token side in pixels (8: 12 x 12 tokens in a 96-pixel window, about six times "
                         "the time)")
     parser.add_argument("--offset-crops", type=int, default=2, help="extra off-centre crops per object (see extract)")
-    parser.add_argument("--epochs", type=int, default=2, help="SIGReg pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=1, help="SIGReg pretraining epochs")
     parser.add_argument("--probe", choices=["finetune", "linear"], default="finetune", help="probe mode")
     parser.add_argument("--head", choices=["window", "dense"], default="window",
                         help="window: one class per window; dense: one per 16-pixel token, decoded by peak finding")
