@@ -88,6 +88,40 @@ def test_on_simulated_objects_the_echo_is_nearer_the_object_than_a_coarse_window
     assert np.mean(after) < 0.5 and np.mean(after) < 0.75 * np.mean(before), (np.mean(before), np.mean(after))
 
 
+def test_one_detection_per_echo_the_higher_score_stands() -> None:
+    localiser = EchoLocaliser(reach=32)
+
+    def det(name: str, score: float, row: float, col: float) -> Detection:
+        return Detection(name, score, (row - 8, col - 8, row + 8, col + 8), f"{name}@{row:g},{col:g}")
+
+    low, high = det("MILCO", 0.4, 100, 100), det("MILCO", 0.7, 110, 120)  # 22 pixels apart: one echo
+    other_class = det("NOMBO", 0.9, 105, 110)  # decisions are per class: it stays
+    apart = det("MILCO", 0.2, 100, 140)  # 40 pixels from the first, 22 from the second (dropped with it)
+    far = det("MILCO", 0.1, 200, 300)
+    assert localiser.distinct([low, high, other_class, far]) == [high, other_class, far]  # input order kept
+    assert localiser.distinct([high, low]) == [high]
+    assert localiser.distinct([low, apart]) == [low, apart]  # 40 > reach: two echoes
+    assert localiser.distinct([low, high, apart]) == [high]
+    tie = det("MILCO", 0.4, 101, 101)
+    assert localiser.distinct([low, tie]) == [low] and localiser.distinct([tie, low]) == [tie]  # equal: first
+    # a stream's published detections stand, whatever the new one scores
+    assert localiser.distinct([high, far], earlier=[low]) == [far]
+    assert localiser.distinct([high], earlier=[other_class]) == [high]
+    assert localiser.distinct([]) == [] and localiser.distinct([low]) == [low]
+
+
+def test_the_pipeline_keeps_one_detection_per_echo_and_a_stream_does_not_repeat_one_published() -> None:
+    image = _seabed(300, 400, seed=6) * 0.4
+    image[150:160, 200:210] = 1.0
+    two = [Detection("MILCO", 0.6, (130.0, 180.0, 170.0, 220.0)), Detection("MILCO", 0.9, (150.0, 195.0, 190.0, 235.0))]
+    pipeline = DetectionPipeline(BrightWindows(), PipelineConfig("frames", thresholds=0.5))
+    (one,) = pipeline.located(two, image)  # both pulled onto the square: the higher score stands
+    assert one.score == 0.9 and np.hypot(one.centre[0] - 155, one.centre[1] - 205) < 3
+    assert pipeline.located(two, image, published=[one]) == []  # already out
+    windows = DetectionPipeline(BrightWindows(), PipelineConfig("frames", thresholds=0.5, localisation="windows"))
+    assert windows.located(two, image) == two  # not localised: the windows' detections as they are
+
+
 def test_an_unknown_localisation_is_refused_naming_it() -> None:
     with pytest.raises(UserError, match="localisation 'peak'"):
         PipelineConfig(localisation="peak")

@@ -21,6 +21,22 @@ iterations placed the demo model's MILCO 0.28 m from the object (0.91 m at the w
 with the same AP (0.80); a 0.9 quantile or a 40-pixel reach lost 0.02-0.04 AP by pulling some
 detections onto a neighbour.
 
+**One detection per echo.** Two detections of one class can land on the same echo: a component of
+overlapping windows with two peaks (:class:`~mine_jepa_ros.detect.merging.WindowMerger`), one at
+each end of an object, becomes two detections whose centres the localiser pulls together.
+:meth:`EchoLocaliser.distinct` keeps the one with the higher score (the centred window's, where
+the detections are rescored) of any two of a class whose centres lie within ``reach`` pixels (one
+centroid neighbourhood: the same contrast), as non-maximum suppression keeps one box per object.
+Detections of different classes on one echo are both kept (decisions are per class: dropping a
+MILCO under a higher-scored NOMBO lost MILCO AP on the demo's validation surveys, where radii of
+16 to 48 pixels within a class did equally well; README, *One detection per echo*).
+
+A ping stream publishes detections as their windows are complete, so there a new detection is
+also dropped near an earlier published one of its class, which stays (it cannot be taken back).
+The stream then keeps the earlier of the two where a frame keeps the higher score; that only
+happens when the localiser pulls the detections of two separate groups of windows onto one echo
+(a group's detections are published together).
+
 The box keeps its size and is moved with the centre; the score and the id are unchanged. The
 centre moves at most ``iterations x reach`` pixels, and where the neighbourhood is flat (no
 contrast above the quantile) it stays where the windows put it. The square is clipped to the
@@ -130,3 +146,26 @@ class EchoLocaliser:
             centre = found[start]
             out.append(det if centre is None else det.shifted(centre[0] - row, centre[1] - col))
         return out
+
+    def distinct(self, detections: Sequence[Detection], earlier: Sequence[Detection] = ()) -> list[Detection]:
+        """``detections`` in their order, less each one whose centre lies within ``reach`` pixels of
+        a higher-scored one of its class (equal scores: the first stands) or of one of ``earlier``
+        (already published) of its class: one detection per echo (module docstring)."""
+        if len(detections) < 2 and not earlier:
+            return list(detections)
+        everything = [*earlier, *detections]
+        centres = np.array([d.centre for d in everything], np.float64).reshape(-1, 2)
+        classes = np.array([d.class_name for d in everything])
+        near = (((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2) < self.reach ** 2) & (
+            classes[:, None] == classes[None, :])
+        first = len(earlier)
+        kept = np.zeros(len(everything), bool)
+        kept[:first] = True  # published: they stand
+        dropped = near[:first, first:].any(axis=0) if first else np.zeros(len(detections), bool)
+        order = sorted(range(len(detections)), key=lambda i: -detections[i].score)  # stable: equal scores keep their order
+        for i in order:
+            if dropped[i]:
+                continue
+            kept[first + i] = True
+            dropped |= near[first + i, first:]
+        return [d for d, keep in zip(detections, kept[first:]) if keep]

@@ -219,6 +219,7 @@ class DetectionPipeline:
         self._stamps = np.zeros(self.config.max_stamp_history, np.int64)
         self._overlay_rows = PingHistory(self.config.overlay_rows, np.uint8)  # the overlay's recent pings (pings mode)
         self._recent: list[Detection] = []
+        self._published: list[Detection] = []  # a ping stream's detections out whose echo a new one can reach
         self._last_header: Any = None
         self._stream_width = 0
 
@@ -228,14 +229,19 @@ class DetectionPipeline:
         return DetectionPipeline(self.classifier, replace(self.config, input_mode=input_mode), self.window, self.stride,
                                  self.flip_views, self.rescoring)
 
-    def located(self, detections: list[Detection], pixels: np.ndarray, first_row: int = 0) -> list[Detection]:
+    def located(self, detections: list[Detection], pixels: np.ndarray, first_row: int = 0,
+                published: Sequence[Detection] = ()) -> list[Detection]:
         """``detections`` made from windows of ``pixels`` (first row ``first_row``), localised as
-        this pipeline localises (``config.localisation``) and scored again as it rescores
-        (``rescoring``: those that fall below their threshold dropped)."""
+        this pipeline localises (``config.localisation``), scored again as it rescores
+        (``rescoring``: those that fall below their threshold dropped) and, when localised, one
+        per echo (:meth:`~mine_jepa_ros.detect.localise.EchoLocaliser.distinct`; ``published``: a
+        stream's detections already out, which stand)."""
         if self.localiser is not None:
             detections = self.localiser.relocate(detections, pixels, first_row)
         if self.rescorer is not None:
             detections = self.rescorer.rescore(detections, pixels, self.thresholds, first_row)
+        if self.localiser is not None:
+            detections = self.localiser.distinct(detections, published)
         return detections
 
     # -- settings -------------------------------------------------------------------------------
@@ -354,7 +360,10 @@ class DetectionPipeline:
         else:
             done = self._merger.finalize(self._stream_tiler.rows_seen - self.window)
         if done and (self.localiser is not None or self.rescorer is not None):
-            done = self.located(done, *self._held.pixels())
+            held, first_row = self._held.pixels()
+            self._published = [d for d in self._published if d.centre[0] >= first_row]  # all a new one can reach
+            done = self.located(done, held, first_row, self._published)
+            self._published += done
         detections = self._with_positions(done, stream=True, width=self._stream_width)
         overlay: np.ndarray | None = None
         shown: list[Detection] = []
@@ -378,6 +387,7 @@ class DetectionPipeline:
             return None
         out = self._stream_output(self._last_header, self._stream_tiler.flush(), flushing=True)
         self._held.reset()  # the next pings start another waterfall: no echo reaches back
+        self._published = []
         return out
 
     def _stream_overlay(self, new: list[Detection]) -> tuple[np.ndarray, list[Detection]]:

@@ -125,15 +125,17 @@ class Scene:
             self.pixels = None  # kept only to localise and rescore: a scene of a pipeline that does neither holds none
 
     def located(self, detections: list[Detection], thresholds: Thresholds) -> list[Detection]:
-        """Detections made from this scene's windows at ``thresholds``, localised and scored again as
-        the pipeline did its own (each start pixel localised once, each centre classified once: the
-        threshold sweep makes the same detections again)."""
+        """Detections made from this scene's windows at ``thresholds``, localised, scored again and
+        kept one per echo as the pipeline did its own (each start pixel localised once, each centre
+        classified once: the threshold sweep makes the same detections again)."""
         if self.pixels is None:
             return detections
         if self.localiser is not None:
             detections = self.localiser.relocate(detections, self.pixels, found=self._echo_centres)
         if self.rescorer is not None:
             detections = self.rescorer.rescore(detections, self.pixels, thresholds, answers=self._centred)
+        if self.localiser is not None:
+            detections = self.localiser.distinct(detections)
         return detections
 
 

@@ -94,7 +94,8 @@ class NodeSettings:
                             "only); empty = the checkpoint's (`mine-jepa calibrate --rescoring`: its thresholds were "
                             "chosen with it).", choices=("", *RESCORINGS))
     localisation: str = _param("echo", "Where a detection's centre is put: echo (moved onto the object's highlight and "
-                               "shadow in the pixels) or windows (the weighted mean of its windows' centres).",
+                               "shadow in the pixels, one detection per class per echo) or windows (the weighted mean of "
+                               "its windows' centres).",
                                choices=LOCALISATIONS)
     batch_size: int = _param(64, "Windows per forward pass.", min_value=1, max_value=65536)
     thresholds: list[float] = _param([], "Probability threshold per non-background class (one value for all, or one "
