@@ -158,14 +158,12 @@ class EchoLocaliser:
         classes = np.array([d.class_name for d in everything])
         near = (((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2) < self.reach ** 2) & (
             classes[:, None] == classes[None, :])
-        first = len(earlier)
-        kept = np.zeros(len(everything), bool)
-        kept[:first] = True  # published: they stand
-        dropped = near[:first, first:].any(axis=0) if first else np.zeros(len(detections), bool)
+        first = len(earlier)  # published: they stand, and drop the new ones near them
+        kept = np.zeros(len(detections), bool)
+        dropped = near[:first, first:].any(axis=0)
         order = sorted(range(len(detections)), key=lambda i: -detections[i].score)  # stable: equal scores keep their order
         for i in order:
-            if dropped[i]:
-                continue
-            kept[first + i] = True
-            dropped |= near[first + i, first:]
-        return [d for d, keep in zip(detections, kept[first:]) if keep]
+            if not dropped[i]:
+                kept[i] = True
+                dropped |= near[first + i, first:]
+        return [d for d, keep in zip(detections, kept) if keep]
